@@ -1,0 +1,123 @@
+"""Process entry points: configuration and logging at the edge, then into the package."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Any, Mapping, NoReturn
+
+import click
+import redis
+
+from .config import Config, ConfigError, mask_url
+from .times import utcnow
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One clear line on stderr and a non-zero exit, instead of a traceback."""
+    print(f"releng-hardware: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> Config:
+    """The settings from the environment, or exit with the problem."""
+    try:
+        return Config.from_environ(os.environ if environ is None else environ)
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}")
+
+
+def setup_logging(level: str) -> None:
+    """One line per record on stdout, as Heroku's log router expects."""
+    logging.basicConfig(stream=sys.stdout, level=level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("amqp").setLevel(logging.WARNING)
+    logging.getLogger("kombu").setLevel(logging.WARNING)
+
+
+def _store(config: Config) -> Any:
+    from .store import Store, open_redis
+    return Store(open_redis(config.redis_url, config.redis_timeout), config.redis_key_prefix)
+
+
+def wsgi_app() -> Any:
+    """The Flask app for gunicorn (`webserver:app`)."""
+    from .web import create_app
+    config = load_config()
+    setup_logging(config.log_level)
+    return create_app(config)
+
+
+def listen() -> None:
+    """Console script: run the Pulse listener until SIGTERM."""
+    from .listener import main
+    config = load_config()
+    try:
+        config.amqp_url
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}")
+    setup_logging(config.log_level)
+    sys.exit(main(config, _store(config)))
+
+
+@click.command(help="Load the /machines JSON array from stdin into Redis. Nothing is written "
+                    "unless every entry is valid; no machine's lastseen moves backwards.")
+@click.option("--dry-run", is_flag=True, help="Validate only; write nothing.")
+def preload(dry_run: bool) -> None:
+    """Console script: preload Redis from /machines JSON on stdin."""
+    from .preload import PreloadError, parse_entries
+    config = load_config()
+    raw = sys.stdin.buffer.read()
+    try:
+        entries = parse_entries(raw, utcnow())
+    except PreloadError as exc:
+        fail(f"nothing written: {exc}", code=1)
+    if dry_run:
+        click.echo(f"{len(entries)} entries valid; nothing written (dry run)")
+        return
+    try:
+        written, kept = _store(config).preload(entries)
+    except redis.RedisError as exc:
+        fail(f"nothing written: Redis at {mask_url(config.redis_url)} failed: {exc}", code=1)
+    click.echo(f"{len(entries)} entries read: {written} written, {kept} kept because newer")
+
+
+@click.command(help="Publish realistic Taskcluster queue messages for a made-up fleet on the "
+                    "broker of PULSE_URL (a local RabbitMQ), declaring the queue's exchanges.")
+@click.option("--machines", default=40, show_default=True, help="Fleet size.")
+@click.option("--count", default=0, show_default=True, help="Stop after this many messages (0: never).")
+@click.option("--backlog", is_flag=True,
+              help="Publish --count messages of a past day at once, instead of in real time.")
+@click.option("--seed", default=1, show_default=True, help="Random seed.")
+def simulate(machines: int, count: int, backlog: bool, seed: int) -> None:
+    """Console script: run the queue simulator."""
+    import itertools
+
+    from kombu import Connection
+
+    from . import simulate as sim
+    config = load_config()
+    if not config.pulse_url:
+        fail("the simulator publishes only to a broker you run: set PULSE_URL "
+             "(e.g. amqp://guest:guest@localhost:5672/)")
+    setup_logging(config.log_level)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    if backlog:
+        if count <= 0:
+            fail("--backlog needs --count")
+        messages: Any = sim.backlog(count, machines, end=utcnow(), seed=seed)
+    else:
+        messages = sim.live(sim.fleet(machines), utcnow(), seed=seed)
+        if count:
+            messages = itertools.islice(messages, count)
+    with Connection(config.pulse_url, heartbeat=0) as connection:
+        logging.info("publishing to %s for %d machines", mask_url(config.pulse_url), machines)
+        try:
+            published = sim.publish(connection, messages, should_stop=lambda: bool(stopping))
+        except KeyboardInterrupt:
+            published = -1
+    if published >= 0:
+        click.echo(f"published {published} messages")

@@ -1,0 +1,188 @@
+"""Settings, parsed once from the environment (or any mapping) into one object."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '90s', '15m', '6h' or '2d'; ValueError otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90, 90s, 15m, 6h or 2d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError("must be a port number from 1 to 65535")
+    return value
+
+
+def _provisioners(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise ValueError("needs at least one provisioner id")
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,38}", name):
+            raise ValueError(f"{name!r} is not a Taskcluster identifier")
+    return names
+
+
+def _redis_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return text
+
+
+def _amqp_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("amqp", "amqps"):
+        raise ValueError("must start with amqp:// or amqps://")
+    return text
+
+
+def _root_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("http", "https"):
+        raise ValueError("must be an http(s) URL")
+    return text.rstrip("/")
+
+
+def _duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return seconds
+
+
+def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the web app, the listener, preload and the simulator."""
+
+    redis_url: str = _setting(
+        "REDIS_URL", "redis://localhost:6379/0", _redis_url, "Redis to write and read")
+    redis_key_prefix: str = _setting(
+        "REDIS_KEY_PREFIX", "", str, "prefix of every Redis key (for sharing one Redis)")
+    redis_timeout: float = _setting(
+        "REDIS_TIMEOUT", 3.0, _duration, "seconds before a Redis call counts as failed")
+    pulse_url: str | None = _setting(
+        "PULSE_URL", None, _amqp_url,
+        "full AMQP URL of the broker; wins over AMQP_USER/AMQP_PASS when set")
+    amqp_user: str | None = _setting("AMQP_USER", None, str, "Pulse user name")
+    amqp_pass: str | None = _setting("AMQP_PASS", None, str, "Pulse password")
+    pulse_host: str = _setting("PULSE_HOST", "pulse.mozilla.org", str, "Pulse host (TLS, port 5671)")
+    pulse_queue_name: str = _setting(
+        "PULSE_QUEUE_NAME", "releng-hardware", str,
+        "the listener's queue is queue/<user>/<PULSE_QUEUE_NAME>")
+    provisioner_ids: tuple[str, ...] = _setting(
+        "PROVISIONER_IDS", ("releng-hardware",), _provisioners,
+        "comma-separated Taskcluster provisioners to follow")
+    port: int = _setting("PORT", 8080, _port, "web port")
+    prefetch: int = _setting(
+        "PULSE_PREFETCH", 1000, _positive_int,
+        "most unacknowledged messages the listener holds (Pulse counts them too)")
+    batch_size: int = _setting(
+        "BATCH_SIZE", 250, _positive_int, "messages written to Redis and acked together")
+    batch_max_age: float = _setting(
+        "BATCH_MAX_AGE", 0.25, _duration, "seconds a message may wait for its batch")
+    amqp_heartbeat: float = _setting(
+        "AMQP_HEARTBEAT", 60.0, _duration, "AMQP heartbeat interval in seconds")
+    stale_after: float = _setting(
+        "STALE_AFTER", 6 * 3600.0, _duration, "a machine not seen for this long is stale")
+    listener_stale_after: float = _setting(
+        "LISTENER_STALE_AFTER", 300.0, _duration,
+        "/__heartbeat__ fails when the listener has been silent this long")
+    backlog_warning: int = _setting(
+        "BACKLOG_WARNING", 5000, _positive_int,
+        "the listener warns at start when its queue holds more messages than this")
+    taskcluster_root_url: str = _setting(
+        "TASKCLUSTER_ROOT_URL", "https://firefox-ci-tc.services.mozilla.com", _root_url,
+        "Taskcluster deployment that task links point to")
+    log_level: str = _setting("LOG_LEVEL", "INFO", str.upper, "log level of every process")
+
+    def __post_init__(self) -> None:
+        if self.prefetch <= self.batch_size:
+            raise ConfigError(
+                f"PULSE_PREFETCH ({self.prefetch}) must be larger than BATCH_SIZE ({self.batch_size})")
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"LOG_LEVEL: {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> "Config":
+        """Build the settings from a mapping; ConfigError names the first bad one."""
+        values: dict[str, Any] = {}
+        for setting in fields(cls):
+            raw = environ.get(setting.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            try:
+                values[setting.name] = setting.metadata["parse"](raw)
+            except ValueError as exc:
+                raise ConfigError(f"{setting.metadata['env']}: {exc}") from None
+        return cls(**values)
+
+    @property
+    def amqp_url(self) -> str:
+        """The broker URL: PULSE_URL, or Pulse over TLS with AMQP_USER/AMQP_PASS."""
+        if self.pulse_url:
+            return self.pulse_url
+        if not (self.amqp_user and self.amqp_pass):
+            raise ConfigError("set PULSE_URL, or both AMQP_USER and AMQP_PASS, to reach Pulse")
+        user, password = quote(self.amqp_user, safe=""), quote(self.amqp_pass, safe="")
+        return f"amqps://{user}:{password}@{self.pulse_host}:5671/"
+
+    @property
+    def amqp_user_name(self) -> str:
+        """The broker user, which Pulse requires in queue names."""
+        user = urlsplit(self.amqp_url).username
+        return unquote(user) if user else "guest"
+
+    @property
+    def queue_name(self) -> str:
+        """Pulse's rule: a client's queues are named queue/<user>/<name>."""
+        return f"queue/{self.amqp_user_name}/{self.pulse_queue_name}"
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting, as the README lists them."""
+    rows = []
+    for setting in fields(Config):
+        default = setting.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        rows.append((setting.metadata["env"], "" if default is None else str(default),
+                     setting.metadata["doc"]))
+    return rows
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, fit for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

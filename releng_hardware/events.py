@@ -1,0 +1,241 @@
+"""Pure parsing of Taskcluster queue messages: a message in, an event or a Skip out.
+
+No I/O, no clock, no logging: the listener passes the receipt time in.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Union
+
+import orjson
+
+from .times import parse_time
+
+EXCHANGE_PREFIX = "exchange/taskcluster-queue/v1/"
+# Exchange suffix -> the state a run is in after it.
+WORKER_EXCHANGES = {
+    "task-running": "running",
+    "task-completed": "completed",
+    "task-failed": "failed",
+    "task-exception": "exception",
+}
+PENDING_EXCHANGE = "task-pending"
+EXCHANGES = (PENDING_EXCHANGE, *WORKER_EXCHANGES)
+RESOLVED_STATES = ("completed", "failed", "exception")
+
+# Taskcluster's own schema patterns (v1 task-status and message schemas).
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,38}$")
+_SLUGID = re.compile(r"^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$")
+_REASON = re.compile(r"^[a-z0-9-]{1,64}$")
+MAX_BODY_BYTES = 256 * 1024
+MAX_RUN_ID = 1000
+# An event stamped further ahead than this is a broken clock, and would pin
+# lastseen in the future because lastseen never moves backwards.
+MAX_CLOCK_SKEW = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEvent:
+    """A run started or resolved on a worker: what the store records per machine."""
+
+    worker_group: str
+    worker_id: str
+    provisioner_id: str
+    worker_type: str
+    task_id: str
+    run_id: int
+    state: str
+    reason_resolved: str | None
+    lastseen: datetime
+    deadline: datetime | None
+    time_from_message: bool
+
+    @property
+    def machine_id(self) -> str:
+        """`$DC:$HOSTNAME`, the machine's key everywhere."""
+        return f"{self.worker_group}:{self.worker_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A run is waiting for a worker of this worker type."""
+
+    provisioner_id: str
+    worker_type: str
+    task_id: str
+    run_id: int
+    scheduled: datetime
+    deadline: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Why a message records nothing; `malformed` tells broken input from irrelevant input."""
+
+    reason: str
+    malformed: bool = False
+    detail: str = ""
+
+
+Event = Union[WorkerEvent, PendingEvent]
+
+
+class _Malformed(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+def bindings(provisioner_ids: Iterable[str], *, with_pending: bool = True) -> list[tuple[str, str]]:
+    """(exchange, routing key pattern) pairs that select the provisioners' messages."""
+    names = EXCHANGES if with_pending else tuple(WORKER_EXCHANGES)
+    return [
+        (EXCHANGE_PREFIX + name, f"primary.*.*.*.*.{provisioner}.*.*.*.#")
+        for provisioner in provisioner_ids
+        for name in names
+    ]
+
+
+def parse_message(
+    exchange: str,
+    routing_key: str,
+    body: bytes | str | dict,
+    received_at: datetime,
+    provisioner_ids: Iterable[str] = ("releng-hardware",),
+) -> Event | Skip:
+    """Turn one queue message into a WorkerEvent, a PendingEvent or a Skip."""
+    name = exchange[len(EXCHANGE_PREFIX):] if exchange.startswith(EXCHANGE_PREFIX) else ""
+    if name not in EXCHANGES:
+        return Skip("unknown-exchange", detail=exchange[:100])
+    try:
+        return _parse(name, routing_key or "", _decode(body), received_at, provisioner_ids)
+    except _Malformed as exc:
+        return Skip(exc.reason, malformed=True, detail=exc.detail)
+
+
+def _decode(body: bytes | str | dict) -> dict:
+    if isinstance(body, dict):
+        return body
+    if len(body) > MAX_BODY_BYTES:
+        raise _Malformed("too-large", f"{len(body)} bytes")
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _Malformed("not-json", str(exc)) from None
+    if not isinstance(decoded, dict):
+        raise _Malformed("not-an-object", type(decoded).__name__)
+    return decoded
+
+
+def _parse(name: str, routing_key: str, body: dict, received_at: datetime,
+           provisioner_ids: Iterable[str]) -> Event | Skip:
+    key_fields = _routing_key_fields(routing_key)
+    status = body.get("status")
+    if not isinstance(status, dict):
+        raise _Malformed("missing-field", "status")
+    provisioner_id, worker_type = _task_queue(status, key_fields)
+    if provisioner_id not in provisioner_ids:
+        return Skip("other-provisioner", detail=provisioner_id)
+    task_id = _first(status.get("taskId"), key_fields.get("taskId"))
+    if not isinstance(task_id, str) or not _SLUGID.match(task_id):
+        raise _Malformed("bad-identifier", f"taskId {task_id!r:.60}")
+    run_id = _run_id(body, key_fields)
+    runs = status.get("runs")
+    if not isinstance(runs, list):
+        raise _Malformed("missing-field", "status.runs")
+    if run_id >= len(runs) or not isinstance(runs[run_id], dict):
+        raise _Malformed("bad-run-id", f"runId {run_id} with {len(runs)} runs")
+    run = runs[run_id]
+    deadline = _optional_time(status.get("deadline"), "status.deadline")
+
+    if name == PENDING_EXCHANGE:
+        if deadline is None:
+            raise _Malformed("missing-field", "status.deadline")
+        scheduled = _optional_time(run.get("scheduled"), "scheduled")
+        return PendingEvent(provisioner_id, worker_type, task_id, run_id,
+                            scheduled or received_at, deadline)
+
+    worker_group = _first(body.get("workerGroup"), run.get("workerGroup"), key_fields.get("workerGroup"))
+    worker_id = _first(body.get("workerId"), run.get("workerId"), key_fields.get("workerId"))
+    if worker_group is None or worker_id is None:
+        return Skip("no-worker", detail=task_id)
+    _check_identifier("workerGroup", worker_group)
+    _check_identifier("workerId", worker_id)
+
+    state = WORKER_EXCHANGES[name]
+    moment = _optional_time(run.get("started" if state == "running" else "resolved"), "run time")
+    if moment is not None and moment - received_at > MAX_CLOCK_SKEW:
+        raise _Malformed("future-time", moment.isoformat())
+    reason = run.get("reasonResolved") if state != "running" else None
+    if reason is not None and not (isinstance(reason, str) and _REASON.match(reason)):
+        raise _Malformed("bad-field", f"reasonResolved {reason!r:.60}")
+    return WorkerEvent(
+        worker_group=worker_group,
+        worker_id=worker_id,
+        provisioner_id=provisioner_id,
+        worker_type=worker_type,
+        task_id=task_id,
+        run_id=run_id,
+        state=state,
+        reason_resolved=reason,
+        lastseen=moment or received_at,
+        deadline=deadline,
+        time_from_message=moment is not None,
+    )
+
+
+_KEY_NAMES = ("taskId", "runId", "workerGroup", "workerId", "provisionerId", "workerType")
+
+
+def _routing_key_fields(routing_key: str) -> dict[str, str]:
+    parts = routing_key.split(".")
+    if len(parts) < 7 or parts[0] != "primary":
+        return {}
+    # '_' is how the queue writes an absent field into a routing key.
+    return {name: value for name, value in zip(_KEY_NAMES, parts[1:7]) if value != "_"}
+
+
+def _first(*candidates: Any) -> Any:
+    for candidate in candidates:
+        if candidate is not None and candidate != "":
+            return candidate
+    return None
+
+
+def _task_queue(status: dict, key_fields: dict[str, str]) -> tuple[str, str]:
+    provisioner_id, worker_type = status.get("provisionerId"), status.get("workerType")
+    task_queue_id = status.get("taskQueueId")
+    if (provisioner_id is None or worker_type is None) and isinstance(task_queue_id, str) \
+            and task_queue_id.count("/") == 1:
+        provisioner_id, worker_type = task_queue_id.split("/")
+    provisioner_id = _first(provisioner_id, key_fields.get("provisionerId"))
+    worker_type = _first(worker_type, key_fields.get("workerType"))
+    _check_identifier("provisionerId", provisioner_id)
+    _check_identifier("workerType", worker_type)
+    return provisioner_id, worker_type
+
+
+def _run_id(body: dict, key_fields: dict[str, str]) -> int:
+    run_id = body.get("runId")
+    if run_id is None and "runId" in key_fields:
+        run_id = int(key_fields["runId"]) if key_fields["runId"].isdigit() else key_fields["runId"]
+    if isinstance(run_id, bool) or not isinstance(run_id, int) or not 0 <= run_id <= MAX_RUN_ID:
+        raise _Malformed("bad-run-id", f"runId {run_id!r:.60}")
+    return run_id
+
+
+def _check_identifier(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise _Malformed("bad-identifier", f"{name} {value!r:.60}")
+
+
+def _optional_time(value: Any, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise _Malformed("bad-time", f"{name} {value!r:.60}") from None

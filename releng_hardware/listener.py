@@ -1,0 +1,297 @@
+"""Kombu wiring: the durable Pulse queue, its bindings, batching, acks, reconnects, signals."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Iterator
+
+import redis
+from kombu import Connection, Exchange, Queue, binding
+from kombu.mixins import ConsumerMixin
+
+from .config import Config, mask_url
+from .events import Skip, bindings, parse_message
+from .store import Store
+from .times import utcnow
+
+log = logging.getLogger(__name__)
+
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+def declare_queue(config: Config) -> Queue:
+    """The durable queue, bound to the queue service's exchanges for our provisioners."""
+    return Queue(
+        config.queue_name,
+        durable=True,
+        auto_delete=False,
+        exclusive=False,
+        bindings=[
+            # passive: Pulse owns these exchanges and refuses to let clients declare them
+            binding(Exchange(exchange_name, type="topic", passive=True), routing_key=routing_key)
+            for exchange_name, routing_key in bindings(config.provisioner_ids)
+        ],
+    )
+
+
+def backoff_delay(attempt: int, base: float = 1.0, cap: float = 30.0,
+                  rand: Callable[[], float] = random.random) -> float:
+    """Full-jitter exponential backoff: spread reconnecting clients apart."""
+    return rand() * min(cap, base * 2 ** min(attempt, 16))
+
+
+@dataclass
+class Counters:
+    """What this process has seen since it started (the store keeps the shared totals)."""
+
+    processed: int = 0
+    written: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    malformed: int = 0
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class Listener(ConsumerMixin):
+    """Consumes the queue in batches: write a batch to Redis, then ack it with one multiple-ack."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        store: Store,
+        config: Config,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.connection = connection
+        self.store = store
+        self.config = config
+        self.queue = declare_queue(config)
+        self.clock = clock
+        self.sleep = sleep
+        self.counters = Counters()
+        self.connects = 0
+        self._batch: list[tuple[Any, Any]] = []  # (message, event or Skip)
+        self._batch_started = 0.0
+        self._last_heartbeat = 0.0
+        self._channel: Any = None
+
+    # -- kombu hooks --------------------------------------------------------
+
+    def get_consumers(self, Consumer: Callable[..., Any], channel: Any) -> list[Any]:
+        consumer = Consumer(queues=[self.queue], callbacks=[], accept=None,
+                            prefetch_count=self.config.prefetch, no_ack=False)
+        # on_message gets the raw message: decoding is ours, so bad bytes are counted, not fatal
+        consumer.on_message = self.on_message
+        return [consumer]
+
+    @contextmanager
+    def establish_connection(self) -> Iterator[Connection]:
+        attempt = 0
+        while True:
+            conn = self.create_connection()
+            try:
+                conn.connect()
+                break
+            except conn.connection_errors as exc:
+                conn.release()
+                delay = backoff_delay(attempt)
+                attempt += 1
+                log.warning("cannot reach broker %s (%s); retrying in %.1fs",
+                            mask_url(self.connection.as_uri(include_password=True)), exc, delay)
+                self._wait(delay)
+                if self.should_stop:
+                    raise StopListening() from None
+        try:
+            yield conn
+        finally:
+            conn.release()
+
+    def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
+        # delivery tags belong to a channel: anything batched on an older one comes again
+        self._batch.clear()
+        self._channel = channel
+        self.connects += 1
+        self._with_redis(lambda: self.store.listener_connected(self.clock(), self.config.queue_name))
+        self._report_backlog(channel)
+        log.info("consuming %s (connection %d)", self.config.queue_name, self.connects)
+
+    def on_iteration(self) -> None:
+        if self._batch and time.monotonic() - self._batch_started >= self.config.batch_max_age:
+            self.flush()
+        if time.monotonic() - self._last_heartbeat >= 30:
+            self._last_heartbeat = time.monotonic()
+            if not self._batch:
+                self._with_redis(lambda: self.store.listener_heartbeat(self.clock()))
+
+    def on_connection_error(self, exc: Exception, interval: float) -> None:
+        log.warning("broker connection error: %s; retrying in %.1fs", exc, interval)
+
+    # -- messages -----------------------------------------------------------
+
+    def on_message(self, message: Any) -> None:
+        """Parse and queue one message for the next flush; never raises."""
+        try:
+            info = message.delivery_info
+            outcome = parse_message(info.get("exchange", ""), info.get("routing_key", ""),
+                                    message.body, self.clock(), self.config.provisioner_ids)
+        except Exception as exc:  # a bug here must not end the consumer loop
+            log.exception("unexpected error parsing a message")
+            outcome = Skip("parser-error", malformed=True, detail=repr(exc)[:200])
+        if isinstance(outcome, Skip) and outcome.malformed:
+            log.warning("malformed message skipped: %s %s (routing key %.120s)",
+                        outcome.reason, outcome.detail[:200],
+                        message.delivery_info.get("routing_key", ""))
+        if not self._batch:
+            self._batch_started = time.monotonic()
+        self._batch.append((message, outcome))
+        if len(self._batch) >= self.config.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the batch to Redis, then ack it; on a lost channel, drop it unacked."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        events = [outcome for _, outcome in batch if not isinstance(outcome, Skip)]
+        skips = [outcome for _, outcome in batch if isinstance(outcome, Skip)]
+        malformed = sum(1 for skip in skips if skip.malformed)
+        now = self.clock()
+        result = self._with_redis(lambda: self.store.record(
+            events, now=now, received_at=now, processed=len(batch),
+            skipped=len(skips) - malformed, malformed=malformed))
+        if result is None:
+            return  # stopping before Redis came back: leave the batch unacked for redelivery
+        last_message = batch[-1][0]
+        if last_message.channel is not self._channel:
+            return
+        # ack after the write: a crash before this line means redelivery, not loss
+        last_message.ack(multiple=True)
+        self._count(len(batch), result.written, result.duplicates, skips)
+
+    def _count(self, processed: int, written: int, duplicates: int, skips: list[Skip]) -> None:
+        counters = self.counters
+        counters.processed += processed
+        counters.written += written
+        counters.duplicates += duplicates
+        for skip in skips:
+            if skip.malformed:
+                counters.malformed += 1
+            else:
+                counters.skipped += 1
+            counters.skip_reasons[skip.reason] = counters.skip_reasons.get(skip.reason, 0) + 1
+
+    def _with_redis(self, write: Callable[[], Any]) -> Any:
+        """Run a Redis write until it succeeds, keeping AMQP heartbeats going; None if stopping."""
+        attempt = 0
+        while True:
+            try:
+                return write()
+            except REDIS_ERRORS as exc:
+                delay = backoff_delay(attempt, base=0.5, cap=10.0)
+                attempt += 1
+                log.warning("Redis unavailable (%s); retry %d in %.1fs", exc, attempt, delay)
+                self._wait(delay)
+                if self.should_stop:
+                    return None
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep in short steps, answering AMQP heartbeats and a stop request."""
+        deadline = time.monotonic() + seconds
+        while not self.should_stop and time.monotonic() < deadline:
+            self.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            self._heartbeat_check()
+
+    def _heartbeat_check(self) -> None:
+        if self._channel is None:
+            return
+        try:
+            self._channel.connection.client.heartbeat_check()
+        except Exception:  # the next drain_events will surface a dead connection
+            log.debug("heartbeat check failed", exc_info=True)
+
+    def _report_backlog(self, channel: Any) -> None:
+        try:
+            _, backlog, consumers = channel.queue_declare(
+                self.config.queue_name, passive=True)
+        except Exception:
+            log.debug("could not read the queue backlog", exc_info=True)
+            return
+        level = logging.WARNING if backlog > self.config.backlog_warning else logging.INFO
+        log.log(level, "queue %s holds %d messages (%d consumers)%s", self.config.queue_name,
+                backlog, consumers,
+                "; Pulse deletes queues that grow too large" if level == logging.WARNING else "")
+
+    # -- running --------------------------------------------------------------
+
+    def run_until_stopped(self) -> None:
+        """Consume until should_stop, reconnecting with backoff after broker errors."""
+        errors = self.connection.connection_errors + self.connection.channel_errors
+        attempt = 0
+        while not self.should_stop:
+            try:
+                for _ in self.consume(safety_interval=min(1.0, self.config.batch_max_age)):
+                    attempt = 0
+            except StopListening:
+                break
+            except errors as exc:
+                self._batch.clear()
+                self._channel = None
+                if self.should_stop:
+                    break
+                delay = backoff_delay(attempt)
+                attempt += 1
+                log.warning("lost the broker connection (%s); reconnecting in %.1fs", exc, delay)
+                self._wait(delay)
+        log.info("stopped after %d messages (%d written, %d duplicates, %d skipped, %d malformed)",
+                 self.counters.processed, self.counters.written, self.counters.duplicates,
+                 self.counters.skipped, self.counters.malformed)
+
+    def on_consume_end(self, connection: Any, channel: Any) -> None:
+        # stopping cleanly: write and ack what we hold, unless Redis is away
+        if self.should_stop and self._batch and self._channel is channel:
+            self.flush()
+
+    def stop(self, *_: Any) -> None:
+        """Ask the loop to stop at its next turn (used as the SIGTERM/SIGINT handler)."""
+        self.should_stop = True
+
+
+class StopListening(Exception):
+    """Raised to leave a connection attempt when asked to stop."""
+
+
+def install_signal_handlers(listener: Listener) -> None:
+    """SIGTERM (Heroku's stop) and SIGINT end the loop cleanly."""
+    signal.signal(signal.SIGTERM, listener.stop)
+    signal.signal(signal.SIGINT, listener.stop)
+
+
+def open_connection(config: Config) -> Connection:
+    """The broker connection, with heartbeats on (kombu's default has none)."""
+    return Connection(
+        config.amqp_url,
+        heartbeat=config.amqp_heartbeat,
+        ssl=config.amqp_url.startswith("amqps://") or None,
+        connect_timeout=10,
+        transport_options={"confirm_publish": True},
+    )
+
+
+def main(config: Config, store: Store) -> int:
+    """Run the listener until SIGTERM; the exit code."""
+    connection = open_connection(config)
+    listener = Listener(connection, store, config)
+    install_signal_handlers(listener)
+    log.info("listening on %s as %s for provisioners %s",
+             mask_url(connection.as_uri(include_password=True)), config.queue_name,
+             ",".join(config.provisioner_ids))
+    listener.run_until_stopped()
+    return 0

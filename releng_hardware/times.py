@@ -1,0 +1,50 @@
+"""The one time format the service stores and serves, and parsing of what it reads."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from dateutil.parser import isoparse
+
+# Naive UTC with six fraction digits: the proof of concept wrote this, and
+# on-duty tools parse it with strptime(s, LASTSEEN_FORMAT) against utcnow().
+LASTSEEN_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def to_naive_utc(moment: datetime) -> datetime:
+    """The same instant as a naive UTC datetime (naive input is taken as UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def format_lastseen(moment: datetime) -> str:
+    """'2018-11-08T08:47:50.939514': naive UTC, always six fraction digits."""
+    return to_naive_utc(moment).isoformat(timespec="microseconds")
+
+
+def parse_time(text: str) -> datetime:
+    """Naive UTC from ISO 8601 with or without fraction or offset; ValueError otherwise."""
+    if not isinstance(text, str) or not 19 <= len(text) <= 40:
+        raise ValueError(f"{str(text)[:40]!r} is not an ISO 8601 time")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        # dateutil reads the ISO 8601 forms the standard library does not
+        try:
+            moment = isoparse(text)
+        except (ValueError, OverflowError):
+            raise ValueError(f"{text!r} is not an ISO 8601 time") from None
+    if "T" not in text[:11] and " " not in text[:11]:
+        raise ValueError(f"{text!r} has no time of day")
+    return to_naive_utc(moment)
+
+
+def epoch_seconds(moment: datetime) -> float:
+    """Seconds since 1970 of a naive UTC datetime."""
+    return moment.replace(tzinfo=timezone.utc).timestamp()
+
+
+def utcnow() -> datetime:
+    """Now as naive UTC; read only at the edges and passed inward."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)

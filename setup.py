@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="releng-hardware",
+    version="1.0.0",
+    description="When each Taskcluster hardware worker was last seen doing work",
+    packages=find_packages(include=["releng_hardware", "releng_hardware.*"]),
+    package_data={"releng_hardware": ["templates/*.html", "static/*", "openapi.json"]},
+    python_requires=">=3.11",
+    install_requires=[
+        "flask>=3.0,<4",
+        "kombu>=5.3,<6",
+        "redis>=5.0,<9",
+        "gunicorn>=22",
+        "python-dateutil>=2.8",
+        "orjson>=3.9",
+        "prometheus-client>=0.20",
+    ],
+    entry_points={
+        "console_scripts": [
+            "releng-hardware-listen=releng_hardware.cli:listen",
+            "releng-hardware-preload=releng_hardware.cli:preload",
+            "releng-hardware-simulate=releng_hardware.cli:simulate",
+        ],
+    },
+)
