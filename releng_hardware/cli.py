@@ -108,9 +108,11 @@ def simulate(machines: int, count: int, backlog: bool, seed: int) -> None:
     if backlog:
         if count <= 0:
             fail("--backlog needs --count")
-        messages: Any = sim.backlog(count, machines, end=utcnow(), seed=seed)
+        messages: Any = sim.backlog(count, machines, end=utcnow(), seed=seed,
+                                    provisioner_id=config.provisioner_ids[0])
     else:
-        messages = sim.live(sim.fleet(machines), utcnow(), seed=seed)
+        messages = sim.live(sim.fleet(machines), utcnow(), seed=seed,
+                            provisioner_id=config.provisioner_ids[0])
         if count:
             messages = itertools.islice(messages, count)
     with Connection(config.pulse_url, heartbeat=0) as connection:

@@ -66,7 +66,7 @@ def slugid(rng: random.Random) -> str:
     return base64.urlsafe_b64encode(raw).decode()[:22]
 
 
-def fleet(size: int, provisioner_id: str = "releng-hardware") -> list[Machine]:
+def fleet(size: int) -> list[Machine]:
     """`size` machines spread over the pools and their datacenters."""
     machines = []
     slots = [(worker_type, pattern, dc) for worker_type, pattern, dcs in POOLS for dc in dcs]
@@ -193,9 +193,11 @@ class QueueSimulator:
 
 
 def backlog(count: int, machines: int = 1000, *, end: datetime, seed: int = 1,
-            duplicate_rate: float = 0.0, reorder_window: int = 0) -> list[Message]:
+            duplicate_rate: float = 0.0, reorder_window: int = 0,
+            provisioner_id: str = "releng-hardware") -> list[Message]:
     """`count` messages of a day ending at `end`; a share of them redeliveries, locally shuffled."""
-    simulator = QueueSimulator(fleet(machines), end - timedelta(hours=24), seed=seed)
+    simulator = QueueSimulator(fleet(machines), end - timedelta(hours=24), seed=seed,
+                               provisioner_id=provisioner_id)
     unique = max(1, round(count / (1 + duplicate_rate)))
     messages = [message for _, message in itertools.islice(simulator.messages(), unique)]
     rng = random.Random(seed + 1)
@@ -212,10 +214,11 @@ def backlog(count: int, machines: int = 1000, *, end: datetime, seed: int = 1,
 
 
 def live(machines: list[Machine], start: datetime, *, seed: int = 1,
-         task_seconds: tuple[float, float] = (20, 120),
+         task_seconds: tuple[float, float] = (20, 120), provisioner_id: str = "releng-hardware",
          sleep: Callable[[float], None] = time.sleep) -> Iterator[Message]:
     """Messages paced in real time from `start`, with short tasks so a demo moves."""
-    simulator = QueueSimulator(machines, start, seed=seed, task_seconds=task_seconds)
+    simulator = QueueSimulator(machines, start, seed=seed, task_seconds=task_seconds,
+                               provisioner_id=provisioner_id)
     started = time.monotonic()
     for moment, message in simulator.messages():
         wait = (moment - start).total_seconds() - (time.monotonic() - started)

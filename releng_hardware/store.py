@@ -31,12 +31,12 @@ from .times import epoch_seconds, format_lastseen
 # 128 keeps each set in Redis' compact encoding; a redelivery arrives within
 # minutes, while 128 runs take a busy machine about a day.
 DEDUP_WINDOW = 128
-LISTENER_COUNTERS = ("processed", "written", "skipped", "malformed", "duplicate")
+LISTENER_COUNTERS = ("processed", "written", "skipped", "malformed", "duplicate", "ignored")
 
 _RECORD_BATCH = r"""
 local machines, records, stats = KEYS[1], KEYS[2], KEYS[3]
 local prefix, now, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local written, duplicates, newest = 0, 0, ''
+local written, duplicates, ignored, newest = 0, 0, 0, ''
 local touched = {}
 local rank = {running = '0', completed = '1', failed = '1', exception = '1'}
 local function order(seen, state, task_id, run_id)
@@ -101,7 +101,8 @@ while i <= n do
       redis.call('SADD', prefix .. 'pending_queues', queue)
       touched[queue] = true
     else
-      duplicates = duplicates + 1
+      -- already started, resolved or past its deadline: a late or stale task-pending
+      ignored = ignored + 1
     end
   else
     return redis.error_reply('unknown record kind ' .. tostring(kind))
@@ -116,12 +117,13 @@ redis.call('HINCRBY', stats, 'skipped', ARGV[5])
 redis.call('HINCRBY', stats, 'malformed', ARGV[6])
 redis.call('HINCRBY', stats, 'written', written)
 redis.call('HINCRBY', stats, 'duplicate', duplicates)
+redis.call('HINCRBY', stats, 'ignored', ignored)
 redis.call('HSET', stats, 'last_message_at', ARGV[7])
 if newest ~= '' then
   local known = redis.call('HGET', stats, 'newest_event_at')
   if (not known) or newest > known then redis.call('HSET', stats, 'newest_event_at', newest) end
 end
-return {written, duplicates}
+return {written, duplicates, ignored}
 """
 
 _PRELOAD = r"""
@@ -145,6 +147,7 @@ class BatchResult:
 
     written: int
     duplicates: int
+    ignored: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +224,9 @@ class Store:
             else:
                 args += ("p", f"{event.provisioner_id}/{event.worker_type}",
                          f"{event.task_id}/{event.run_id}", epoch_seconds(event.deadline))
-        written, duplicates = self._record_batch(
+        written, duplicates, ignored = self._record_batch(
             keys=[self.machines_key, self.records_key, self.listener_key], args=args)
-        return BatchResult(int(written), int(duplicates))
+        return BatchResult(int(written), int(duplicates), int(ignored))
 
     def preload(self, lastseen_by_machine: Mapping[str, datetime], chunk: int = 5000) -> tuple[int, int]:
         """Raise each machine's lastseen to the given one; (written, kept because newer)."""

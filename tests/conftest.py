@@ -1,0 +1,216 @@
+"""Shared fixtures: fakeredis for unit tests, the machine's real Redis and RabbitMQ for integration."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import fakeredis
+import pytest
+
+from releng_hardware.config import Config
+from releng_hardware.store import Store, open_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT.parent / "shared" / "pulse-samples"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+NOW = datetime(2026, 11, 20, 15, 0, 0)
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a service is down, except under CI, where that fails the run."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI must run against the real service)")
+    pytest.skip(f"{message}; start it to run integration tests")
+
+
+def unique(prefix: str) -> str:
+    """A short unique name (fits Taskcluster's 38-character identifiers)."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def make_config(**overrides: Any) -> Config:
+    """Settings for a test: defaults plus what the test says."""
+    return Config(**overrides)
+
+
+# -- unit: fakeredis ---------------------------------------------------------
+
+@pytest.fixture
+def fake_server() -> fakeredis.FakeServer:
+    """One in-memory Redis server per test; set .connected = False for an outage."""
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def fake_redis(fake_server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
+    """A client of the test's fake server, decoding like the real one."""
+    return fakeredis.FakeRedis(server=fake_server, decode_responses=True)
+
+
+@pytest.fixture
+def store(fake_redis: fakeredis.FakeRedis) -> Store:
+    """A store on the fake server."""
+    return Store(fake_redis)
+
+
+@pytest.fixture
+def config() -> Config:
+    """Default settings."""
+    return make_config()
+
+
+@pytest.fixture
+def app_factory(fake_redis: fakeredis.FakeRedis) -> Callable[..., Any]:
+    """Build the app on the fake server with a fixed clock (NOW unless given)."""
+    from releng_hardware.web import create_app
+
+    def build(config: Config | None = None, now: datetime = NOW) -> Any:
+        app = create_app(config or make_config(), redis=fake_redis, clock=lambda: now)
+        app.testing = True
+        return app
+    return build
+
+
+@pytest.fixture
+def client(app_factory: Callable[..., Any]) -> Any:
+    """A Flask test client of the app on the fake server."""
+    return app_factory().test_client()
+
+
+# -- integration: the machine's real services ---------------------------------
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix no other test uses."""
+    return unique("test") + ":"
+
+
+@pytest.fixture
+def real_redis(redis_prefix: str) -> Iterator[Any]:
+    """A client of the real Redis; every key under the test's prefix is deleted afterwards."""
+    require_service("Redis", "127.0.0.1", 6379)
+    client = open_redis(REDIS_URL)
+    yield client
+    keys = list(client.scan_iter(match=redis_prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def real_store(real_redis: Any, redis_prefix: str) -> Store:
+    """A store on the real Redis under the test's prefix."""
+    return Store(real_redis, redis_prefix)
+
+
+@pytest.fixture
+def provisioner_id() -> str:
+    """A provisioner only this test publishes for, so no other test's messages reach it."""
+    return unique("prov")
+
+
+@pytest.fixture
+def amqp_config(redis_prefix: str, provisioner_id: str) -> Iterator[Config]:
+    """Settings for the real broker: own queue, own provisioner; the queue is deleted afterwards."""
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    require_service("Redis", "127.0.0.1", 6379)
+    config = make_config(
+        pulse_url=AMQP_URL, redis_url=REDIS_URL, redis_key_prefix=redis_prefix,
+        pulse_queue_name=unique("test"), provisioner_ids=(provisioner_id,),
+        batch_max_age=0.05, redis_timeout=2.0,
+    )
+    yield config
+    delete_queue(config.queue_name)
+
+
+def delete_queue(name: str) -> None:
+    """Remove a test queue from the broker."""
+    from kombu import Connection
+    with Connection(AMQP_URL) as connection:
+        try:
+            connection.default_channel.queue_delete(name)
+        except Exception:
+            pass
+
+
+class ListenerThread:
+    """The real listener consuming in a background thread of the test process."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        from kombu import Connection
+
+        from releng_hardware.listener import Listener
+        self.connection = Connection(config.amqp_url, heartbeat=config.amqp_heartbeat)
+        self.listener = Listener(self.connection, store, config)
+        self.thread = threading.Thread(target=self.listener.run_until_stopped, daemon=True)
+
+    def start(self) -> "ListenerThread":
+        self.thread.start()
+        return self
+
+    def wait_connected(self, timeout: float = 10.0) -> None:
+        wait_for(lambda: self.listener.connects > 0, timeout, "listener never connected")
+
+    def stop(self) -> None:
+        self.listener.should_stop = True
+        self.thread.join(timeout=10)
+        self.connection.release()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, message: str) -> Any:
+    """Poll until condition() is truthy; fail with message after timeout seconds."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(message)
+
+
+@pytest.fixture
+def listener_thread(amqp_config: Config, real_store: Store) -> Iterator[Callable[..., ListenerThread]]:
+    """Start real listeners on the test's queue; all are stopped afterwards."""
+    started: list[ListenerThread] = []
+
+    def start(config: Config | None = None) -> ListenerThread:
+        thread = ListenerThread(config or amqp_config, real_store).start()
+        started.append(thread)
+        thread.wait_connected()
+        return thread
+    yield start
+    for thread in started:
+        thread.stop()
+
+
+@pytest.fixture
+def publish(amqp_config: Config) -> Callable[..., int]:
+    """Publish simulator messages (or hand-made ones) on the real exchanges."""
+    from kombu import Connection
+
+    from releng_hardware.simulate import publish as publish_messages
+
+    def send(messages: Any) -> int:
+        with Connection(AMQP_URL) as connection:
+            return publish_messages(connection, messages)
+    return send
