@@ -10,6 +10,7 @@ Layout (each name behind the configured key prefix):
                             cannot bring it back), scored by the deadline
 - `pending_queues`    set   every `<queue>` that ever had a pending task
 - `listener`          hash  the listener's heartbeat and counters
+- `version`           int   bumped by every write that changed machine data (for ETags)
 
 Writes go through Lua scripts, so each batch is atomic and two listeners on
 one queue cannot interleave a read-compare-write.
@@ -119,6 +120,7 @@ redis.call('HINCRBY', stats, 'written', written)
 redis.call('HINCRBY', stats, 'duplicate', duplicates)
 redis.call('HINCRBY', stats, 'ignored', ignored)
 redis.call('HSET', stats, 'last_message_at', ARGV[7])
+if written > 0 then redis.call('INCR', prefix .. 'version') end
 if newest ~= '' then
   local known = redis.call('HGET', stats, 'newest_event_at')
   if (not known) or newest > known then redis.call('HSET', stats, 'newest_event_at', newest) end
@@ -137,6 +139,7 @@ for i = 1, #ARGV, 2 do
     kept = kept + 1
   end
 end
+if written > 0 then redis.call('INCR', KEYS[2]) end
 return {written, kept}
 """
 
@@ -192,6 +195,7 @@ class Store:
         self.records_key = prefix + "machine_records"
         self.listener_key = prefix + "listener"
         self.pending_queues_key = prefix + "pending_queues"
+        self.version_key = prefix + "version"
         self._record_batch = client.register_script(_RECORD_BATCH)
         self._preload = client.register_script(_PRELOAD)
 
@@ -235,7 +239,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=True)
         for start in range(0, len(items), chunk):
             args = [value for pair in items[start:start + chunk] for value in pair]
-            self._preload(keys=[self.machines_key], args=args, client=pipe)
+            self._preload(keys=[self.machines_key, self.version_key], args=args, client=pipe)
         written = kept = 0
         for chunk_written, chunk_kept in pipe.execute():
             written, kept = written + int(chunk_written), kept + int(chunk_kept)
@@ -265,6 +269,10 @@ class Store:
                           loads(raw_records[machine_id]) if machine_id in raw_records else {})
             for machine_id, lastseen in lastseen_by_id.items()
         ]
+
+    def data_version(self) -> int:
+        """A number that changes whenever machine data changes; read it before the data."""
+        return int(self.redis.get(self.version_key) or 0)
 
     def machine(self, machine_id: str) -> MachineRecord | None:
         """One machine, or None when it was never seen."""

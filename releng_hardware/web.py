@@ -66,13 +66,24 @@ def query_args(allowed: set[str]) -> dict[str, str]:
     return args
 
 
-def conditional(payload: bytes, mimetype: str, extra_headers: dict[str, str] | None = None) -> Response:
-    """A response with a strong ETag, answered 304 when the client already has it."""
-    etag = hashlib.blake2b(payload, digest_size=16).hexdigest()
-    response = Response(payload, mimetype=mimetype, headers=extra_headers)
-    response.set_etag(etag)
+def conditional(payload: bytes, mimetype: str, etag: str | None = None, *, weak: bool = False) -> Response:
+    """A response with an ETag (of the payload unless given), answered 304 when the client has it."""
+    response = Response(payload, mimetype=mimetype)
+    response.set_etag(etag or hashlib.blake2b(payload, digest_size=16).hexdigest(), weak=weak)
     response.headers["Cache-Control"] = "no-cache"
     return response.make_conditional(request)
+
+
+def machines_etag(version: int, machines: list[dict]) -> str:
+    """Changes with the data, the query and each machine's stale flags, but not with ages alone.
+
+    age_seconds grows every second; a weak ETag lets a poller keep its copy
+    (ages follow from lastseen and the Date header) until something real changes.
+    """
+    flags = "".join("i" if m["idle_with_work_waiting"] else ("s" if m["stale"] else "-")
+                    for m in machines)
+    source = f"{version}|{request.query_string.decode('latin-1')}|{request.accept_mimetypes}|{flags}"
+    return hashlib.blake2b(source.encode(), digest_size=16).hexdigest()
 
 
 def load_version(root: Path) -> dict[str, str]:
@@ -120,10 +131,12 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
                 ["application/json", "text/csv"]) == "text/csv")
         if args.get("format") not in (None, "json", "csv"):
             raise ApiError(400, "bad_parameter", "format: must be json or csv", parameter="format")
+        version = store.data_version()  # before the data: a newer ETag never labels older data
         selected = select(fleet(clock())[0], query)
+        etag = machines_etag(version, selected)
         if wants_csv:
-            return conditional(_csv(selected).encode(), "text/csv")
-        return conditional(orjson.dumps(selected), "application/json")
+            return conditional(_csv(selected).encode(), "text/csv", etag, weak=True)
+        return conditional(orjson.dumps(selected), "application/json", etag, weak=True)
 
     @app.get("/machines/<path:machine_id>")
     def machine(machine_id: str) -> Response:

@@ -1,0 +1,166 @@
+"""Parsing Taskcluster queue messages: pure, message in, event or Skip out."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timedelta
+
+import pytest
+import taskcluster
+
+from releng_hardware.events import (EXCHANGE_PREFIX, PendingEvent, Skip, WorkerEvent, bindings,
+                                    parse_message)
+from tests.conftest import NOW, SAMPLES
+
+
+def sample(name: str) -> dict:
+    return json.loads((SAMPLES / f"{name}.json").read_text())
+
+
+def parse(message: dict, received_at: datetime = NOW, body=None, **kwargs):
+    raw = json.dumps(message["body"]).encode() if body is None else body
+    return parse_message(message["exchange"], message["routing_key"], raw, received_at, **kwargs)
+
+
+def test_bindings_match_the_official_taskcluster_client():
+    events = taskcluster.QueueEvents({"rootUrl": "https://firefox-ci-tc.services.mozilla.com"})
+    expected = []
+    for provisioner in ("releng-hardware", "other-hw"):
+        for topic in (events.taskPending, events.taskRunning, events.taskCompleted,
+                      events.taskFailed, events.taskException):
+            binding = topic({"provisionerId": provisioner})
+            expected.append((binding["exchange"], binding["routingKeyPattern"]))
+    assert bindings(["releng-hardware", "other-hw"]) == expected
+
+
+def test_running_message_gives_the_run_start_as_lastseen():
+    event = parse(sample("task-running"))
+    assert event == WorkerEvent(
+        worker_group="mdc1", worker_id="t-linux64-ms-100", provisioner_id="releng-hardware",
+        worker_type="gecko-t-linux-talos", task_id="ObxhT37dTDeH5B_2VxCHbg", run_id=0,
+        state="running", reason_resolved=None, lastseen=datetime(2026, 11, 20, 14, 3, 27, 512000),
+        deadline=datetime(2026, 11, 21, 14, 3, 27, 512000), time_from_message=True)
+    assert event.machine_id == "mdc1:t-linux64-ms-100"
+
+
+@pytest.mark.parametrize("name, state, reason", [
+    ("task-completed", "completed", "completed"),
+    ("task-failed-retry-run", "failed", "failed"),
+    ("task-exception-worker-shutdown", "exception", "worker-shutdown"),
+])
+def test_resolutions_give_the_run_resolution_time(name, state, reason):
+    message = sample(name)
+    event = parse(message)
+    run = message["body"]["status"]["runs"][message["body"]["runId"]]
+    assert isinstance(event, WorkerEvent)
+    assert (event.state, event.reason_resolved) == (state, reason)
+    assert event.lastseen == datetime.fromisoformat(run["resolved"].replace("Z", ""))
+    assert event.time_from_message
+
+
+def test_retry_run_reads_the_run_named_by_run_id_not_the_first():
+    event = parse(sample("task-failed-retry-run"))
+    assert event.run_id == 1 and event.lastseen == datetime(2026, 11, 20, 14, 3, 27, 512000)
+
+
+def test_exception_before_any_run_has_no_worker_and_is_skipped():
+    assert parse(sample("task-exception-deadline-no-worker")) == Skip(
+        "no-worker", detail="l9GvLuy1S6uMBeUv6BNPVQ")
+
+
+def test_worker_falls_back_to_the_run_then_the_routing_key():
+    message = sample("task-completed")
+    del message["body"]["workerGroup"], message["body"]["workerId"]
+    assert parse(message).machine_id == "mdc2:t-w1064-ms-281"
+    for key in ("workerGroup", "workerId"):
+        del message["body"]["status"]["runs"][0][key]
+    assert parse(message).machine_id == "mdc2:t-w1064-ms-281"
+
+
+def test_receipt_time_is_used_only_when_the_message_has_no_time():
+    message = sample("task-running")
+    del message["body"]["status"]["runs"][0]["started"]
+    event = parse(message, received_at=NOW)
+    assert event.lastseen == NOW and not event.time_from_message
+
+
+def test_task_queue_id_stands_in_for_provisioner_and_worker_type():
+    message = sample("task-running")
+    del message["body"]["status"]["provisionerId"], message["body"]["status"]["workerType"]
+    message["routing_key"] = "primary.x"
+    event = parse(message)
+    assert (event.provisioner_id, event.worker_type) == ("releng-hardware", "gecko-t-linux-talos")
+
+
+def test_other_provisioners_are_skipped_but_not_malformed():
+    outcome = parse(sample("task-running"), provisioner_ids=("someone-else",))
+    assert outcome == Skip("other-provisioner", detail="releng-hardware")
+
+
+def test_pending_message_gives_a_pending_event_with_deadline():
+    message = sample("task-running")
+    message["exchange"] = EXCHANGE_PREFIX + "task-pending"
+    run = message["body"]["status"]["runs"][0]
+    for key in ("workerGroup", "workerId", "started", "takenUntil"):
+        run.pop(key)
+    event = parse(message)
+    assert event == PendingEvent("releng-hardware", "gecko-t-linux-talos", "ObxhT37dTDeH5B_2VxCHbg", 0,
+                                 datetime(2026, 11, 20, 14, 0, 27, 512000),
+                                 datetime(2026, 11, 21, 14, 3, 27, 512000))
+
+
+def broken(mutate) -> dict:
+    message = copy.deepcopy(sample("task-completed"))
+    mutate(message["body"])
+    return message
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"\xff\xfe{", "not-json"),
+    (b"[1, 2]", "not-an-object"),
+    (b"\"text\"", "not-an-object"),
+    (b"{" + b" " * (300 * 1024) + b"}", "too-large"),
+    (b"{}", "missing-field"),
+])
+def test_undecodable_bodies_are_malformed(body, reason):
+    outcome = parse(sample("task-completed"), body=body)
+    assert isinstance(outcome, Skip) and outcome.malformed and outcome.reason == reason
+
+
+@pytest.mark.parametrize("mutate, reason", [
+    (lambda body: body.update(runId=5), "bad-run-id"),
+    (lambda body: body.update(runId=-1), "bad-run-id"),
+    (lambda body: body.update(runId="0"), "bad-run-id"),
+    (lambda body: body.update(runId=True), "bad-run-id"),
+    (lambda body: body["status"].update(runs="nope"), "missing-field"),
+    (lambda body: body["status"]["runs"][0].update(resolved="yesterday"), "bad-time"),
+    (lambda body: body["status"]["runs"][0].update(resolved=12), "bad-time"),
+    (lambda body: body["status"].update(deadline="2026-13-40T00:00:00Z"), "bad-time"),
+    (lambda body: body.update(workerId="bad host!"), "bad-identifier"),
+    (lambda body: body.update(workerGroup="x" * 39), "bad-identifier"),
+    (lambda body: body.update(workerId=["list"]), "bad-identifier"),
+    (lambda body: body["status"].update(taskId="not-a-slug"), "bad-identifier"),
+    (lambda body: body["status"].update(workerType="a.b"), "bad-identifier"),
+    (lambda body: body["status"]["runs"][0].update(reasonResolved="<script>"), "bad-field"),
+    (lambda body: body["status"]["runs"][0].update(resolved="2026-11-21T14:03:27.512Z"), "future-time"),
+])
+def test_fields_breaking_the_schema_are_malformed(mutate, reason):
+    outcome = parse(broken(mutate), received_at=datetime(2026, 11, 20, 14, 5))
+    assert isinstance(outcome, Skip) and outcome.malformed and outcome.reason == reason
+    assert len(outcome.detail) <= 120
+
+
+def test_small_clock_skew_is_accepted():
+    event = parse(sample("task-completed"), received_at=datetime(2026, 11, 20, 14, 3) - timedelta(minutes=30))
+    assert isinstance(event, WorkerEvent)
+
+
+def test_unknown_exchange_is_skipped_not_malformed():
+    outcome = parse_message("exchange/other/v1/thing", "primary.x", b"{}", NOW)
+    assert outcome == Skip("unknown-exchange", detail="exchange/other/v1/thing")
+
+
+def test_a_dict_body_is_accepted_as_already_decoded():
+    message = sample("task-completed")
+    assert parse(message, body=message["body"]) == parse(message)

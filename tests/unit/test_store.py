@@ -1,0 +1,179 @@
+"""Store semantics on fakeredis: monotonic lastseen, deduplicated counters, pending tasks."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+import pytest
+
+from releng_hardware.events import PendingEvent, WorkerEvent, parse_message
+from releng_hardware.simulate import backlog
+from releng_hardware.store import DEDUP_WINDOW, Store
+from tests.conftest import NOW
+
+T0 = datetime(2026, 11, 20, 12, 0, 0)
+DEADLINE = datetime(2026, 11, 21, 12, 0, 0)
+
+
+def event(minutes: float = 0, *, state: str = "completed", task: str = "AAAAAAAAQAGAAAAAAAAAAA",
+          run: int = 0, host: str = "t-linux64-ms-100", dc: str = "mdc1",
+          worker_type: str = "gecko-t-linux-talos", deadline: datetime | None = DEADLINE) -> WorkerEvent:
+    return WorkerEvent(dc, host, "releng-hardware", worker_type, task, run, state,
+                       None if state == "running" else state, T0 + timedelta(minutes=minutes),
+                       deadline, True)
+
+
+def pending(task: str = "BBBBBBBBQAGAAAAAAAAAAA", run: int = 0, deadline: datetime = DEADLINE,
+            worker_type: str = "gecko-t-linux-talos") -> PendingEvent:
+    return PendingEvent("releng-hardware", worker_type, task, run, T0, deadline)
+
+
+def snapshot(store: Store) -> dict:
+    return {m.machine_id: (m.lastseen, dict(m.details)) for m in store.machines()}
+
+
+def test_lastseen_is_the_event_time_in_the_proof_of_concept_format(store):
+    store.record([event(5)], now=NOW)
+    assert store.redis.hgetall("machines") == {"mdc1:t-linux64-ms-100": "2026-11-20T12:05:00.000000"}
+
+
+def test_lastseen_never_moves_backwards(store):
+    store.record([event(10, task="CCCCCCCCQAGAAAAAAAAAAA")], now=NOW)
+    store.record([event(5, task="DDDDDDDDQAGAAAAAAAAAAA")], now=NOW)
+    record = store.machine("mdc1:t-linux64-ms-100")
+    assert record.lastseen == "2026-11-20T12:10:00.000000"
+    assert record.details["task_id"] == "CCCCCCCCQAGAAAAAAAAAAA"
+    assert record.details["firstseen"] == "2026-11-20T12:05:00.000000"
+    assert record.details["completed"] == 2
+
+
+def test_redelivered_resolution_is_counted_once(store):
+    first = store.record([event(1), event(1)], now=NOW)
+    second = store.record([event(1)], now=NOW)
+    assert (first.written, first.duplicates, second.duplicates) == (1, 1, 1)
+    assert store.machine("mdc1:t-linux64-ms-100").details["completed"] == 1
+    assert store.listener_status()["duplicate"] == "2"
+
+
+def test_each_resolution_kind_has_its_counter(store):
+    store.record([
+        event(1, state="running", task="EEEEEEEEQAGAAAAAAAAAAA"),
+        event(2, state="completed", task="EEEEEEEEQAGAAAAAAAAAAA"),
+        event(3, state="failed", task="FFFFFFFFQAGAAAAAAAAAAA"),
+        event(4, state="exception", task="GGGGGGGGQAGAAAAAAAAAAA"),
+        event(5, state="exception", task="GGGGGGGGQAGAAAAAAAAAAA", run=1),
+    ], now=NOW)
+    details = store.machine("mdc1:t-linux64-ms-100").details
+    assert (details["completed"], details["failed"], details["exception"]) == (1, 1, 2)
+    assert (details["task_id"], details["run_id"], details["state"]) == ("GGGGGGGGQAGAAAAAAAAAAA", 1, "exception")
+    assert details["reason_resolved"] == "exception"
+
+
+def test_resolution_wins_over_start_at_the_same_instant(store):
+    store.record([event(1, state="completed", task="HHHHHHHHQAGAAAAAAAAAAA"),
+                  event(1, state="running", task="IIIIIIIIQAGAAAAAAAAAAA")], now=NOW)
+    assert store.machine("mdc1:t-linux64-ms-100").details["state"] == "completed"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_duplicates_and_reordering_give_the_state_of_one_ordered_pass(fake_redis, seed):
+    messages = backlog(1500, machines=30, end=NOW, seed=seed)
+    events = [parse_message(m.exchange, m.routing_key, m.encoded(), NOW) for m in messages]
+    events = [e for e in events if isinstance(e, (WorkerEvent, PendingEvent))]
+    ordered = Store(fake_redis, "ordered:")
+    for start in range(0, len(events), 100):
+        ordered.record(events[start:start + 100], now=NOW)
+
+    messy = events * 2
+    random.Random(seed).shuffle(messy)
+    shuffled = Store(fake_redis, "shuffled:")
+    for start in range(0, len(messy), 37):
+        shuffled.record(messy[start:start + 37], now=NOW)
+
+    assert snapshot(shuffled) == snapshot(ordered)
+    assert ordered.pending_counts(NOW) == shuffled.pending_counts(NOW)
+    assert sum(d["completed"] + d["failed"] + d["exception"] for _, d in snapshot(ordered).values()) == \
+        sum(1 for e in events if isinstance(e, WorkerEvent) and e.state != "running")
+
+
+def test_dedup_memory_per_machine_is_bounded(store):
+    store.record([event(i, task=f"{i:08d}QAGAAAAAAAAAAA"[-22:].replace("0", "A"), run=i % 5)
+                  for i in range(DEDUP_WINDOW + 50)], now=NOW)
+    assert store.redis.zcard("runs:mdc1:t-linux64-ms-100") == DEDUP_WINDOW
+
+
+def test_event_older_than_the_dedup_window_is_not_counted_again(store):
+    events = [event(i, task="JJJJJJJJQAGAAAAAAAAAAA", run=i) for i in range(DEDUP_WINDOW + 1)]
+    store.record(events, now=NOW)
+    before = store.machine("mdc1:t-linux64-ms-100").details["completed"]
+    store.record([events[0]], now=NOW)
+    assert store.machine("mdc1:t-linux64-ms-100").details["completed"] == before
+
+
+def test_machine_known_only_from_the_proof_of_concept_hash_keeps_working(store):
+    store.redis.hset("machines", "mdc1:t-linux64-ms-100", "2026-11-20T13:00:00")
+    store.record([event(30)], now=NOW)
+    record = store.machine("mdc1:t-linux64-ms-100")
+    assert record.lastseen == "2026-11-20T13:00:00"
+    assert record.details["completed"] == 1
+    store.record([event(61, task="KKKKKKKKQAGAAAAAAAAAAA")], now=NOW)
+    assert store.machine("mdc1:t-linux64-ms-100").lastseen == "2026-11-20T13:01:00.000000"
+
+
+def test_pending_task_counts_until_it_starts(store):
+    store.record([pending(), pending(task="LLLLLLLLQAGAAAAAAAAAAA")], now=NOW)
+    assert store.pending_counts(NOW) == {"releng-hardware/gecko-t-linux-talos": 2}
+    store.record([event(1, state="running", task="BBBBBBBBQAGAAAAAAAAAAA")], now=NOW)
+    assert store.pending_counts(NOW) == {"releng-hardware/gecko-t-linux-talos": 1}
+
+
+def test_late_pending_message_does_not_bring_a_started_task_back(store):
+    store.record([event(1, state="running", task="BBBBBBBBQAGAAAAAAAAAAA")], now=NOW)
+    result = store.record([pending(), pending()], now=NOW)
+    assert store.pending_counts(NOW) == {}
+    assert result.ignored == 2
+
+
+def test_pending_task_expires_at_its_deadline(store):
+    store.record([pending(deadline=NOW + timedelta(minutes=5))], now=NOW)
+    assert store.pending_counts(NOW)["releng-hardware/gecko-t-linux-talos"] == 1
+    assert store.pending_counts(NOW + timedelta(minutes=6))["releng-hardware/gecko-t-linux-talos"] == 0
+    store.record([pending(task="MMMMMMMMQAGAAAAAAAAAAA", deadline=NOW + timedelta(days=1))],
+                 now=NOW + timedelta(minutes=6))
+    assert store.redis.zcard("pending:releng-hardware/gecko-t-linux-talos") == 1
+
+
+def test_listener_counters_add_up_per_batch(store):
+    store.record([event(1)], now=NOW, processed=4, skipped=2, malformed=1)
+    store.record([event(1)], now=NOW + timedelta(seconds=1))
+    status = store.listener_status()
+    assert {name: status[name] for name in ("processed", "written", "skipped", "malformed", "duplicate")} == \
+        {"processed": "5", "written": "1", "skipped": "2", "malformed": "1", "duplicate": "1"}
+    assert status["last_message_at"] == "2026-11-20T15:00:01.000000"
+    assert status["newest_event_at"] == "2026-11-20T12:01:00.000000"
+
+
+def test_key_prefix_keeps_two_stores_apart(fake_redis):
+    Store(fake_redis, "a:").record([event(1)], now=NOW)
+    assert Store(fake_redis, "b:").machines() == []
+    assert fake_redis.hlen("a:machines") == 1 and not fake_redis.exists("machines")
+
+
+def test_preload_raises_lastseen_and_keeps_newer(store):
+    store.record([event(60)], now=NOW)
+    written, kept = store.preload({
+        "mdc1:t-linux64-ms-100": T0,  # older than what the listener saw
+        "mdc2:t-w1064-ms-281": T0,
+    })
+    assert (written, kept) == (1, 1)
+    assert store.redis.hgetall("machines") == {
+        "mdc1:t-linux64-ms-100": "2026-11-20T13:00:00.000000",
+        "mdc2:t-w1064-ms-281": "2026-11-20T12:00:00.000000",
+    }
+
+
+def test_hostname_lookup_finds_every_datacenter(store):
+    store.record([event(1, dc="mdc1"), event(2, dc="mdc2"), event(3, host="t-linux64-ms-1000")], now=NOW)
+    assert store.machine_ids_for_hostname("t-linux64-ms-100") == ["mdc1:t-linux64-ms-100", "mdc2:t-linux64-ms-100"]
+    assert store.machine_ids_for_hostname("nope") == []
