@@ -73,8 +73,9 @@ def _duration(text: str) -> float:
     return seconds
 
 
-def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
-    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str,
+             shown: str | None = None) -> Any:
+    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc, "shown": shown})
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class Config:
     redis_key_prefix: str = _setting(
         "REDIS_KEY_PREFIX", "", str, "prefix of every Redis key (for sharing one Redis)")
     redis_timeout: float = _setting(
-        "REDIS_TIMEOUT", 3.0, _duration, "seconds before a Redis call counts as failed")
+        "REDIS_TIMEOUT", 3.0, _duration, "how long a Redis call may take before it counts as failed",
+        "3s")
     pulse_url: str | None = _setting(
         "PULSE_URL", None, _amqp_url,
         "full AMQP URL of the broker; wins over AMQP_USER/AMQP_PASS when set")
@@ -106,14 +108,14 @@ class Config:
     batch_size: int = _setting(
         "BATCH_SIZE", 250, _positive_int, "messages written to Redis and acked together")
     batch_max_age: float = _setting(
-        "BATCH_MAX_AGE", 0.25, _duration, "seconds a message may wait for its batch")
+        "BATCH_MAX_AGE", 0.25, _duration, "how long a message may wait for its batch", "0.25s")
     amqp_heartbeat: float = _setting(
-        "AMQP_HEARTBEAT", 60.0, _duration, "AMQP heartbeat interval in seconds")
+        "AMQP_HEARTBEAT", 60.0, _duration, "AMQP heartbeat interval", "60s")
     stale_after: float = _setting(
-        "STALE_AFTER", 6 * 3600.0, _duration, "a machine not seen for this long is stale")
+        "STALE_AFTER", 6 * 3600.0, _duration, "a machine not seen for this long is stale", "6h")
     listener_stale_after: float = _setting(
         "LISTENER_STALE_AFTER", 300.0, _duration,
-        "/__heartbeat__ fails when the listener has been silent this long")
+        "/__heartbeat__ fails when the listener has been silent this long", "5m")
     backlog_warning: int = _setting(
         "BACKLOG_WARNING", 5000, _positive_int,
         "the listener warns at start when its queue holds more messages than this")
@@ -169,7 +171,7 @@ def settings_table() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) for every setting, as the README lists them."""
     rows = []
     for setting in fields(Config):
-        default = setting.default
+        default = setting.metadata["shown"] or setting.default
         if isinstance(default, tuple):
             default = ",".join(default)
         rows.append((setting.metadata["env"], "" if default is None else str(default),
