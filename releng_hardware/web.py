@@ -240,6 +240,11 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
         log.exception("unhandled error on %s", request.path)
         return _error_response(500, "internal_error", "unexpected server error")
 
+    # The dashboard page, /metrics and /openapi.json live in their own modules.
+    from . import dashboard, metrics, openapi
+    for blueprint in (dashboard.bp, metrics.bp, openapi.bp):
+        app.register_blueprint(blueprint)
+
     return app
 
 

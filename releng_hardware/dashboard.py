@@ -1,0 +1,209 @@
+"""The dashboard page at `/`: the /machines and /summary data as one server-rendered HTML page."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import redis
+from flask import Blueprint, Response, current_app, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from .config import Config
+from .fleet import BadParameter, MachineQuery, machine_json, select, summary
+from .store import Store
+
+bp = Blueprint("dashboard", __name__)
+
+REFRESH_SECONDS = 60
+# The page takes exactly the filters of /machines, so its URL is also an API query.
+DASHBOARD_PARAMS = ("datacenter", "worker_type", "provisioner", "state", "stale", "seen_within",
+                    "sort")
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# The page loads nothing from anywhere else: it must work on a laptop without network.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; script-src 'self'; "
+                           "img-src 'self'; form-action 'self'; base-uri 'none'; "
+                           "frame-ancestors 'none'")
+
+
+class PageError(Exception):
+    """A request the page answers with an HTML error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def current_fleet(store: Store, config: Config, now: datetime,
+                  stale_after: float | None = None) -> tuple[list[dict], dict[str, int]]:
+    """Every machine as the API shows it, and the pending tasks per queue, at `now`."""
+    pending = store.pending_counts(now)
+    busy = {queue for queue, count in pending.items() if count > 0}
+    threshold = config.stale_after if stale_after is None else stale_after
+    machines = [machine_json(record, now, config.taskcluster_root_url, busy, threshold)
+                for record in store.machines()]
+    return machines, pending
+
+
+def duration_text(seconds: float) -> str:
+    """A duration as the API's parameters write it: 6h, 90m, 2d, 45s."""
+    whole = int(seconds)
+    if whole != seconds:
+        return f"{seconds:g}s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole and whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def relative_age(age_seconds: float | None) -> str:
+    """'3h 12m ago': the two largest units, which is all a person reads at a glance."""
+    if age_seconds is None:
+        return "unknown"
+    if age_seconds < 0:
+        return "in the future"
+    seconds = int(age_seconds)
+    if seconds < 60:
+        return f"{seconds}s ago"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h ago" if hours else f"{days}d ago"
+    if hours:
+        return f"{hours}h {minutes}m ago" if minutes else f"{hours}h ago"
+    return f"{minutes}m ago"
+
+
+def absolute_time(lastseen: str | None) -> str:
+    """'2026-11-20 14:55:00 UTC' from the stored lastseen (left as is when unreadable)."""
+    if not lastseen:
+        return ""
+    try:
+        return datetime.fromisoformat(lastseen).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        return lastseen
+
+
+def page_args() -> dict[str, str]:
+    """The page's query parameters: those of /machines, empty ones dropped, others refused."""
+    args: dict[str, str] = {}
+    for name, values in request.args.lists():
+        if name not in DASHBOARD_PARAMS:
+            raise PageError(400, f"unknown query parameter {name[:60]!r}; the page takes "
+                                 f"{', '.join(DASHBOARD_PARAMS)}")
+        if len(values) > 1:
+            raise PageError(400, f"query parameter {name!r} given twice")
+        # An unselected <select> submits `name=`; without JavaScript that still means "any".
+        if values[0] != "":
+            args[name] = values[0]
+    return args
+
+
+def page_url(args: dict[str, str], **changes: str | None) -> str:
+    """This page's URL with some parameters changed (None removes one)."""
+    merged = {**args, **changes}
+    return url_for("dashboard.index", **{name: merged[name] for name in DASHBOARD_PARAMS
+                                         if merged.get(name) is not None})
+
+
+def row_class(machine: dict) -> str:
+    """The CSS class that colours a machine's row by how long it has been silent."""
+    if machine["idle_with_work_waiting"]:
+        return "idle-waiting"
+    if machine["stale"]:
+        return "stale"
+    age = machine["age_seconds"]
+    if age is None:
+        return "unknown"
+    return "fresh" if age <= 3600 else "quiet"
+
+
+@bp.get("/")
+def index() -> Response:
+    """The dashboard: summary, filters and the machines they select."""
+    args = page_args()
+    query = MachineQuery.from_args(args)
+    ext = current_app.extensions["releng_hardware"]
+    config: Config = ext["config"]
+    now: datetime = ext["clock"]()
+    machines, pending = current_fleet(ext["store"], config, now)
+    shown = select(machines, query)
+    fleet_summary = summary(machines, pending, config.stale_after)
+    datacenters = sorted({m["datacenter"] for m in machines} | {query.datacenter or ""} - {""})
+    worker_types = sorted({m["worker_type"] or "" for m in machines}
+                          | {query.worker_type or ""} - {""})
+    html = render_template(
+        "dashboard.html",
+        args=args,
+        query=query,
+        machines=shown,
+        total=len(machines),
+        summary=fleet_summary,
+        datacenters=datacenters,
+        worker_types=worker_types,
+        stale_value=args.get("stale", duration_text(config.stale_after)),
+        stale_after=duration_text(config.stale_after),
+        api_url=url_for("machines", **args),
+        page_url=lambda **changes: page_url(args, **changes),
+        now=now,
+        refresh=REFRESH_SECONDS,
+    )
+    return _html(html)
+
+
+@bp.app_template_filter("relative_age")
+def _relative_age_filter(age_seconds: float | None) -> str:
+    return relative_age(age_seconds)
+
+
+@bp.app_template_filter("absolute_time")
+def _absolute_time_filter(lastseen: str | None) -> str:
+    return absolute_time(lastseen)
+
+
+@bp.app_template_filter("row_class")
+def _row_class_filter(machine: dict) -> str:
+    return row_class(machine)
+
+
+@bp.errorhandler(BadParameter)
+def _bad_parameter(exc: BadParameter) -> Response:
+    return _error_page(400, "Bad request", str(exc))
+
+
+@bp.errorhandler(PageError)
+def _page_error(exc: PageError) -> Response:
+    return _error_page(exc.status, "Bad request", exc.message)
+
+
+def _redis_down(exc: Exception) -> Response:
+    current_app.logger.warning("Redis unavailable: %s", exc)
+    # The error page refreshes too, so a page left open recovers by itself.
+    response = _error_page(503, "Data store unavailable",
+                           "Redis is not answering; this page retries every minute.",
+                           refresh=REFRESH_SECONDS)
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+for _error in REDIS_ERRORS:
+    bp.register_error_handler(_error, _redis_down)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    return _error_page(exc.code or 500, exc.name or "Error", exc.description or "")
+
+
+def _error_page(status: int, title: str, message: str, refresh: int | None = None) -> Response:
+    html = render_template("error.html", status=status, title=title, message=message,
+                           refresh=refresh)
+    return _html(html, status)
+
+
+def _html(html: str, status: int = 200) -> Response:
+    response = Response(html, status=status, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+

@@ -1,0 +1,140 @@
+"""`/metrics`: the fleet and the listener in Prometheus text format, computed per scrape."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Iterator, Mapping
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .config import Config
+from .dashboard import current_fleet
+from .store import LISTENER_COUNTERS, Store
+from .times import parse_time
+
+bp = Blueprint("metrics", __name__)
+
+# (label, upper bound in seconds): fixed so dashboards and alerts can rely on them
+# whatever STALE_AFTER is; releng_hardware_machines_stale follows STALE_AFTER.
+STALENESS_BUCKETS = (("lt_1h", 3600.0), ("1h_to_6h", 6 * 3600.0), ("6h_to_1d", 86400.0),
+                     ("gt_1d", float("inf")))
+UNKNOWN_BUCKET = "unknown"
+
+
+def staleness_bucket(age_seconds: float | None) -> str:
+    """The staleness bucket of a machine's age."""
+    if age_seconds is None:
+        return UNKNOWN_BUCKET
+    for name, upper in STALENESS_BUCKETS:
+        if age_seconds < upper:
+            return name
+    return STALENESS_BUCKETS[-1][0]
+
+
+class FleetCollector(Collector):
+    """Reads Redis once per scrape and yields every metric family of the service."""
+
+    def __init__(self, store: Store, config: Config, now: datetime) -> None:
+        self.store, self.config, self.now = store, config, now
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Every metric family, computed from Redis at `now`."""
+        machines, pending = current_fleet(self.store, self.config, self.now)
+        listener = self.store.listener_status()
+
+        by_bucket = GaugeMetricFamily(
+            "releng_hardware_machines",
+            "Machines per datacenter, worker type and time since last seen",
+            labels=["datacenter", "worker_type", "staleness"])
+        stale = GaugeMetricFamily(
+            "releng_hardware_machines_stale",
+            "Machines not seen for at least STALE_AFTER",
+            labels=["datacenter", "worker_type"])
+        idle = GaugeMetricFamily(
+            "releng_hardware_machines_idle_with_work_waiting",
+            "Stale machines whose worker type has pending tasks",
+            labels=["datacenter", "worker_type"])
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for machine in machines:
+            group = counts.setdefault((machine["datacenter"], machine["worker_type"] or ""), {
+                "stale": 0, "idle": 0, **{name: 0 for name, _ in STALENESS_BUCKETS}})
+            bucket = staleness_bucket(machine["age_seconds"])
+            group[bucket] = group.get(bucket, 0) + 1
+            group["stale"] += machine["stale"]
+            group["idle"] += machine["idle_with_work_waiting"]
+        for (datacenter, worker_type), group in sorted(counts.items()):
+            # Every bucket, zeros included, so a rate or ratio never meets a missing series.
+            for name in (*(name for name, _ in STALENESS_BUCKETS),
+                         *((UNKNOWN_BUCKET,) if UNKNOWN_BUCKET in group else ())):
+                by_bucket.add_metric([datacenter, worker_type, name], group[name])
+            stale.add_metric([datacenter, worker_type], group["stale"])
+            idle.add_metric([datacenter, worker_type], group["idle"])
+        yield by_bucket
+        yield stale
+        yield idle
+        yield GaugeMetricFamily("releng_hardware_stale_after_seconds",
+                                "The STALE_AFTER threshold in seconds", value=self.config.stale_after)
+
+        pending_tasks = GaugeMetricFamily(
+            "releng_hardware_pending_tasks", "Tasks waiting for a worker, per worker type",
+            labels=["provisioner", "worker_type"])
+        for queue, count in sorted(pending.items()):
+            provisioner, _, worker_type = queue.partition("/")
+            pending_tasks.add_metric([provisioner, worker_type], count)
+        yield pending_tasks
+
+        yield from listener_metrics(listener, self.now)
+
+
+def listener_metrics(listener: Mapping[str, str], now: datetime) -> Iterator[
+        GaugeMetricFamily | CounterMetricFamily]:
+    """The listener's counters and lags from its status hash in Redis."""
+    # The store only ever HINCRBYs these, so they are true counters.
+    messages = CounterMetricFamily(
+        "releng_hardware_listener_messages",
+        "Queue messages the listener handled, by outcome", labels=["outcome"])
+    for outcome in LISTENER_COUNTERS:
+        messages.add_metric([outcome], _number(listener.get(outcome)))
+    yield messages
+    lag = _seconds_since(listener.get("newest_event_at"), now)
+    if lag is not None:
+        yield GaugeMetricFamily(
+            "releng_hardware_listener_lag_seconds",
+            "Seconds between now and the newest event time the listener wrote", value=lag)
+    heartbeat = max(listener.get("heartbeat_at") or "", listener.get("last_message_at") or "")
+    silence = _seconds_since(heartbeat, now)
+    if silence is not None:
+        yield GaugeMetricFamily(
+            "releng_hardware_listener_heartbeat_age_seconds",
+            "Seconds since the listener last reported a heartbeat or a message", value=silence)
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _seconds_since(text: str | None, now: datetime) -> float | None:
+    if not text:
+        return None
+    try:
+        return round((now - parse_time(text)).total_seconds(), 3)
+    except ValueError:
+        return None
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text exposition of the fleet and the listener."""
+    ext = current_app.extensions["releng_hardware"]
+    # A registry per request: nothing is shared between requests, apps or tests.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(ext["store"], ext["config"], ext["clock"]()))
+    payload = generate_latest(registry)
+    return Response(payload, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4,
+                                      "Cache-Control": "no-cache"})

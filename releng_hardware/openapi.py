@@ -1,0 +1,333 @@
+"""`/openapi.json`: the OpenAPI 3.1 description of every endpoint, built from the code's constants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response
+
+from . import __version__
+from .fleet import CSV_COLUMNS, SORT_KEYS, STATES
+from .store import LISTENER_COUNTERS
+from .web import json_response
+
+bp = Blueprint("openapi", __name__)
+
+DURATION_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$"
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9_-]{1,38}$"
+LASTSEEN_EXAMPLE = "2026-11-20T14:55:00.000000"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = _json(_ref("Error"), description)
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _nullable(type_name: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [type_name, "null"], **extra}
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                               "schema": {"type": "string"}}}
+REDIS_DOWN = _error("Redis is not answering; retry after a few seconds", RETRY_AFTER)
+ETAG = {"ETag": {"description": "strong validator of the body; send it back in If-None-Match",
+                 "schema": {"type": "string"}}}
+NOT_MODIFIED = {"description": "the body is unchanged since the ETag given in If-None-Match",
+                "headers": ETAG}
+IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
+                 "description": "an ETag of an earlier response; answered 304 when still current",
+                 "schema": {"type": "string"}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}
+
+
+def _duration(description: str) -> dict[str, Any]:
+    return {"type": "string", "pattern": DURATION_PATTERN, "description": description,
+            "examples": ["90", "90s", "15m", "6h", "2d"]}
+
+
+MACHINE_QUERY = [
+    _query("datacenter", "only machines of this datacenter (Taskcluster worker group)",
+           {"type": "string", "pattern": IDENTIFIER_PATTERN}),
+    _query("worker_type", "only machines whose last task was for this worker type",
+           {"type": "string", "pattern": IDENTIFIER_PATTERN}),
+    _query("provisioner", "only machines whose last task was for this provisioner",
+           {"type": "string", "pattern": IDENTIFIER_PATTERN}),
+    _query("state", "only machines whose last task is in this state",
+           {"type": "string", "enum": list(STATES)}),
+    _query("stale", "only machines not seen for at least this long",
+           _duration("a duration: seconds, or a number with s, m, h or d")),
+    _query("seen_within", "only machines seen within this long",
+           _duration("a duration: seconds, or a number with s, m, h or d")),
+    _query("sort", "order: by last seen (oldest first), -lastseen (newest first), hostname "
+                   "(default) or -machine", {"type": "string", "enum": list(SORT_KEYS),
+                                             "default": "machine"}),
+]
+
+
+def _schemas() -> dict[str, Any]:
+    return {
+        "Error": {
+            "type": "object",
+            "description": "every error of the JSON endpoints",
+            "required": ["error", "message", "status"],
+            "properties": {
+                "error": {"type": "string", "description": "a stable snake_case code"},
+                "message": {"type": "string", "description": "what went wrong, for people"},
+                "status": {"type": "integer", "description": "the HTTP status repeated"},
+                "parameter": {"type": "string", "description": "the query parameter at fault"},
+                "allowed": {"type": "array", "items": {"type": "string"},
+                            "description": "the parameters the endpoint takes"},
+                "candidates": {"type": "array", "items": {"type": "string"},
+                               "description": "machine ids sharing the hostname (409)"},
+            },
+            "additionalProperties": False,
+        },
+        "LastTask": {
+            "type": "object",
+            "required": ["task_id", "run_id", "state", "reason_resolved", "time", "url"],
+            "properties": {
+                "task_id": {"type": "string"},
+                "run_id": _nullable("integer"),
+                "state": {"type": ["string", "null"], "enum": [*STATES, None]},
+                "reason_resolved": _nullable("string"),
+                "time": _nullable("string", description="when the run reached this state (UTC)"),
+                "url": {"type": "string", "description": "the task in the Taskcluster UI"},
+            },
+            "additionalProperties": False,
+        },
+        "Machine": {
+            "type": "object",
+            "required": ["id", "machine", "datacenter", "lastseen", "age_seconds", "firstseen",
+                         "provisioner", "worker_type", "last_task", "counts", "stale",
+                         "idle_with_work_waiting"],
+            "properties": {
+                "id": {"type": "string", "description": "<datacenter>:<hostname>",
+                       "examples": ["mdc1:t-linux64-ms-100"]},
+                "machine": {"type": "string", "description": "the hostname (worker id)"},
+                "datacenter": {"type": "string", "description": "the worker group"},
+                "lastseen": {"type": "string", "description": "naive UTC, six fraction digits",
+                             "examples": [LASTSEEN_EXAMPLE]},
+                "age_seconds": _nullable("number", description="now - lastseen"),
+                "firstseen": _nullable("string"),
+                "provisioner": _nullable("string"),
+                "worker_type": _nullable("string"),
+                "last_task": {"anyOf": [_ref("LastTask"), {"type": "null"}]},
+                "counts": {
+                    "type": "object",
+                    "description": "runs resolved on the machine since tracking began",
+                    "required": ["completed", "failed", "exception"],
+                    "properties": {name: {"type": "integer", "minimum": 0}
+                                   for name in ("completed", "failed", "exception")},
+                    "additionalProperties": False,
+                },
+                "stale": {"type": "boolean", "description": "not seen for STALE_AFTER"},
+                "idle_with_work_waiting": {
+                    "type": "boolean",
+                    "description": "stale while its worker type has pending tasks"},
+            },
+            "additionalProperties": False,
+        },
+        "SummaryGroup": {
+            "type": "object",
+            "required": ["datacenter", "worker_type", "provisioner", "total", "seen_within_1h",
+                         "stale", "last_task_exception", "idle_with_work_waiting",
+                         "pending_tasks"],
+            "properties": {
+                "datacenter": {"type": "string"},
+                "worker_type": _nullable("string"),
+                "provisioner": _nullable("string"),
+                **{name: {"type": "integer", "minimum": 0} for name in (
+                    "total", "seen_within_1h", "stale", "last_task_exception",
+                    "idle_with_work_waiting", "pending_tasks")},
+            },
+            "additionalProperties": False,
+        },
+        "Summary": {
+            "type": "object",
+            "required": ["stale_after_seconds", "totals", "groups", "pending_tasks"],
+            "properties": {
+                "stale_after_seconds": {"type": "number"},
+                "totals": {
+                    "type": "object",
+                    "required": ["total", "seen_within_1h", "stale", "last_task_exception",
+                                 "idle_with_work_waiting"],
+                    "properties": {name: {"type": "integer", "minimum": 0} for name in (
+                        "total", "seen_within_1h", "stale", "last_task_exception",
+                        "idle_with_work_waiting")},
+                    "additionalProperties": False,
+                },
+                "groups": {"type": "array", "items": _ref("SummaryGroup")},
+                "pending_tasks": {
+                    "type": "object",
+                    "description": "tasks waiting per <provisioner>/<workerType>",
+                    "additionalProperties": {"type": "integer", "minimum": 0},
+                },
+            },
+            "additionalProperties": False,
+        },
+        "Heartbeat": {
+            "type": "object",
+            "required": ["status", "checks", "details"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "warning", "error"]},
+                "checks": {"type": "object",
+                           "additionalProperties": {"type": "string",
+                                                    "enum": ["ok", "warning", "error"]}},
+                "details": {"type": "object"},
+            },
+            "additionalProperties": False,
+        },
+        "Version": {
+            "type": "object",
+            "required": ["source", "version", "commit", "build"],
+            "properties": {name: {"type": "string"}
+                           for name in ("source", "version", "commit", "build")},
+        },
+    }
+
+
+def build_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the service."""
+    csv_header = ",".join(CSV_COLUMNS)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "releng-hardware",
+            "version": __version__,
+            "description": "When each Taskcluster hardware machine was last seen doing work. "
+                           "Read-only; JSON endpoints allow any origin.",
+        },
+        "paths": {
+            "/machines": {"get": {
+                "summary": "Machines matching every filter given",
+                "parameters": [*MACHINE_QUERY,
+                               _query("format", "json (default) or csv; Accept: text/csv works too",
+                                      {"type": "string", "enum": ["json", "csv"]}),
+                               IF_NONE_MATCH],
+                "responses": {
+                    "200": {
+                        "description": "the machines, in the order asked",
+                        "headers": ETAG,
+                        "content": {
+                            "application/json": {"schema": {"type": "array",
+                                                            "items": _ref("Machine")}},
+                            "text/csv": {
+                                "schema": {"type": "string",
+                                           "description": f"CRLF lines; columns {csv_header}"},
+                                "example": csv_header + "\r\n",
+                            },
+                        },
+                    },
+                    "304": NOT_MODIFIED,
+                    "400": _error("a query parameter is unknown, repeated or invalid"),
+                    "503": REDIS_DOWN,
+                },
+            }},
+            "/machines/{machine_id}": {"get": {
+                "summary": "One machine, by <datacenter>:<hostname> or by a unique hostname",
+                "parameters": [{
+                    "name": "machine_id", "in": "path", "required": True,
+                    "schema": {"type": "string", "maxLength": 80,
+                               "pattern": r"^([A-Za-z0-9_-]{1,38}:)?[A-Za-z0-9_-]{1,38}$"},
+                    "examples": {"id": {"value": "mdc1:t-linux64-ms-100"},
+                                 "hostname": {"value": "t-linux64-ms-100"}},
+                }],
+                "responses": {
+                    "200": _json(_ref("Machine"), "the machine"),
+                    "400": _error("not a machine id or hostname"),
+                    "404": _error("never seen since tracking began"),
+                    "409": _error("the hostname exists in several datacenters; "
+                                  "`candidates` lists their ids"),
+                    "503": REDIS_DOWN,
+                },
+            }},
+            "/summary": {"get": {
+                "summary": "Counts per datacenter x worker type, and pending tasks per worker type",
+                "parameters": [
+                    _query("stale_after", "stale threshold for this request (default STALE_AFTER)",
+                           _duration("a duration: seconds, or a number with s, m, h or d")),
+                    IF_NONE_MATCH,
+                ],
+                "responses": {
+                    "200": {**_json(_ref("Summary"), "the summary"), "headers": ETAG},
+                    "304": NOT_MODIFIED,
+                    "400": _error("a query parameter is unknown, repeated or invalid"),
+                    "503": REDIS_DOWN,
+                },
+            }},
+            "/": {"get": {
+                "summary": "The dashboard page; takes the filters of /machines except format",
+                "parameters": list(MACHINE_QUERY),
+                "responses": {
+                    "200": {"description": "the dashboard",
+                            "content": {"text/html": {"schema": {"type": "string"}}}},
+                    "400": {"description": "a query parameter is unknown, repeated or invalid",
+                            "content": {"text/html": {"schema": {"type": "string"}}}},
+                    "503": {"description": "Redis is not answering; the page retries by itself",
+                            "headers": RETRY_AFTER,
+                            "content": {"text/html": {"schema": {"type": "string"}}}},
+                },
+            }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics of the fleet and the listener",
+                "description": "Families: releng_hardware_machines, "
+                               "releng_hardware_machines_stale, "
+                               "releng_hardware_machines_idle_with_work_waiting, "
+                               "releng_hardware_stale_after_seconds, releng_hardware_pending_tasks, "
+                               "releng_hardware_listener_messages_total (outcome: "
+                               f"{', '.join(LISTENER_COUNTERS)}), "
+                               "releng_hardware_listener_lag_seconds, "
+                               "releng_hardware_listener_heartbeat_age_seconds.",
+                "responses": {
+                    "200": {"description": "text exposition format 0.0.4",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "503": REDIS_DOWN,
+                },
+            }},
+            "/__heartbeat__": {"get": {
+                "summary": "Health of Redis and of the listener (Dockerflow)",
+                "responses": {
+                    "200": _json(_ref("Heartbeat"), "healthy, perhaps with warnings"),
+                    "500": _json(_ref("Heartbeat"), "Redis or the listener is failing"),
+                },
+            }},
+            "/__lbheartbeat__": {"get": {
+                "summary": "The process answers (Dockerflow); never touches Redis",
+                "responses": {"200": _json({
+                    "type": "object", "required": ["status"],
+                    "properties": {"status": {"const": "ok"}},
+                    "additionalProperties": False}, "alive")},
+            }},
+            "/__version__": {"get": {
+                "summary": "What is deployed (Dockerflow)",
+                "responses": {"200": _json(_ref("Version"), "source, version, commit and build")},
+            }},
+            "/openapi.json": {"get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1",
+                                      "content": {"application/json": {
+                                          "schema": {"type": "object"}}}}},
+            }},
+        },
+        "components": {"schemas": _schemas()},
+    }
+
+
+@bp.get("/openapi.json")
+def document() -> Response:
+    """The OpenAPI document as JSON."""
+    return json_response(build_document())
