@@ -69,6 +69,7 @@ class Listener(ConsumerMixin):
         *,
         clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.connection = connection
         self.store = store
@@ -76,6 +77,7 @@ class Listener(ConsumerMixin):
         self.queue = declare_queue(config)
         self.clock = clock
         self.sleep = sleep
+        self.monotonic = monotonic
         self.counters = Counters()
         self.connects = 0
         self._batch: list[tuple[Any, Any]] = []  # (message, event or Skip)
@@ -124,10 +126,10 @@ class Listener(ConsumerMixin):
         log.info("consuming %s (connection %d)", self.config.queue_name, self.connects)
 
     def on_iteration(self) -> None:
-        if self._batch and time.monotonic() - self._batch_started >= self.config.batch_max_age:
+        if self._batch and self.monotonic() - self._batch_started >= self.config.batch_max_age:
             self.flush()
-        if time.monotonic() - self._last_heartbeat >= 30:
-            self._last_heartbeat = time.monotonic()
+        if self.monotonic() - self._last_heartbeat >= 30:
+            self._last_heartbeat = self.monotonic()
             if not self._batch:
                 self._with_redis(lambda: self.store.listener_heartbeat(self.clock()))
 
@@ -150,7 +152,7 @@ class Listener(ConsumerMixin):
                         outcome.reason, outcome.detail[:200],
                         message.delivery_info.get("routing_key", ""))
         if not self._batch:
-            self._batch_started = time.monotonic()
+            self._batch_started = self.monotonic()
         self._batch.append((message, outcome))
         if len(self._batch) >= self.config.batch_size:
             self.flush()
@@ -204,9 +206,9 @@ class Listener(ConsumerMixin):
 
     def _wait(self, seconds: float) -> None:
         """Sleep in short steps, answering AMQP heartbeats and a stop request."""
-        deadline = time.monotonic() + seconds
-        while not self.should_stop and time.monotonic() < deadline:
-            self.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        deadline = self.monotonic() + seconds
+        while not self.should_stop and self.monotonic() < deadline:
+            self.sleep(min(0.2, max(0.0, deadline - self.monotonic())))
             self._heartbeat_check()
 
     def _heartbeat_check(self) -> None:

@@ -1,0 +1,72 @@
+"""The simulator speaks the queue's format: every message parses as the real ones do."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from datetime import datetime, timedelta
+
+from releng_hardware.events import PendingEvent, Skip, WorkerEvent, parse_message
+from releng_hardware.simulate import QueueSimulator, backlog, fleet, live, slugid
+from tests.conftest import NOW
+
+
+def test_slugids_match_taskclusters_pattern():
+    import random
+    rng = random.Random(7)
+    pattern = re.compile(r"^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$")
+    assert all(pattern.match(slugid(rng)) for _ in range(1000))
+
+
+def test_fleet_spreads_over_pools_and_datacenters():
+    machines = fleet(60)
+    assert len({(m.worker_group, m.worker_id) for m in machines}) == 60
+    assert {m.worker_group for m in machines} == {"mdc1", "mdc2"}
+    assert len({m.worker_type for m in machines}) == 4
+
+
+def test_every_simulated_message_parses_with_nothing_malformed():
+    messages = backlog(3000, machines=50, end=NOW)
+    outcomes = [parse_message(m.exchange, m.routing_key, m.encoded(), NOW) for m in messages]
+    kinds = Counter(type(o).__name__ if not isinstance(o, WorkerEvent) else o.state for o in outcomes)
+    assert not [o for o in outcomes if isinstance(o, Skip) and o.malformed]
+    assert set(kinds) >= {"PendingEvent", "running", "completed", "failed", "exception"}
+    assert kinds["Skip"] == sum(1 for o in outcomes if isinstance(o, Skip) and o.reason == "no-worker") > 0
+
+
+def test_routing_key_agrees_with_the_body():
+    for message in backlog(500, machines=10, end=NOW):
+        _, task_id, run_id, group, worker, provisioner, worker_type, _, _ = message.routing_key.split(".")
+        body = message.body
+        assert (task_id, int(run_id)) == (body["status"]["taskId"], body["runId"])
+        assert (provisioner, worker_type) == ("releng-hardware", body["status"]["workerType"])
+        assert group == body.get("workerGroup", "_") and worker == body.get("workerId", "_")
+
+
+def test_event_times_of_one_machine_never_go_back_in_a_clean_stream():
+    last: dict[str, datetime] = {}
+    for message in backlog(2000, machines=20, end=NOW):
+        event = parse_message(message.exchange, message.routing_key, message.encoded(), NOW)
+        if isinstance(event, WorkerEvent):
+            assert event.lastseen >= last.get(event.machine_id, event.lastseen)
+            last[event.machine_id] = event.lastseen
+
+
+def test_backlog_adds_the_asked_share_of_redeliveries():
+    messages = backlog(1000, machines=20, end=NOW, duplicate_rate=0.25, reorder_window=50)
+    keys = Counter((m.exchange, m.routing_key) for m in messages)
+    assert len(messages) == 1000
+    assert 150 <= sum(count - 1 for count in keys.values()) <= 250
+
+
+def test_live_mode_is_paced_by_event_time():
+    slept: list[float] = []
+    start = NOW
+    messages = list(itertools.islice(live(fleet(4), start, sleep=slept.append), 20))
+    assert len(messages) == 20 and sum(slept) > 0
+    simulator = QueueSimulator(fleet(4), start)
+    times = [moment for moment, _ in itertools.islice(simulator.messages(), 20)]
+    assert times == sorted(times) and times[-1] - times[0] < timedelta(hours=1)
+    assert isinstance(parse_message(messages[0].exchange, messages[0].routing_key, messages[0].encoded(),
+                                    NOW), PendingEvent)
