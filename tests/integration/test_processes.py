@@ -1,0 +1,153 @@
+"""The real processes: gunicorn from the Procfile line, the listener script, preload and simulate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+
+import pytest
+
+from releng_hardware.simulate import backlog
+from releng_hardware.times import utcnow
+from tests.conftest import AMQP_URL, REDIS_URL, ROOT, wait_for
+
+pytestmark = pytest.mark.integration
+BIN = os.path.dirname(sys.executable)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def procfile_command(process: str, port: int) -> str:
+    """The Procfile's line for a process type, as Heroku would run it."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            return command.strip().replace("$PORT", str(port))
+    raise AssertionError(f"no {process} line in the Procfile")
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PULSE", "AMQP", "REDIS"))}
+    env["PATH"] = f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}"
+    env.update(extra)
+    return env
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, dict, object]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+@pytest.fixture
+def gunicorn(real_store, redis_prefix):
+    """gunicorn started exactly as the Procfile's web line says."""
+    port = free_port()
+    process = subprocess.Popen(
+        "exec " + procfile_command("web", port), shell=True, cwd=ROOT, start_new_session=True,
+        env=service_env(REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=redis_prefix, PORT=str(port)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return get(base + "/__lbheartbeat__", timeout=1)[0] == 200
+        except OSError:
+            return False
+    wait_for(up, 20, "gunicorn did not start")
+    yield base, process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def test_gunicorn_from_the_procfile_serves_the_machines(gunicorn, real_store):
+    base, _ = gunicorn
+    real_store.preload({"mdc1:t-linux64-ms-100": utcnow() - timedelta(minutes=3)})
+    status, headers, body = get(base + "/machines")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert [m["id"] for m in body] == ["mdc1:t-linux64-ms-100"]
+    assert 170 <= body[0]["age_seconds"] <= 300
+    status, _, error = get(base + "/machines/mdc9:nobody")
+    assert status == 404 and error["error"] == "not_found"
+
+
+def test_gunicorn_stops_cleanly_on_sigterm(gunicorn):
+    _, process = gunicorn
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=25) == 0
+
+
+def test_listener_script_consumes_and_exits_0_on_sigterm(amqp_config, real_store, redis_prefix, publish,
+                                                         provisioner_id):
+    env = service_env(PULSE_URL=AMQP_URL, REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=redis_prefix,
+                      PULSE_QUEUE_NAME=amqp_config.pulse_queue_name, PROVISIONER_IDS=provisioner_id)
+    process = subprocess.Popen([sys.executable, "listen_to_pulse.py"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: real_store.listener_status().get("last_connected_at"), 20, "listener never connected")
+        publish(backlog(200, machines=10, end=utcnow(), provisioner_id=provisioner_id))
+        wait_for(lambda: int(real_store.listener_status().get("processed", 0)) >= 200, 20,
+                 "listener did not process the messages")
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = process.stdout.read().decode()
+    assert "stopped after 200 messages" in output
+    assert "guest:guest" not in output
+
+
+def test_preload_script_reads_stdin_into_redis(real_store, redis_prefix):
+    data = json.dumps([{"machine": "t-linux64-ms-100", "datacenter": "mdc1",
+                        "lastseen": "2026-11-20T08:47:50.939514"}]).encode()
+    env = service_env(REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=redis_prefix)
+    result = subprocess.run([sys.executable, "preload_redis.py"], cwd=ROOT, env=env, input=data,
+                            capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert b"1 written, 0 kept" in result.stdout
+    assert real_store.machine("mdc1:t-linux64-ms-100").lastseen == "2026-11-20T08:47:50.939514"
+
+
+def test_preload_with_redis_down_fails_clearly():
+    env = service_env(REDIS_URL="redis://127.0.0.1:1/0", REDIS_TIMEOUT="1s")
+    data = b'[{"machine": "a", "datacenter": "mdc1", "lastseen": "2026-11-20T08:00:00"}]'
+    result = subprocess.run([sys.executable, "preload_redis.py"], cwd=ROOT, env=env, input=data,
+                            capture_output=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith("releng-hardware: nothing written: Redis at redis://127.0.0.1:1/0")
+
+
+def test_simulator_console_script_publishes_a_backlog(amqp_config, real_store, listener_thread, provisioner_id):
+    listener_thread()
+    env = service_env(PULSE_URL=AMQP_URL, PROVISIONER_IDS=provisioner_id)
+    result = subprocess.run([os.path.join(BIN, "releng-hardware-simulate"), "--backlog", "--count", "300",
+                             "--machines", "12"], env=env, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert b"published 300 messages" in result.stdout
+    wait_for(lambda: int(real_store.listener_status().get("processed", 0)) >= 300, 20,
+             "the listener did not get the simulator's messages")
+    assert len(real_store.machines()) == 12
+
+
+def test_simulator_refuses_to_run_without_a_local_broker():
+    result = subprocess.run([os.path.join(BIN, "releng-hardware-simulate")],
+                            env=service_env(AMQP_USER="x", AMQP_PASS="y"), capture_output=True, timeout=30)
+    assert result.returncode == 2 and b"set PULSE_URL" in result.stderr
