@@ -119,9 +119,13 @@ class QueueSimulator:
 
     def __init__(self, machines: list[Machine], start: datetime, *, seed: int = 1,
                  provisioner_id: str = "releng-hardware", task_seconds: tuple[float, float] = (60, 1800),
-                 no_worker_rate: float = 0.01) -> None:
+                 no_worker_rate: float = 0.01, dead_share: float = 0.0,
+                 dies_within: timedelta = timedelta(hours=12)) -> None:
         self.machines = machines
         self.rng = random.Random(seed)
+        # a share of the fleet stops working at some point, as broken hardware does
+        self.dies_at = {machine: start + dies_within * self.rng.random()
+                        for machine in machines if self.rng.random() < dead_share}
         self.provisioner_id = provisioner_id
         self.task_seconds = task_seconds
         self.no_worker_rate = no_worker_rate
@@ -151,6 +155,8 @@ class QueueSimulator:
             task.runs.append({"runId": 0, "state": "pending", "reasonCreated": "scheduled",
                               "scheduled": _fmt(now)})
             out.append(_message("task-pending", task, self.provisioner_id, None))
+            if machine in self.dies_at and now >= self.dies_at[machine]:
+                return out  # the task waits for a worker that never comes
             self._at(now + timedelta(seconds=rng.uniform(1, 30)), self._start(machine, task))
             return out
         return schedule
@@ -215,10 +221,12 @@ def backlog(count: int, machines: int = 1000, *, end: datetime, seed: int = 1,
 
 def live(machines: list[Machine], start: datetime, *, seed: int = 1,
          task_seconds: tuple[float, float] = (20, 120), provisioner_id: str = "releng-hardware",
+         history: timedelta = timedelta(hours=12), dead_share: float = 0.1,
          sleep: Callable[[float], None] = time.sleep) -> Iterator[Message]:
-    """Messages paced in real time from `start`, with short tasks so a demo moves."""
-    simulator = QueueSimulator(machines, start, seed=seed, task_seconds=task_seconds,
-                               provisioner_id=provisioner_id)
+    """The last `history` at once (some machines dying on the way), then messages in real time."""
+    simulator = QueueSimulator(machines, start - history, seed=seed, task_seconds=task_seconds,
+                               provisioner_id=provisioner_id, dead_share=dead_share,
+                               dies_within=history)
     started = time.monotonic()
     for moment, message in simulator.messages():
         wait = (moment - start).total_seconds() - (time.monotonic() - started)

@@ -60,13 +60,33 @@ def test_backlog_adds_the_asked_share_of_redeliveries():
     assert 150 <= sum(count - 1 for count in keys.values()) <= 250
 
 
-def test_live_mode_is_paced_by_event_time():
+def test_live_mode_sends_history_at_once_then_paces_by_event_time():
     slept: list[float] = []
-    start = NOW
-    messages = list(itertools.islice(live(fleet(4), start, sleep=slept.append), 20))
-    assert len(messages) == 20 and sum(slept) > 0
-    simulator = QueueSimulator(fleet(4), start)
-    times = [moment for moment, _ in itertools.islice(simulator.messages(), 20)]
-    assert times == sorted(times) and times[-1] - times[0] < timedelta(hours=1)
-    assert isinstance(parse_message(messages[0].exchange, messages[0].routing_key, messages[0].encoded(),
+    stream = live(fleet(4), NOW, history=timedelta(hours=1), dead_share=0, sleep=slept.append)
+    history = list(itertools.takewhile(lambda _: not slept, stream))
+    assert len(history) > 20 and not slept[1:]
+    assert isinstance(parse_message(history[0].exchange, history[0].routing_key, history[0].encoded(),
                                     NOW), PendingEvent)
+    list(itertools.islice(stream, 10))
+    assert len(slept) >= 5 and all(0 < seconds < 300 for seconds in slept)
+
+
+def test_dead_machines_stop_working_and_leave_work_waiting():
+    machines = fleet(40)
+    simulator = QueueSimulator(machines, NOW - timedelta(hours=12), dead_share=0.25,
+                               dies_within=timedelta(hours=12))
+    seen: dict[str, datetime] = {}
+    for moment, message in simulator.messages():
+        if moment > NOW:
+            break
+        event = parse_message(message.exchange, message.routing_key, message.encoded(), NOW)
+        if isinstance(event, WorkerEvent):
+            seen[event.machine_id] = moment
+    dead = {f"{m.worker_group}:{m.worker_id}" for m in simulator.dies_at}
+    assert 4 <= len(dead) <= 18
+    for machine in machines:
+        machine_id = f"{machine.worker_group}:{machine.worker_id}"
+        if machine_id in dead:
+            assert seen.get(machine_id, NOW - timedelta(days=1)) <= simulator.dies_at[machine] + timedelta(hours=1)
+        else:
+            assert seen[machine_id] > NOW - timedelta(hours=1)
