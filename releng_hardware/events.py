@@ -105,11 +105,14 @@ def parse_message(
     body: bytes | str | dict,
     received_at: datetime,
     provisioner_ids: Iterable[str] = ("releng-hardware",),
+    content_type: str | None = None,
 ) -> Event | Skip:
     """Turn one queue message into a WorkerEvent, a PendingEvent or a Skip."""
     name = exchange[len(EXCHANGE_PREFIX):] if exchange.startswith(EXCHANGE_PREFIX) else ""
     if name not in EXCHANGES:
         return Skip("unknown-exchange", detail=exchange[:100])
+    if content_type and content_type.split(";")[0].strip().lower() != "application/json":
+        return Skip("wrong-content-type", malformed=True, detail=content_type[:100])
     try:
         return _parse(name, routing_key or "", _decode(body), received_at, provisioner_ids)
     except _Malformed as exc:

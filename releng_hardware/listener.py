@@ -143,7 +143,8 @@ class Listener(ConsumerMixin):
         try:
             info = message.delivery_info
             outcome = parse_message(info.get("exchange", ""), info.get("routing_key", ""),
-                                    message.body, self.clock(), self.config.provisioner_ids)
+                                    message.body, self.clock(), self.config.provisioner_ids,
+                                    message.content_type)
         except Exception as exc:  # a bug here must not end the consumer loop
             log.exception("unexpected error parsing a message")
             outcome = Skip("parser-error", malformed=True, detail=repr(exc)[:200])

@@ -164,3 +164,14 @@ def test_unknown_exchange_is_skipped_not_malformed():
 def test_a_dict_body_is_accepted_as_already_decoded():
     message = sample("task-completed")
     assert parse(message, body=message["body"]) == parse(message)
+
+
+@pytest.mark.parametrize("content_type, accepted", [
+    (None, True), ("application/json", True), ("application/json; charset=utf-8", True),
+    ("text/plain", False), ("application/x-python-serialize", False),
+])
+def test_only_json_content_is_accepted(content_type, accepted):
+    outcome = parse(sample("task-completed"), content_type=content_type)
+    assert isinstance(outcome, WorkerEvent) is accepted
+    if not accepted:
+        assert outcome == Skip("wrong-content-type", malformed=True, detail=content_type)

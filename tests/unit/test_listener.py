@@ -24,6 +24,7 @@ class Message:
         self.delivery_info = {"exchange": exchange, "routing_key": routing_key}
         self.body = body
         self.channel = channel
+        self.content_type = "application/json"
         self.acks: list[bool] = []
 
     def ack(self, multiple: bool = False) -> None:
@@ -157,3 +158,21 @@ def test_queue_is_durable_shared_and_bound_passively():
 def test_backoff_grows_is_capped_and_jittered(attempt):
     assert backoff_delay(attempt, rand=lambda: 1.0) == min(30.0, 2 ** attempt)
     assert backoff_delay(attempt, rand=lambda: 0.0) == 0.0
+
+
+def test_backlog_is_logged_and_a_large_one_warned_about(make_listener, caplog):
+    class Declaring(Channel):
+        def __init__(self, backlog: int) -> None:
+            self.backlog = backlog
+
+        def queue_declare(self, name, passive):
+            assert passive
+            return name, self.backlog, 1
+
+    listener = make_listener(backlog_warning=5000)
+    with caplog.at_level(logging.INFO, logger="releng_hardware.listener"):
+        listener._report_backlog(Declaring(12))
+        listener._report_backlog(Declaring(9000))
+    quiet, loud = [r for r in caplog.records if "holds" in r.getMessage()]
+    assert quiet.levelno == logging.INFO and "12 messages" in quiet.getMessage()
+    assert loud.levelno == logging.WARNING and "Pulse deletes queues" in loud.getMessage()
