@@ -197,10 +197,12 @@ class Listener(ConsumerMixin):
         while True:
             try:
                 return write()
-            except REDIS_ERRORS as exc:
+            except redis.RedisError as exc:
                 delay = backoff_delay(attempt, base=0.5, cap=10.0)
                 attempt += 1
-                log.warning("Redis unavailable (%s); retry %d in %.1fs", exc, attempt, delay)
+                # an outage is expected now and then; any other Redis error is worth an alarm
+                level = logging.WARNING if isinstance(exc, REDIS_ERRORS) else logging.ERROR
+                log.log(level, "Redis write failed (%s); retry %d in %.1fs", exc, attempt, delay)
                 self._wait(delay)
                 if self.should_stop:
                     return None
@@ -244,14 +246,17 @@ class Listener(ConsumerMixin):
                     attempt = 0
             except StopListening:
                 break
-            except errors as exc:
+            except Exception as exc:
                 self._batch.clear()
                 self._channel = None
                 if self.should_stop:
                     break
                 delay = backoff_delay(attempt)
                 attempt += 1
-                log.warning("lost the broker connection (%s); reconnecting in %.1fs", exc, delay)
+                if isinstance(exc, errors):
+                    log.warning("lost the broker connection (%s); reconnecting in %.1fs", exc, delay)
+                else:  # never let a surprise end the loop: Pulse would delete an unread queue
+                    log.exception("unexpected error; reconnecting in %.1fs", delay)
                 self._wait(delay)
         log.info("stopped after %d messages (%d written, %d duplicates, %d skipped, %d malformed)",
                  self.counters.processed, self.counters.written, self.counters.duplicates,

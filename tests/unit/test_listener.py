@@ -176,3 +176,23 @@ def test_backlog_is_logged_and_a_large_one_warned_about(make_listener, caplog):
     quiet, loud = [r for r in caplog.records if "holds" in r.getMessage()]
     assert quiet.levelno == logging.INFO and "12 messages" in quiet.getMessage()
     assert loud.levelno == logging.WARNING and "Pulse deletes queues" in loud.getMessage()
+
+
+def test_any_redis_error_is_retried_without_acking(make_listener, channel, store, caplog):
+    import redis
+    listener = make_listener(batch_size=1, prefetch=10)
+    real_record = store.record
+    failures = iter([redis.ResponseError("OOM command not allowed"), None])
+
+    def flaky_record(*args, **kwargs):
+        failure = next(failures)
+        if failure:
+            raise failure
+        return real_record(*args, **kwargs)
+
+    store.record = flaky_record
+    message = sample_message("task-completed", channel)
+    with caplog.at_level(logging.ERROR, logger="releng_hardware.listener"):
+        listener.on_message(message)
+    assert message.acks == [True] and store.machine("mdc2:t-w1064-ms-281") is not None
+    assert any("OOM" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
