@@ -11,6 +11,7 @@ setup(
         "flask>=3.0,<4",
         "kombu>=5.3,<6",
         "redis>=5.0,<9",
+        "hiredis>=2.0",
         "gunicorn>=22",
         "python-dateutil>=2.8",
         "orjson>=3.9",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Container, Mapping
 
 from .config import parse_duration
 from .store import MachineRecord
@@ -87,40 +87,49 @@ def age_seconds(lastseen: str, now: datetime) -> float | None:
         return None
 
 
-def machine_json(record: MachineRecord, now: datetime, root_url: str,
-                 busy_queues: Iterable[str] = (), stale_after: float | None = None) -> dict:
-    """One machine as the API shows it."""
-    details = record.details
-    lastseen = record.lastseen
-    if len(lastseen) != 26:  # written by hand or by an old tool: serve the one format
+def _lastseen_and_age(lastseen: str, now: datetime) -> tuple[str, float | None]:
+    if len(lastseen) == 26:  # the one format everything here writes: the C parser suffices
         try:
-            lastseen = format_lastseen(parse_time(lastseen))
-        except ValueError:
+            return lastseen, round((now - datetime.fromisoformat(lastseen)).total_seconds(), 3)
+        except (ValueError, TypeError):
             pass
-    age = age_seconds(lastseen, now)
-    task_id = details.get("task_id")
-    queue = f"{details.get('provisioner')}/{details.get('worker_type')}"
+    try:  # written by hand or by an old tool: serve the one format
+        moment = parse_time(lastseen)
+    except ValueError:
+        return lastseen, None
+    return format_lastseen(moment), round((now - moment).total_seconds(), 3)
+
+
+def machine_json(record: MachineRecord, now: datetime, root_url: str,
+                 busy_queues: Container[str] = (), stale_after: float | None = None) -> dict:
+    """One machine as the API shows it."""
+    get = record.details.get
+    datacenter, _, hostname = record.machine_id.rpartition(":")
+    lastseen, age = _lastseen_and_age(record.lastseen, now)
+    task_id = get("task_id")
+    provisioner, worker_type = get("provisioner"), get("worker_type")
     stale = age is not None and stale_after is not None and age >= stale_after
     return {
         "id": record.machine_id,
-        "machine": record.hostname,
-        "datacenter": record.datacenter,
+        "machine": hostname,
+        "datacenter": datacenter,
         "lastseen": lastseen,
         "age_seconds": age,
-        "firstseen": details.get("firstseen"),
-        "provisioner": details.get("provisioner"),
-        "worker_type": details.get("worker_type"),
+        "firstseen": get("firstseen"),
+        "provisioner": provisioner,
+        "worker_type": worker_type,
         "last_task": None if task_id is None else {
             "task_id": task_id,
-            "run_id": details.get("run_id"),
-            "state": details.get("state"),
-            "reason_resolved": details.get("reason_resolved"),
-            "time": details.get("task_time"),
+            "run_id": get("run_id"),
+            "state": get("state"),
+            "reason_resolved": get("reason_resolved"),
+            "time": get("task_time"),
             "url": f"{root_url}/tasks/{task_id}",
         },
-        "counts": {state: int(details.get(state, 0)) for state in ("completed", "failed", "exception")},
+        "counts": {"completed": get("completed", 0), "failed": get("failed", 0),
+                   "exception": get("exception", 0)},
         "stale": stale,
-        "idle_with_work_waiting": stale and queue in busy_queues,
+        "idle_with_work_waiting": stale and f"{provisioner}/{worker_type}" in busy_queues,
     }
 
 
