@@ -14,5 +14,11 @@
       if (form.requestSubmit) { form.requestSubmit(); } else { form.submit(); }
     });
   });
+  // Back/forward restores the fields as they were left (even disabled), which can
+  // disagree with the URL: show the filters of the URL again.
+  window.addEventListener("pageshow", function () {
+    Array.prototype.forEach.call(form.elements, function (field) { field.disabled = false; });
+    form.reset();
+  });
   document.documentElement.classList.add("js");
 })();

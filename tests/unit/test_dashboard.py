@@ -1,0 +1,291 @@
+"""The dashboard page at `/`, through Flask's test client on fakeredis."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from html.parser import HTMLParser
+
+import pytest
+
+from releng_hardware.dashboard import duration_text, relative_age
+from releng_hardware.events import PendingEvent, WorkerEvent
+from tests.conftest import NOW, make_config
+
+DEADLINE = NOW + timedelta(days=1)
+
+
+def seen(store, host, dc="mdc1", *, ago, state="completed", worker_type="gecko-t-linux-talos",
+         task="AAAAAAAAQAGAAAAAAAAAAA", reason=None):
+    """Record one run of a machine `ago` before NOW."""
+    store.record([WorkerEvent(dc, host, "releng-hardware", worker_type, task, 0, state,
+                              reason or (None if state == "running" else state), NOW - ago,
+                              DEADLINE, True)], now=NOW)
+
+
+@pytest.fixture
+def fleet(store):
+    """Four machines in two datacenters: fresh, stale with work waiting, quiet, and long gone."""
+    seen(store, "t-linux64-ms-100", ago=timedelta(minutes=5))
+    seen(store, "t-w1064-ms-281", dc="mdc2", ago=timedelta(hours=7), worker_type="gecko-t-win10-64-hw",
+         task="CCCCCCCCQAGAAAAAAAAAAA", state="exception", reason="worker-shutdown")
+    seen(store, "t-linux64-ms-101", ago=timedelta(hours=3, minutes=12), task="BBBBBBBBQAGAAAAAAAAAAA",
+         state="failed")
+    seen(store, "t-linux64-ms-100", dc="mdc2", ago=timedelta(days=3), task="DDDDDDDDQAGAAAAAAAAAAA")
+    store.record([PendingEvent("releng-hardware", "gecko-t-win10-64-hw", "EEEEEEEEQAGAAAAAAAAAAA", 0,
+                               NOW, DEADLINE)], now=NOW)
+    return store
+
+
+class Page(HTMLParser):
+    """The parts of the dashboard a person looks at, read from its HTML."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.rows: list[dict] = []
+        self.summary_rows: list[list[str]] = []
+        self.options: dict[str, list[tuple[str, bool]]] = {}
+        self.inputs: list[dict] = []
+        self.links: dict[str, str] = {}
+        self.resources: list[str] = []
+        self.meta: list[dict] = []
+        self._table: str | None = None
+        self._row: dict | None = None
+        self._cell: list[str] | None = None
+        self._select: str | None = None
+        self._in_tbody = False
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attr = {name: value or "" for name, value in attrs}
+        if tag == "table":
+            self._table = attr.get("id")
+        elif tag == "tbody":
+            self._in_tbody = True
+        elif tag == "tr" and self._in_tbody:
+            self._row = {"class": attr.get("class", "").split(), "id": attr.get("data-id"),
+                         "cells": [], "links": [], "titles": []}
+        elif tag == "td" and self._row is not None:
+            self._cell = []
+        elif tag == "a":
+            if self._row is not None:
+                self._row["links"].append(attr["href"])
+            if "id" in attr:
+                self.links[attr["id"]] = attr["href"]
+        elif tag == "time" and self._row is not None:
+            self._row["titles"].append(attr.get("title"))
+        elif tag == "select":
+            self._select = attr["name"]
+            self.options[self._select] = []
+        elif tag == "option" and self._select:
+            self.options[self._select].append((attr["value"], "selected" in attr))
+        elif tag == "input":
+            self.inputs.append(attr)
+        elif tag in ("script", "img", "iframe"):
+            self.resources.append(attr.get("src", ""))
+        elif tag == "link":
+            self.resources.append(attr.get("href", ""))
+        elif tag == "meta":
+            self.meta.append(attr)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._row is not None and self._cell is not None:
+            self._row["cells"].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            if self._table == "machines" and self._row["id"]:
+                self.rows.append(self._row)
+            elif self._table == "summary":
+                self.summary_rows.append(self._row["cells"])
+            self._row = None
+        elif tag == "tbody":
+            self._in_tbody = False
+        elif tag == "select":
+            self._select = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def row(self, machine_id: str) -> dict:
+        """The table row of one machine."""
+        return next(row for row in self.rows if row["id"] == machine_id)
+
+    @property
+    def ids(self) -> list[str]:
+        """Machine ids in table order."""
+        return [row["id"] for row in self.rows]
+
+
+def page(client, url: str = "/") -> Page:
+    """GET a dashboard URL that must succeed, parsed."""
+    response = client.get(url)
+    assert response.status_code == 200, response.get_data(as_text=True)[-500:]
+    assert response.mimetype == "text/html"
+    return Page(response.get_data(as_text=True))
+
+
+def test_page_lists_every_machine_with_datacenter_worker_type_and_hostname(client, fleet):
+    dashboard = page(client)
+    assert sorted(dashboard.ids) == ["mdc1:t-linux64-ms-100", "mdc1:t-linux64-ms-101",
+                                     "mdc2:t-linux64-ms-100", "mdc2:t-w1064-ms-281"]
+    status, datacenter, worker_type, hostname, *_ = dashboard.row("mdc2:t-w1064-ms-281")["cells"]
+    assert (datacenter, worker_type, hostname) == ("mdc2", "gecko-t-win10-64-hw", "t-w1064-ms-281")
+
+
+def test_last_seen_is_a_relative_age_from_the_app_clock_with_utc_time_on_hover(client, fleet):
+    row = page(client).row("mdc1:t-linux64-ms-101")
+    assert row["cells"][4] == "3h 12m ago"
+    assert row["titles"] == ["2026-11-20 11:48:00 UTC"]
+
+
+def test_last_task_state_links_to_taskcluster(client, fleet):
+    row = page(client).row("mdc2:t-w1064-ms-281")
+    assert row["links"] == ["https://firefox-ci-tc.services.mozilla.com/tasks/CCCCCCCCQAGAAAAAAAAAAA"]
+    assert row["cells"][5] == "exception worker-shutdown"
+
+
+def test_stale_rows_are_marked_and_work_waiting_is_marked_apart(client, fleet):
+    dashboard = page(client)
+    assert "idle-waiting" in dashboard.row("mdc2:t-w1064-ms-281")["class"]
+    assert "stale" in dashboard.row("mdc2:t-linux64-ms-100")["class"]
+    assert dashboard.row("mdc2:t-linux64-ms-100")["cells"][0] == "stale"
+    assert dashboard.row("mdc2:t-w1064-ms-281")["cells"][0] == "stale · work waiting"
+    for fresh in ("mdc1:t-linux64-ms-100", "mdc1:t-linux64-ms-101"):
+        assert not {"stale", "idle-waiting"} & set(dashboard.row(fresh)["class"])
+
+
+def test_stale_follows_the_configured_threshold(app_factory, fleet):
+    dashboard = page(app_factory(make_config(stale_after=3 * 3600.0)).test_client())
+    assert "stale" in dashboard.row("mdc1:t-linux64-ms-101")["class"]
+    stale_box = next(field for field in dashboard.inputs if field.get("name") == "stale")
+    assert stale_box["value"] == "3h" and "checked" not in stale_box
+
+
+@pytest.mark.parametrize("query", [
+    "", "stale=6h&datacenter=mdc1", "stale=6h", "datacenter=mdc2", "worker_type=gecko-t-linux-talos",
+    "sort=lastseen", "sort=-lastseen", "sort=-machine", "datacenter=mdc2&sort=-lastseen",
+    "state=failed", "seen_within=4h&provisioner=releng-hardware", "stale=1d",
+])
+def test_page_shows_exactly_what_the_api_returns_for_the_same_query(client, fleet, query):
+    api = client.get(f"/machines?{query}")
+    assert api.status_code == 200
+    assert page(client, f"/?{query}").ids == [machine["id"] for machine in api.get_json()]
+
+
+def test_stale_only_view_of_one_datacenter(client, fleet):
+    assert page(client, "/?stale=6h&datacenter=mdc2").ids == ["mdc2:t-linux64-ms-100",
+                                                              "mdc2:t-w1064-ms-281"]
+    assert page(client, "/?stale=6h&datacenter=mdc1").ids == []
+
+
+def test_filter_boxes_offer_the_data_and_keep_the_current_choice(client, fleet):
+    dashboard = page(client, "/?datacenter=mdc2&stale=6h&sort=-lastseen")
+    assert dashboard.options["datacenter"] == [("", False), ("mdc1", False), ("mdc2", True)]
+    assert [value for value, _ in dashboard.options["worker_type"]] == [
+        "", "gecko-t-linux-talos", "gecko-t-win10-64-hw"]
+    stale_box = next(field for field in dashboard.inputs if field.get("name") == "stale")
+    assert stale_box["value"] == "6h" and "checked" in stale_box
+    # the sort survives a change of filter
+    assert {"type": "hidden", "name": "sort", "value": "-lastseen"} in dashboard.inputs
+
+
+def test_sort_links_toggle_direction_and_keep_the_filters(client, fleet):
+    dashboard = page(client, "/?datacenter=mdc1")
+    assert dashboard.links["sort-machine"] == "/?datacenter=mdc1&sort=-machine"
+    assert dashboard.links["sort-lastseen"] == "/?datacenter=mdc1&sort=lastseen"
+    oldest_first = page(client, dashboard.links["sort-lastseen"])
+    assert oldest_first.ids == ["mdc1:t-linux64-ms-101", "mdc1:t-linux64-ms-100"]
+    assert oldest_first.links["sort-lastseen"] == "/?datacenter=mdc1&sort=-lastseen"
+
+
+def test_empty_parameters_from_a_plain_form_mean_any(client, fleet):
+    assert page(client, "/?datacenter=&worker_type=").ids == page(client, "/").ids
+
+
+@pytest.mark.parametrize("query, named", [
+    ("stale=soon", "stale"), ("datacenter=mdc1!", "datacenter"), ("sort=hostname", "sort"),
+    ("colour=red", "colour"), ("datacenter=mdc1&datacenter=mdc2", "datacenter"),
+    ("format=csv", "format"),
+])
+def test_invalid_parameters_are_an_html_400_naming_the_parameter(client, fleet, query, named):
+    response = client.get(f"/?{query}")
+    assert response.status_code == 400
+    assert response.mimetype == "text/html"
+    message = re.search(r'<p class="message">(.*?)</p>', response.get_data(as_text=True)).group(1)
+    assert named in message
+
+
+def test_summary_on_top_counts_each_datacenter_and_worker_type(client, fleet):
+    rows = page(client).summary_rows
+    # datacenter, worker type, total, seen 1h, stale, idle with work, exception, pending
+    assert rows == [
+        ["mdc1", "gecko-t-linux-talos", "2", "1", "0", "0", "0", "0"],
+        ["mdc2", "gecko-t-linux-talos", "1", "0", "1", "0", "0", "0"],
+        ["mdc2", "gecko-t-win10-64-hw", "1", "0", "1", "1", "1", "1"],
+    ]
+
+
+def test_summary_rows_link_to_their_filtered_view(client, fleet):
+    html = client.get("/").get_data(as_text=True)
+    assert 'href="/?datacenter=mdc2&amp;worker_type=gecko-t-win10-64-hw"' in html
+
+
+def test_page_refreshes_every_minute_keeping_its_url_and_fits_a_phone(client, fleet):
+    meta = page(client, "/?datacenter=mdc1").meta
+    # a refresh without a URL reloads the same URL, filters included
+    assert {"http-equiv": "refresh", "content": "60"} in meta
+    assert {"name": "viewport", "content": "width=device-width, initial-scale=1"} in meta
+
+
+def test_page_loads_nothing_from_elsewhere(client, fleet):
+    response = client.get("/")
+    resources = Page(response.get_data(as_text=True)).resources
+    assert resources == ["/static/favicon.svg", "/static/dashboard.css", "/static/dashboard.js"]
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    for resource in resources:
+        assert client.get(resource).status_code == 200
+
+
+def test_everything_from_redis_is_escaped(client, store):
+    store.redis.hset("machines", "mdc1:<script>alert(1)</script>", "2026-11-20T14:00:00.000000")
+    store.redis.hset("machine_records", "mdc1:<script>alert(1)</script>",
+                     '{"worker_type": "<b>wt</b>", "task_id": "\\"><img src=x>", "state": "failed"}')
+    html = client.get("/").get_data(as_text=True)
+    assert "<script>alert" not in html and "<b>wt</b>" not in html and "<img src=x>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_empty_fleet_says_so(client):
+    html = client.get("/").get_data(as_text=True)
+    assert "No machine has been seen yet." in html
+    assert "No machine matches these filters." in html
+
+
+def test_redis_down_is_an_html_503_that_keeps_refreshing(client, fleet, fake_server):
+    fake_server.connected = False
+    response = client.get("/?datacenter=mdc1")
+    assert response.status_code == 503 and response.mimetype == "text/html"
+    assert response.headers["Retry-After"] == "5"
+    assert {"http-equiv": "refresh", "content": "60"} in Page(response.get_data(as_text=True)).meta
+
+
+def test_json_api_errors_stay_json_next_to_the_page(client, fleet):
+    response = client.get("/machines?stale=soon")
+    assert response.status_code == 400 and response.get_json()["parameter"] == "stale"
+
+
+@pytest.mark.parametrize("age, text", [
+    (None, "unknown"), (-5, "in the future"), (0, "0s ago"), (59.9, "59s ago"), (60, "1m ago"),
+    (3599, "59m ago"), (3600, "1h ago"), (11520, "3h 12m ago"), (86400, "1d ago"),
+    (3 * 86400 + 5 * 3600 + 59, "3d 5h ago"),
+])
+def test_relative_age_shows_the_two_largest_units(age, text):
+    assert relative_age(age) == text
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (21600.0, "6h"), (5400.0, "90m"), (172800.0, "2d"), (45.0, "45s"), (0.5, "0.5s"), (3601.0, "3601s"),
+])
+def test_duration_text_is_a_valid_api_duration(seconds, text):
+    assert duration_text(seconds) == text

@@ -1,0 +1,159 @@
+"""`/metrics` in Prometheus text format, through Flask's test client on fakeredis."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import prometheus_client
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from releng_hardware.events import PendingEvent, WorkerEvent
+from releng_hardware.metrics import staleness_bucket
+from tests.conftest import NOW, make_config
+
+DEADLINE = NOW + timedelta(days=1)
+
+
+def worker(host, dc="mdc1", *, ago, worker_type="gecko-t-linux-talos", task="AAAAAAAAQAGAAAAAAAAAAA"):
+    """A resolved run of a machine `ago` before NOW."""
+    return WorkerEvent(dc, host, "releng-hardware", worker_type, task, 0, "completed", "completed",
+                       NOW - ago, DEADLINE, True)
+
+
+def pending(task, worker_type="gecko-t-win10-64-hw"):
+    """A task waiting for a worker type until DEADLINE."""
+    return PendingEvent("releng-hardware", worker_type, task, 0, NOW, DEADLINE)
+
+
+def scrape(client) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics as {(name, sorted labels): value}, parsed like Prometheus does."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.get_data(as_text=True))
+            for sample in family.samples}
+
+
+def machines(samples, datacenter, worker_type) -> dict[str, float]:
+    """The staleness buckets of one datacenter x worker type."""
+    return {dict(labels)["staleness"]: value for (name, labels), value in samples.items()
+            if name == "releng_hardware_machines"
+            and dict(labels)["datacenter"] == datacenter and dict(labels)["worker_type"] == worker_type}
+
+
+@pytest.fixture
+def fleet(store):
+    """Machines in every staleness bucket, two worker types, and tasks waiting."""
+    store.record([
+        worker("t-linux64-ms-100", ago=timedelta(minutes=59)),
+        worker("t-linux64-ms-101", ago=timedelta(hours=1), task="BBBBBBBBQAGAAAAAAAAAAA"),
+        worker("t-linux64-ms-102", ago=timedelta(hours=6), task="CCCCCCCCQAGAAAAAAAAAAA"),
+        worker("t-linux64-ms-103", ago=timedelta(days=2), task="DDDDDDDDQAGAAAAAAAAAAA"),
+        worker("t-w1064-ms-281", dc="mdc2", ago=timedelta(hours=20), worker_type="gecko-t-win10-64-hw",
+               task="FFFFFFFFQAGAAAAAAAAAAA"),
+        pending("EEEEEEEEQAGAAAAAAAAAAA"), pending("GGGGGGGGQAGAAAAAAAAAAA"),
+    ], now=NOW, processed=10, skipped=2, malformed=1)
+    return store
+
+
+def test_metrics_are_prometheus_text_format_0_0_4(client, fleet):
+    response = client.get("/metrics")
+    assert response.headers["Content-Type"] == prometheus_client.CONTENT_TYPE_PLAIN_0_0_4
+    assert response.get_data(as_text=True).startswith("# HELP releng_hardware_")
+
+
+def test_machines_are_counted_per_datacenter_worker_type_and_staleness_bucket(client, fleet):
+    samples = scrape(client)
+    assert machines(samples, "mdc1", "gecko-t-linux-talos") == {
+        "lt_1h": 1, "1h_to_6h": 1, "6h_to_1d": 1, "gt_1d": 1}
+    assert machines(samples, "mdc2", "gecko-t-win10-64-hw") == {
+        "lt_1h": 0, "1h_to_6h": 0, "6h_to_1d": 1, "gt_1d": 0}
+
+
+def test_stale_and_idle_with_work_waiting_follow_stale_after(app_factory, fleet):
+    samples = scrape(app_factory(make_config(stale_after=5 * 3600.0)).test_client())
+    mdc1 = (("datacenter", "mdc1"), ("worker_type", "gecko-t-linux-talos"))
+    mdc2 = (("datacenter", "mdc2"), ("worker_type", "gecko-t-win10-64-hw"))
+    assert samples[("releng_hardware_machines_stale", mdc1)] == 2
+    assert samples[("releng_hardware_machines_stale", mdc2)] == 1
+    # only the win10 worker type has tasks waiting
+    assert samples[("releng_hardware_machines_idle_with_work_waiting", mdc1)] == 0
+    assert samples[("releng_hardware_machines_idle_with_work_waiting", mdc2)] == 1
+    assert samples[("releng_hardware_stale_after_seconds", ())] == 5 * 3600
+
+
+def test_pending_tasks_per_worker_type(client, fleet):
+    samples = scrape(client)
+    assert samples[("releng_hardware_pending_tasks", (
+        ("provisioner", "releng-hardware"), ("worker_type", "gecko-t-win10-64-hw")))] == 2
+
+
+def test_pending_tasks_past_their_deadline_are_not_counted(app_factory, fleet):
+    samples = scrape(app_factory(now=DEADLINE + timedelta(seconds=1)).test_client())
+    assert samples[("releng_hardware_pending_tasks", (
+        ("provisioner", "releng-hardware"), ("worker_type", "gecko-t-win10-64-hw")))] == 0
+
+
+def test_listener_counters_come_from_its_status_in_redis(client, fleet, store):
+    store.record([worker("t-linux64-ms-100", ago=timedelta(minutes=59))], now=NOW)  # a redelivery
+    samples = scrape(client)
+    outcomes = {dict(labels)["outcome"]: value for (name, labels), value in samples.items()
+                if name == "releng_hardware_listener_messages_total"}
+    status = store.listener_status()
+    assert outcomes == {name: float(status[name]) for name in (
+        "processed", "written", "skipped", "malformed", "duplicate", "ignored")}
+    assert outcomes["processed"] == 11 and outcomes["duplicate"] == 1
+    assert outcomes["skipped"] == 2 and outcomes["malformed"] == 1
+
+
+def test_listener_lag_is_now_minus_the_newest_event_time(app_factory, fleet):
+    samples = scrape(app_factory(now=NOW + timedelta(seconds=30)).test_client())
+    # the newest event was 59 minutes before NOW
+    assert samples[("releng_hardware_listener_lag_seconds", ())] == 59 * 60 + 30
+
+
+def test_listener_heartbeat_age_counts_from_its_last_sign_of_life(app_factory, fleet, store):
+    store.listener_heartbeat(NOW - timedelta(seconds=20))
+    samples = scrape(app_factory(now=NOW + timedelta(seconds=10)).test_client())
+    # the batch written at NOW is more recent than the heartbeat
+    assert samples[("releng_hardware_listener_heartbeat_age_seconds", ())] == 10
+
+
+def test_without_a_listener_counters_are_zero_and_lag_is_absent(client, store):
+    store.preload({"mdc1:t-linux64-ms-100": NOW - timedelta(hours=2)})
+    samples = scrape(client)
+    assert samples[("releng_hardware_listener_messages_total", (("outcome", "processed"),))] == 0
+    assert not any(name.startswith("releng_hardware_listener_lag") for name, _ in samples)
+    # a preloaded machine has no worker type yet, and is still counted
+    assert samples[("releng_hardware_machines", (
+        ("datacenter", "mdc1"), ("staleness", "1h_to_6h"), ("worker_type", "")))] == 1
+
+
+def test_unreadable_lastseen_goes_to_the_unknown_bucket(client, store):
+    store.redis.hset("machines", "mdc1:t-broken-1", "yesterday")
+    samples = scrape(client)
+    assert samples[("releng_hardware_machines", (
+        ("datacenter", "mdc1"), ("staleness", "unknown"), ("worker_type", "")))] == 1
+
+
+def test_scrapes_never_touch_the_global_registry(client, fleet):
+    first, second = scrape(client), scrape(client)
+    assert first == second
+    for name in ("releng_hardware_stale_after_seconds", "releng_hardware_listener_lag_seconds"):
+        assert prometheus_client.REGISTRY.get_sample_value(name) is None
+
+
+def test_redis_down_is_a_503_json(client, fleet, fake_server):
+    fake_server.connected = False
+    response = client.get("/metrics")
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "redis_unavailable"
+
+
+@pytest.mark.parametrize("age, bucket", [
+    (None, "unknown"), (-1, "lt_1h"), (3599.9, "lt_1h"), (3600, "1h_to_6h"), (21599, "1h_to_6h"),
+    (21600, "6h_to_1d"), (86400, "gt_1d"), (10 * 86400, "gt_1d"),
+])
+def test_staleness_bucket_boundaries(age, bucket):
+    assert staleness_bucket(age) == bucket
