@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import redis
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from .config import Config
 from .fleet import BadParameter, MachineQuery, machine_json, select, summary
 from .store import Store
+from .web import REDIS_ERRORS
 
 bp = Blueprint("dashboard", __name__)
 
@@ -18,7 +18,6 @@ REFRESH_SECONDS = 60
 # The page takes exactly the filters of /machines, so its URL is also an API query.
 DASHBOARD_PARAMS = ("datacenter", "worker_type", "provisioner", "state", "stale", "seen_within",
                     "sort")
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 # The page loads nothing from anywhere else: it must work on a laptop without network.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; script-src 'self'; "
                            "img-src 'self'; form-action 'self'; base-uri 'none'; "

@@ -40,7 +40,8 @@ def _nullable(type_name: str, **extra: Any) -> dict[str, Any]:
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
                                "schema": {"type": "string"}}}
 REDIS_DOWN = _error("Redis is not answering; retry after a few seconds", RETRY_AFTER)
-ETAG = {"ETag": {"description": "strong validator of the body; send it back in If-None-Match",
+ETAG = {"ETag": {"description": "validator of the body (weak where ages alone change); "
+                                "send it back in If-None-Match",
                  "schema": {"type": "string"}}}
 NOT_MODIFIED = {"description": "the body is unchanged since the ETag given in If-None-Match",
                 "headers": ETAG}
