@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, render_template, request, ur
 from werkzeug.exceptions import HTTPException
 
 from .config import Config
-from .fleet import BadParameter, MachineQuery, machine_json, select, summary
+from .fleet import BadParameter, MachineQuery, current_fleet, select, summary
 from .store import Store
 from .web import REDIS_ERRORS
 
@@ -30,17 +30,6 @@ class PageError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
-
-
-def current_fleet(store: Store, config: Config, now: datetime,
-                  stale_after: float | None = None) -> tuple[list[dict], dict[str, int]]:
-    """Every machine as the API shows it, and the pending tasks per queue, at `now`."""
-    pending = store.pending_counts(now)
-    busy = {queue for queue, count in pending.items() if count > 0}
-    threshold = config.stale_after if stale_after is None else stale_after
-    machines = [machine_json(record, now, config.taskcluster_root_url, busy, threshold)
-                for record in store.machines()]
-    return machines, pending
 
 
 def duration_text(seconds: float) -> str:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Container, Mapping
 
-from .config import parse_duration
-from .store import MachineRecord
+from .config import Config, parse_duration
+from .store import MachineRecord, Store
 from .times import format_lastseen, parse_time
 
 STATES = ("running", "completed", "failed", "exception")
@@ -131,6 +131,17 @@ def machine_json(record: MachineRecord, now: datetime, root_url: str,
         "stale": stale,
         "idle_with_work_waiting": stale and f"{provisioner}/{worker_type}" in busy_queues,
     }
+
+
+def current_fleet(store: Store, config: Config, now: datetime,
+                  stale_after: float | None = None) -> tuple[list[dict], dict[str, int]]:
+    """Every machine as the API shows it, and the pending tasks per queue, at `now`."""
+    pending = store.pending_counts(now)
+    busy = {queue for queue, count in pending.items() if count > 0}
+    threshold = config.stale_after if stale_after is None else stale_after
+    machines = [machine_json(record, now, config.taskcluster_root_url, busy, threshold)
+                for record in store.machines()]
+    return machines, pending
 
 
 def select(machines: list[dict], query: MachineQuery) -> list[dict]:

@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .config import Config
-from .dashboard import current_fleet
+from .fleet import current_fleet
 from .store import LISTENER_COUNTERS, Store
 from .times import parse_time
 

@@ -19,8 +19,8 @@ from werkzeug.exceptions import HTTPException
 
 from . import __version__
 from .config import Config
-from .fleet import (CSV_COLUMNS, BadParameter, MachineQuery, csv_row, duration_arg, machine_json,
-                    select, summary)
+from .fleet import (CSV_COLUMNS, BadParameter, MachineQuery, csv_row, current_fleet, duration_arg,
+                    machine_json, select, summary)
 from .store import Store, open_redis
 from .times import parse_time, utcnow
 
@@ -115,13 +115,6 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
     app.extensions["releng_hardware"] = {"store": store, "config": config, "clock": clock}
     version = load_version(Path(__file__).resolve().parent.parent)
 
-    def fleet(now: Any) -> tuple[list[dict], dict[str, int]]:
-        pending = store.pending_counts(now)
-        busy = {queue for queue, count in pending.items() if count > 0}
-        machines = [machine_json(record, now, config.taskcluster_root_url, busy, config.stale_after)
-                    for record in store.machines()]
-        return machines, pending
-
     @app.get("/machines")
     def machines() -> Response:
         args = query_args(MACHINE_PARAMS)
@@ -132,7 +125,7 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
         if args.get("format") not in (None, "json", "csv"):
             raise ApiError(400, "bad_parameter", "format: must be json or csv", parameter="format")
         version = store.data_version()  # before the data: a newer ETag never labels older data
-        selected = select(fleet(clock())[0], query)
+        selected = select(current_fleet(store, config, clock())[0], query)
         etag = machines_etag(version, selected)
         if wants_csv:
             return conditional(_csv(selected).encode(), "text/csv", etag, weak=True)
@@ -167,11 +160,7 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
         args = query_args({"stale_after"})
         stale_after = (duration_arg("stale_after", args["stale_after"])
                        if "stale_after" in args else config.stale_after)
-        now = clock()
-        pending = store.pending_counts(now)
-        busy = {queue for queue, count in pending.items() if count > 0}
-        machines = [machine_json(record, now, config.taskcluster_root_url, busy, stale_after)
-                    for record in store.machines()]
+        machines, pending = current_fleet(store, config, clock(), stale_after)
         return conditional(orjson.dumps(summary(machines, pending, stale_after)), "application/json")
 
     @app.get("/__lbheartbeat__")
