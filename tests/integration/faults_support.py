@@ -1,0 +1,366 @@
+"""Helpers for the fault tests: listener subprocesses, broker surgery, a throwaway Redis, references."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from kombu import Connection, Producer
+
+from releng_hardware.config import Config
+from releng_hardware.events import PendingEvent, WorkerEvent, parse_message
+from releng_hardware.simulate import Message, declare_exchanges
+from releng_hardware.store import Store, open_redis
+from releng_hardware.times import utcnow
+from tests.conftest import AMQP_URL, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+AMQP_PORT = 5672
+
+MachineState = dict[str, tuple[str, dict[str, Any]]]
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- the listener as a real process ---------------------------------------------
+
+def listener_env(config: Config, **overrides: str) -> dict[str, str]:
+    """The environment `listen_to_pulse.py` reads, for the test's queue, prefix and provisioner."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "PULSE_URL": AMQP_URL,
+        "REDIS_URL": config.redis_url,
+        "REDIS_KEY_PREFIX": config.redis_key_prefix,
+        "PULSE_QUEUE_NAME": config.pulse_queue_name,
+        "PROVISIONER_IDS": ",".join(config.provisioner_ids),
+        "BATCH_SIZE": "100",
+        "BATCH_MAX_AGE": "0.5",
+        "REDIS_TIMEOUT": "1",
+        "LOG_LEVEL": "INFO",
+    }
+    env.update(overrides)
+    return env
+
+
+class ListenerProcess:
+    """`python listen_to_pulse.py` in its own process, its output collected in a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen([PYTHON, "listen_to_pulse.py"], cwd=ROOT, env=env,
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.process.pid
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        """Everything the process wrote so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_lines(self) -> list[str]:
+        """The process's output, one entry a line."""
+        return self.log().splitlines()
+
+    def wait_consuming(self, connection: int = 1, timeout: float = 15.0) -> None:
+        """Wait for the log line that says consumer connection number `connection` is up."""
+        wait_for(lambda: f"(connection {connection})" in self.log() or not self.alive(), timeout,
+                 f"the listener never logged connection {connection}:\n{self.log()[-3000:]}")
+        assert self.alive(), f"the listener exited:\n{self.log()[-3000:]}"
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to the process."""
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, waiting at most `timeout` seconds."""
+        return self.process.wait(timeout=timeout)
+
+    def broker_ports(self) -> set[int]:
+        """Local ports of this process's TCP connections to the broker."""
+        return process_tcp_ports(self.pid, remote_port=AMQP_PORT)
+
+    def close(self) -> None:
+        """Kill the process if it still runs, and close its log."""
+        if self.alive():
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._log.close()
+
+
+def process_tcp_ports(pid: int, remote_port: int) -> set[int]:
+    """Local ports of the established TCP sockets of `pid` whose peer port is `remote_port`."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if not path.exists():
+            continue
+        for row in path.read_text().splitlines()[1:]:
+            fields = row.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            # state 01 is ESTABLISHED
+            if inode in inodes and state == "01" and int(remote.rsplit(":", 1)[1], 16) == remote_port:
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+# -- the broker ----------------------------------------------------------------
+
+def rabbitmqctl(*args: str) -> str:
+    """Run rabbitmqctl quietly; its standard output."""
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, check=True,
+                          timeout=60).stdout
+
+
+def broker_connections(peer_ports: Iterable[int]) -> list[dict[str, str]]:
+    """The broker's view (pid, peer_port, heartbeat timeout) of the connections from these ports."""
+    wanted = {str(port) for port in peer_ports}
+    rows = []
+    for line in rabbitmqctl("list_connections", "pid", "peer_port", "timeout").splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[1] in wanted:
+            rows.append({"pid": parts[0], "peer_port": parts[1], "timeout": parts[2]})
+    return rows
+
+
+def close_broker_connections(peer_ports: Iterable[int]) -> int:
+    """Have the broker close only the connections coming from these local ports; how many."""
+    rows = broker_connections(peer_ports)
+    for row in rows:
+        rabbitmqctl("close_connection", row["pid"], "fault test: closing this connection")
+    return len(rows)
+
+
+def queue_bindings(name: str) -> set[tuple[str, str]]:
+    """(exchange, routing key) of every binding of a queue, the default exchange's aside."""
+    found = set()
+    for line in rabbitmqctl("list_bindings", "source_name", "destination_name",
+                            "routing_key").splitlines():
+        source, destination, routing_key = line.split("\t")
+        if destination == name and source:
+            found.add((source, routing_key))
+    return found
+
+
+def unbind_queue(name: str, pairs: Iterable[tuple[str, str]]) -> None:
+    """Remove these (exchange, routing key) bindings of a queue."""
+    with Connection(AMQP_URL) as connection:
+        channel = connection.default_channel
+        for exchange, routing_key in pairs:
+            channel.queue_unbind(name, exchange, routing_key)
+
+
+def queue_depth(name: str) -> tuple[int, int]:
+    """(ready, unacknowledged) messages of a queue, read from the queue process itself."""
+    for line in rabbitmqctl("list_queues", "name", "messages_ready",
+                            "messages_unacknowledged").splitlines():
+        parts = line.split("\t")
+        if parts[0] == name:
+            return int(parts[1]), int(parts[2])
+    raise AssertionError(f"queue {name} does not exist")
+
+
+def wait_drained(name: str, timeout: float, publisher: "Publisher | None" = None) -> None:
+    """Wait until everything is published, and the queue holds no ready or unacked message."""
+    if publisher is not None:
+        publisher.join(timeout)
+        assert publisher.done, "the publisher did not finish"
+    wait_for(lambda: queue_depth(name) == (0, 0), timeout,
+             f"queue {name} was not drained: {queue_depth(name)} (ready, unacked)")
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A message with exactly these bytes and content type, good or not."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    content_type: str = "application/json"
+
+
+class Publisher(threading.Thread):
+    """Publishes messages in the background at about `rate` a second, each confirmed by the broker."""
+
+    def __init__(self, messages: Sequence[Message | Raw], rate: float, chunk: int = 10) -> None:
+        super().__init__(daemon=True)
+        self.messages = messages
+        self.rate = rate
+        self.chunk = chunk
+        self.published = 0
+        self.done = False
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        """Publish every message, pacing by chunks; record an error instead of losing it."""
+        try:
+            with Connection(AMQP_URL, transport_options={"confirm_publish": True}) as connection:
+                declare_exchanges(connection.default_channel)
+                producer = Producer(connection.default_channel)
+                started = time.monotonic()
+                for item in self.messages:
+                    raw = item if isinstance(item, Raw) else Raw(
+                        item.exchange, item.routing_key, item.encoded())
+                    publish_raw(producer, raw.body, raw.exchange, raw.routing_key, raw.content_type)
+                    self.published += 1
+                    if self.published % self.chunk == 0:
+                        ahead = self.published / self.rate - (time.monotonic() - started)
+                        if ahead > 0:
+                            time.sleep(ahead)
+            self.done = True
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            self.error = exc
+            raise
+
+
+def publish_raw(producer: Producer, body: bytes, exchange: str, routing_key: str,
+                content_type: str = "application/json") -> None:
+    """Publish one persistent message with exactly these bytes."""
+    producer.publish(body, exchange=exchange, routing_key=routing_key, content_type=content_type,
+                     content_encoding="utf-8" if content_type.startswith(("application/json", "text/"))
+                     else "binary", delivery_mode=2, retry=True)
+
+
+# -- what Redis should hold -------------------------------------------------------
+
+def events_of(messages: Iterable[Message], provisioner_id: str) -> list[WorkerEvent | PendingEvent]:
+    """The events the listener's parser makes of these messages, in order."""
+    events = [parse_message(m.exchange, m.routing_key, m.encoded(), utcnow(), (provisioner_id,))
+              for m in messages]
+    return [event for event in events if isinstance(event, (WorkerEvent, PendingEvent))]
+
+
+def machine_state(store: Store) -> MachineState:
+    """Every machine's lastseen and details (counters, last task) as the store holds them."""
+    return {record.machine_id: (record.lastseen, dict(record.details)) for record in store.machines()}
+
+
+def reference_state(messages: Sequence[Message], provisioner_id: str, store: Store,
+                    batch: int = 100) -> MachineState:
+    """What one uninterrupted, in-order run over the messages leaves, applied to an empty store."""
+    assert not list(store.all_keys()), "the reference store must start empty"
+    events = events_of(messages, provisioner_id)
+    for start in range(0, len(events), batch):
+        store.record(events[start:start + batch], now=utcnow())
+    state = machine_state(store)
+    assert state, "the reference has no machine: the messages carry no worker event"
+    return state
+
+
+def diff_states(actual: MachineState, expected: MachineState) -> str:
+    """A short human account of how two machine states differ."""
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    changed = sorted(m for m in set(actual) & set(expected) if actual[m] != expected[m])
+    lines = [f"{len(missing)} missing, {len(extra)} unexpected, {len(changed)} different machines"]
+    for machine_id in changed[:3]:
+        lines.append(f"  {machine_id}: got {actual[machine_id]}\n    want {expected[machine_id]}")
+    return "\n".join(lines)
+
+
+# -- a Redis of our own ------------------------------------------------------------
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, which a test may stop, kill and restart."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="rh-faults-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """redis:// URL of the server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        """Start (or restart, on the same port, empty) and wait until it answers."""
+        assert self.process is None or self.process.poll() is not None
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = open_redis(self.url, timeout=1)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except Exception:
+                return False
+        wait_for(answers, 10, f"redis-server on port {self.port} did not start")
+        client.close()
+        return self
+
+    def client(self) -> Any:
+        """A client of this server."""
+        return open_redis(self.url, timeout=2)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server accepts connections but answers nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after pause()."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL: connections are refused until start() again; its data is gone."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        """Kill the server if it runs and remove its directory."""
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def publish_all(items: Sequence[Message | Raw], rate: float = 5000, timeout: float = 60) -> None:
+    """Publish every item, each confirmed, and return once the broker has them all."""
+    publisher = Publisher(items, rate)
+    publisher.start()
+    publisher.join(timeout)
+    assert publisher.done, f"publishing failed: {publisher.error!r}"
+
+
+def processed(store: Store) -> int:
+    """How many messages the listeners have processed, by their own count in Redis."""
+    return int(store.listener_status().get("processed", 0))
