@@ -140,6 +140,10 @@ class Listener(ConsumerMixin):
 
     def on_message(self, message: Any) -> None:
         """Parse and queue one message for the next flush; never raises."""
+        if self.should_stop:
+            # kombu may still hand over prefetched messages while cancelling: leave them
+            # unacked for the next listener rather than spend the shutdown on new batches
+            return
         try:
             info = message.delivery_info
             outcome = parse_message(info.get("exchange", ""), info.get("routing_key", ""),

@@ -196,3 +196,11 @@ def test_any_redis_error_is_retried_without_acking(make_listener, channel, store
         listener.on_message(message)
     assert message.acks == [True] and store.machine("mdc2:t-w1064-ms-281") is not None
     assert any("OOM" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+
+def test_messages_handed_over_while_stopping_are_left_unacked(make_listener, channel, store):
+    listener = make_listener(batch_size=1, prefetch=10)
+    listener.stop()
+    message = sample_message("task-completed", channel)
+    listener.on_message(message)
+    assert message.acks == [] and store.machines() == []
