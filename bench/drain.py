@@ -1,0 +1,209 @@
+"""Listener drain: a backlog in the listener's real queue, the real listener process, and the
+same backlog drained by bare kombu from a twin queue in the same run."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import orjson
+from kombu import Connection, Exchange, Queue, binding
+
+from releng_hardware import simulate
+from releng_hardware.config import Config
+from releng_hardware.events import bindings
+from releng_hardware.listener import declare_queue
+from releng_hardware.store import open_redis
+from releng_hardware.times import utcnow
+
+from .harness import Cleanup, Process, child_env, delete_redis_prefix, wait_until
+
+DUPLICATE_RATE = 0.05
+REORDER_WINDOW = 100
+BARE_PREFETCH = 500
+BARE_ACK_EVERY = 200
+FILL_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class DrainSetup:
+    """Where the drain runs: broker, Redis, the unique names of this run."""
+
+    amqp_url: str
+    redis_url: str
+    redis_prefix: str
+    queue_name: str
+    provisioner_id: str
+    messages: int
+    machines: int
+    workdir: Path
+    listener_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def _queue_depth(url: str, name: str) -> int:
+    with Connection(url, heartbeat=0) as connection:
+        return connection.default_channel.queue_declare(name, passive=True)[1]
+
+
+def _fill(setup: DrainSetup, config: Config, bare_name: str, messages: list[Any]) -> None:
+    """Both queues declared, emptied, then holding exactly the messages."""
+    with Connection(setup.amqp_url, heartbeat=0) as connection:
+        channel = connection.channel()
+        simulate.declare_exchanges(channel)
+        declare_queue(config)(channel).declare()
+        _twin_queue(bare_name, setup.provisioner_id)(channel).declare()
+        for name in (config.queue_name, bare_name):
+            channel.queue_purge(name)
+        simulate.publish(connection, messages)
+
+        def depths() -> list[int]:
+            return [channel.queue_declare(name, passive=True)[1]
+                    for name in (config.queue_name, bare_name)]
+        filled = wait_until(lambda: min(depths()) >= setup.messages and depths(), 60,
+                            "the broker did not route every message to both queues", interval=0.1)
+        if max(filled) != setup.messages:
+            raise RuntimeError(f"queues hold {filled} messages, not {setup.messages}")
+
+
+def _twin_queue(name: str, provisioner_id: str) -> Queue:
+    # bound exactly like the listener's queue, so one publish fills both with the same messages
+    return Queue(name, durable=True, auto_delete=False, bindings=[
+        binding(Exchange(exchange, type="topic", passive=True), routing_key=key)
+        for exchange, key in bindings((provisioner_id,))])
+
+
+def run_drain(setup: DrainSetup, cleanup: Cleanup, log: Any = print) -> dict[str, Any]:
+    """Fill both queues, drain one with bare kombu and one with the listener; the figures."""
+    config = Config(pulse_url=setup.amqp_url, redis_url=setup.redis_url,
+                    redis_key_prefix=setup.redis_prefix, pulse_queue_name=setup.queue_name,
+                    provisioner_ids=(setup.provisioner_id,))
+    bare_name = config.queue_name + "-bare"
+    redis = open_redis(setup.redis_url, timeout=10)
+    cleanup.add("drain redis keys", lambda: delete_redis_prefix(redis, setup.redis_prefix))
+    for name in (config.queue_name, bare_name):
+        cleanup.add(f"queue {name}", lambda name=name: _delete_queue(setup.amqp_url, name))
+
+    started = time.perf_counter()
+    messages = simulate.backlog(setup.messages, setup.machines, end=utcnow(),
+                                duplicate_rate=DUPLICATE_RATE, reorder_window=REORDER_WINDOW,
+                                provisioner_id=setup.provisioner_id)
+    generate_seconds = time.perf_counter() - started
+    kinds: dict[str, int] = {}
+    for message in messages:
+        kind = message.exchange.rsplit("/", 1)[-1]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    log(f"  generated {len(messages)} messages in {generate_seconds:.1f}s: {kinds}")
+    started = time.perf_counter()
+    probe = Connection(setup.amqp_url)
+    broker_errors = probe.connection_errors + probe.recoverable_connection_errors
+    for attempt in range(1, FILL_ATTEMPTS + 1):
+        try:
+            _fill(setup, config, bare_name, messages)
+            break
+        except (RuntimeError, *broker_errors) as exc:
+            # a shared broker: another test may drop connections; start the fill over
+            if attempt == FILL_ATTEMPTS:
+                raise
+            log(f"  filling the queues failed ({exc!r}); again, attempt {attempt + 1}")
+    publish_seconds = time.perf_counter() - started
+    del messages  # neither drain should pay for the bench holding the backlog
+    log(f"  published {setup.messages} messages (to 2 queues) in {publish_seconds:.1f}s")
+
+    timeout = max(120.0, setup.messages / 200)
+    bare = _bare_drain(setup, bare_name, timeout, cleanup)
+    bare_left = _queue_depth(setup.amqp_url, bare_name)
+    log(f"  bare kombu: {bare['msgs_per_s']:,.0f} msgs/s")
+    listener = _listener_drain(setup, config, redis, timeout, cleanup)
+    listener["queue_left"] = _queue_depth(setup.amqp_url, config.queue_name)
+    log(f"  listener:   {listener['msgs_per_s']:,.0f} msgs/s, peak RSS {listener['peak_rss_mb']:.1f} MB")
+    return {
+        "messages": setup.messages,
+        "machines": setup.machines,
+        "duplicate_rate": DUPLICATE_RATE,
+        "reorder_window": REORDER_WINDOW,
+        "kinds": kinds,
+        "generate_seconds": round(generate_seconds, 3),
+        "publish_seconds": round(publish_seconds, 3),
+        "bare": {**bare, "queue_left": bare_left},
+        "listener": listener,
+        "ratio": round(listener["msgs_per_s"] / bare["msgs_per_s"], 3),
+    }
+
+
+def _bare_drain(setup: DrainSetup, queue: str, timeout: float, cleanup: Cleanup) -> dict[str, Any]:
+    process = Process([sys.executable, "-m", "bench.bare_drain", setup.amqp_url, queue,
+                       str(setup.messages), "--prefetch", str(BARE_PREFETCH),
+                       "--ack-every", str(BARE_ACK_EVERY), "--timeout", str(timeout)],
+                      child_env({}), setup.workdir / "bare_drain.log", cleanup)
+    wait_until(lambda: not process.alive(), timeout + 30, "bare kombu drain", interval=0.05)
+    if process.popen.returncode != 0:
+        raise RuntimeError(f"bare kombu drain failed:\n{process.log_tail()}")
+    result = orjson.loads(process.log_path.read_text().strip().splitlines()[-1])
+    return {
+        "seconds": round(result["seconds"], 3),
+        "msgs_per_s": round(result["messages"] / result["seconds"], 1),
+        "cpu_seconds": round(result["cpu_seconds"], 3),
+        "peak_rss_mb": round(result["peak_rss_kb"] / 1024, 1),
+        "prefetch": BARE_PREFETCH,
+        "ack_every": BARE_ACK_EVERY,
+    }
+
+
+def _listener_drain(setup: DrainSetup, config: Config, redis: Any, timeout: float,
+                    cleanup: Cleanup) -> dict[str, Any]:
+    listener_key = setup.redis_prefix + "listener"
+    env = child_env({
+        "PULSE_URL": setup.amqp_url, "REDIS_URL": setup.redis_url,
+        "REDIS_KEY_PREFIX": setup.redis_prefix, "PULSE_QUEUE_NAME": setup.queue_name,
+        "PROVISIONER_IDS": setup.provisioner_id, "LOG_LEVEL": "INFO",
+    })
+    for name in ("PULSE_PREFETCH", "BATCH_SIZE", "BATCH_MAX_AGE"):
+        env.pop(name, None)  # the production defaults, whatever the caller's shell holds
+    env.update(setup.listener_env)
+    process = Process([sys.executable, "listen_to_pulse.py"], env,
+                      setup.workdir / "listener.log", cleanup)
+    wait_until(lambda: redis.hget(listener_key, "last_connected_at"), 60,
+               f"listener connecting\n{process.log_tail()}", interval=0.002, alive=process.alive)
+    # the clock starts when the listener consumes, as the bare drain's does: start-up is apart
+    consuming = time.perf_counter()
+    cpu_at_start = process.cpu_seconds()
+    try:
+        wait_until(lambda: int(redis.hget(listener_key, "processed") or 0) >= setup.messages,
+                   timeout, "listener drain", interval=0.005, alive=process.alive)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n{process.log_tail()}") from None
+    done = time.perf_counter()
+    cpu_seconds = process.cpu_seconds() - cpu_at_start
+    peak_rss_kb = process.status_kb("VmHWM")
+    stats = redis.hgetall(listener_key)
+    machines_seen = redis.hlen(setup.redis_prefix + "machines")
+    exit_code = process.stop()
+    seconds = done - consuming
+    return {
+        "seconds": round(seconds, 3),
+        "msgs_per_s": round(setup.messages / seconds, 1),
+        "startup_seconds": round(consuming - process.started, 3),
+        "msgs_per_s_incl_startup": round(setup.messages / (done - process.started), 1),
+        # CPU time near the wall time means the listener's own Python work is the limit
+        "cpu_seconds": round(cpu_seconds, 3),
+        "peak_rss_mb": round(peak_rss_kb / 1024, 1),
+        "processed": int(stats.get("processed", 0)),
+        "written": int(stats.get("written", 0)),
+        "duplicates": int(stats.get("duplicate", 0)),
+        "ignored": int(stats.get("ignored", 0)),
+        "skipped": int(stats.get("skipped", 0)),
+        "malformed": int(stats.get("malformed", 0)),
+        "machines_seen": machines_seen,
+        "prefetch": int(env.get("PULSE_PREFETCH", config.prefetch)),
+        "batch_size": int(env.get("BATCH_SIZE", config.batch_size)),
+        "settings": dict(setup.listener_env),
+        "exit_code": exit_code,
+    }
+
+
+def _delete_queue(url: str, name: str) -> None:
+    with Connection(url, heartbeat=0) as connection:
+        connection.default_channel.queue_delete(name)
