@@ -135,14 +135,14 @@ def _decode(body: bytes | str | dict) -> dict:
 
 def _parse(name: str, routing_key: str, body: dict, received_at: datetime,
            provisioner_ids: Iterable[str]) -> Event | Skip:
-    key_fields = _routing_key_fields(routing_key)
+    key_fields = _RoutingKey(routing_key)
     status = body.get("status")
     if not isinstance(status, dict):
         raise _Malformed("missing-field", "status")
     provisioner_id, worker_type = _task_queue(status, key_fields)
     if provisioner_id not in provisioner_ids:
         return Skip("other-provisioner", detail=provisioner_id)
-    task_id = _first(status.get("taskId"), key_fields.get("taskId"))
+    task_id = key_fields.fill(_first(status.get("taskId")), "taskId")
     if not isinstance(task_id, str) or not _SLUGID.match(task_id):
         raise _Malformed("bad-identifier", f"taskId {task_id!r:.60}")
     run_id = _run_id(body, key_fields)
@@ -161,8 +161,8 @@ def _parse(name: str, routing_key: str, body: dict, received_at: datetime,
         return PendingEvent(provisioner_id, worker_type, task_id, run_id,
                             scheduled or received_at, deadline)
 
-    worker_group = _first(body.get("workerGroup"), run.get("workerGroup"), key_fields.get("workerGroup"))
-    worker_id = _first(body.get("workerId"), run.get("workerId"), key_fields.get("workerId"))
+    worker_group = key_fields.fill(_first(body.get("workerGroup"), run.get("workerGroup")), "workerGroup")
+    worker_id = key_fields.fill(_first(body.get("workerId"), run.get("workerId")), "workerId")
     if worker_group is None or worker_id is None:
         return Skip("no-worker", detail=task_id)
     _check_identifier("workerGroup", worker_group)
@@ -193,12 +193,26 @@ def _parse(name: str, routing_key: str, body: dict, received_at: datetime,
 _KEY_NAMES = ("taskId", "runId", "workerGroup", "workerId", "provisionerId", "workerType")
 
 
-def _routing_key_fields(routing_key: str) -> dict[str, str]:
-    parts = routing_key.split(".")
-    if len(parts) < 7 or parts[0] != "primary":
-        return {}
-    # '_' is how the queue writes an absent field into a routing key.
-    return {name: value for name, value in zip(_KEY_NAMES, parts[1:7]) if value != "_"}
+class _RoutingKey:
+    """The routing key's fields, split only when the body lacks one (it rarely does)."""
+
+    __slots__ = ("raw", "_fields")
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+        self._fields: dict[str, str] | None = None
+
+    def get(self, name: str) -> str | None:
+        if self._fields is None:
+            parts = self.raw.split(".")
+            # '_' is how the queue writes an absent field into a routing key.
+            self._fields = {} if len(parts) < 7 or parts[0] != "primary" else {
+                key: value for key, value in zip(_KEY_NAMES, parts[1:7]) if value != "_"}
+        return self._fields.get(name)
+
+    def fill(self, value: Any, name: str) -> Any:
+        """The body's value, or the routing key's when the body has none."""
+        return self.get(name) if value is None else value
 
 
 def _first(*candidates: Any) -> Any:
@@ -208,23 +222,25 @@ def _first(*candidates: Any) -> Any:
     return None
 
 
-def _task_queue(status: dict, key_fields: dict[str, str]) -> tuple[str, str]:
+def _task_queue(status: dict, key_fields: _RoutingKey) -> tuple[str, str]:
     provisioner_id, worker_type = status.get("provisionerId"), status.get("workerType")
     task_queue_id = status.get("taskQueueId")
     if (provisioner_id is None or worker_type is None) and isinstance(task_queue_id, str) \
             and task_queue_id.count("/") == 1:
         provisioner_id, worker_type = task_queue_id.split("/")
-    provisioner_id = _first(provisioner_id, key_fields.get("provisionerId"))
-    worker_type = _first(worker_type, key_fields.get("workerType"))
+    provisioner_id = key_fields.fill(_first(provisioner_id), "provisionerId")
+    worker_type = key_fields.fill(_first(worker_type), "workerType")
     _check_identifier("provisionerId", provisioner_id)
     _check_identifier("workerType", worker_type)
     return provisioner_id, worker_type
 
 
-def _run_id(body: dict, key_fields: dict[str, str]) -> int:
+def _run_id(body: dict, key_fields: _RoutingKey) -> int:
     run_id = body.get("runId")
-    if run_id is None and "runId" in key_fields:
-        run_id = int(key_fields["runId"]) if key_fields["runId"].isdigit() else key_fields["runId"]
+    if run_id is None:
+        run_id = key_fields.get("runId")
+        if run_id is not None and run_id.isdigit():
+            run_id = int(run_id)
     if isinstance(run_id, bool) or not isinstance(run_id, int) or not 0 <= run_id <= MAX_RUN_ID:
         raise _Malformed("bad-run-id", f"runId {run_id!r:.60}")
     return run_id

@@ -43,15 +43,14 @@ local rank = {running = '0', completed = '1', failed = '1', exception = '1'}
 local function order(seen, state, task_id, run_id)
   return seen .. '|' .. rank[state] .. '|' .. task_id .. '|' .. run_id
 end
-local i, n = 8, #ARGV
-while i <= n do
-  local kind = ARGV[i]
+-- the batch is one JSON argument: cheaper to send and to unpack than thousands of ARGV
+for _, item in ipairs(cjson.decode(ARGV[8])) do
+  local kind = item[1]
   if kind == 'w' then
-    local id, seen, score = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-    local provisioner, worker_type = ARGV[i + 4], ARGV[i + 5]
-    local task_id, run_id, state = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
-    local reason, deadline = ARGV[i + 9], ARGV[i + 10]
-    i = i + 11
+    local id, seen, score = item[2], item[3], item[4]
+    local provisioner, worker_type = item[5], item[6]
+    local task_id, run_id, state = item[7], item[8], item[9]
+    local reason, deadline = item[10], item[11]
     local runs = prefix .. 'runs:' .. id
     local member = task_id .. '/' .. run_id .. '/' .. state
     local fresh = redis.call('ZADD', runs, 'NX', score, member)
@@ -86,14 +85,13 @@ while i <= n do
         local queue = provisioner .. '/' .. worker_type
         local task_run = task_id .. '/' .. run_id
         redis.call('ZREM', prefix .. 'pending:' .. queue, task_run)
-        redis.call('ZADD', prefix .. 'claimed:' .. queue, tonumber(deadline), task_run)
+        redis.call('ZADD', prefix .. 'claimed:' .. queue, deadline, task_run)
         touched[queue] = true
       end
     end
   elseif kind == 'p' then
-    local queue, task_run, deadline = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-    i = i + 4
-    if deadline > now and not redis.call('ZSCORE', prefix .. 'claimed:' .. queue, task_run) then
+    local queue, task_run, deadline = item[2], item[3], item[4]
+    if tonumber(deadline) > now and not redis.call('ZSCORE', prefix .. 'claimed:' .. queue, task_run) then
       if redis.call('ZADD', prefix .. 'pending:' .. queue, deadline, task_run) == 1 then
         written = written + 1
       else
@@ -212,22 +210,24 @@ class Store:
         malformed: int = 0,
     ) -> BatchResult:
         """Apply a batch atomically: lastseen only moves forward, redeliveries count once."""
-        args: list[Any] = [
+        items: list[tuple] = []
+        for event in events:
+            # numbers travel as strings: Lua would print a float score with too few digits
+            if isinstance(event, WorkerEvent):
+                items.append((
+                    "w", event.machine_id, format_lastseen(event.lastseen),
+                    repr(epoch_seconds(event.lastseen)), event.provisioner_id, event.worker_type,
+                    event.task_id, str(event.run_id), event.state, event.reason_resolved or "",
+                    "" if event.deadline is None else repr(epoch_seconds(event.deadline)),
+                ))
+            else:
+                items.append(("p", f"{event.provisioner_id}/{event.worker_type}",
+                              f"{event.task_id}/{event.run_id}", repr(epoch_seconds(event.deadline))))
+        args = [
             self.prefix, epoch_seconds(now), DEDUP_WINDOW,
             len(events) + skipped + malformed if processed is None else processed,
-            skipped, malformed, format_lastseen(received_at or now),
+            skipped, malformed, format_lastseen(received_at or now), orjson.dumps(items),
         ]
-        for event in events:
-            if isinstance(event, WorkerEvent):
-                args += (
-                    "w", event.machine_id, format_lastseen(event.lastseen),
-                    epoch_seconds(event.lastseen), event.provisioner_id, event.worker_type,
-                    event.task_id, event.run_id, event.state, event.reason_resolved or "",
-                    "" if event.deadline is None else epoch_seconds(event.deadline),
-                )
-            else:
-                args += ("p", f"{event.provisioner_id}/{event.worker_type}",
-                         f"{event.task_id}/{event.run_id}", epoch_seconds(event.deadline))
         written, duplicates, ignored = self._record_batch(
             keys=[self.machines_key, self.records_key, self.listener_key], args=args)
         return BatchResult(int(written), int(duplicates), int(ignored))
