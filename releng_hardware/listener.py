@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import signal
+import threading
 import time
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,12 +22,15 @@ from kombu.mixins import ConsumerMixin
 
 from .config import Config, mask_url
 from .events import Skip, bindings, parse_message
-from .store import Store
+from .store import BatchResult, Store
 from .times import utcnow
 
 log = logging.getLogger(__name__)
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# Batches being written while the next one is read: enough to keep Redis and the broker
+# busy at once, few enough that a stall holds little unacknowledged work.
+MAX_WRITES_IN_FLIGHT = 2
 
 
 def declare_queue(config: Config) -> Queue:
@@ -58,6 +66,44 @@ class Counters:
     skip_reasons: dict[str, int] = field(default_factory=dict)
 
 
+class Writer:
+    """One daemon thread running Redis writes in order, so reading goes on meanwhile.
+
+    A daemon, unlike a ThreadPoolExecutor's worker, never holds up the exit after SIGTERM
+    while Redis is frozen; a write cut short is atomic and its batch stays unacknowledged.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future, Callable[[], Any]]] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="redis-writer", daemon=True).start()
+
+    def submit(self, job: Callable[[], Any]) -> Future:
+        """Queue a write; its Future holds the result or the exception."""
+        future: Future = Future()
+        self._jobs.put((future, job))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            future, job = self._jobs.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(job())
+                except BaseException as exc:  # handed to the consumer thread, which decides
+                    future.set_exception(exc)
+
+
+@dataclass
+class _Write:
+    """A batch whose Redis write is under way; acked once it (and every earlier one) is done."""
+
+    future: Future
+    write: Callable[[], BatchResult]
+    last_message: Any
+    size: int
+    skips: list[Skip]
+
+
 class Listener(ConsumerMixin):
     """Consumes the queue in batches: write a batch to Redis, then ack it with one multiple-ack."""
 
@@ -81,6 +127,8 @@ class Listener(ConsumerMixin):
         self.counters = Counters()
         self.connects = 0
         self._batch: list[tuple[Any, Any]] = []  # (message, event or Skip)
+        self._writes: deque[_Write] = deque()
+        self._writer = Writer()
         self._batch_started = 0.0
         self._last_heartbeat = 0.0
         self._channel: Any = None
@@ -118,7 +166,7 @@ class Listener(ConsumerMixin):
 
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
         # delivery tags belong to a channel: anything batched on an older one comes again
-        self._batch.clear()
+        self._forget_unacked()
         self._channel = channel
         self.connects += 1
         self._with_redis(lambda: self.store.listener_connected(self.clock(), self.config.queue_name))
@@ -128,6 +176,7 @@ class Listener(ConsumerMixin):
     def on_iteration(self) -> None:
         if self._batch and self.monotonic() - self._batch_started >= self.config.batch_max_age:
             self.flush()
+        self.settle(block=False)
         if self.monotonic() - self._last_heartbeat >= 30:
             self._last_heartbeat = self.monotonic()
             if not self._batch:
@@ -163,7 +212,7 @@ class Listener(ConsumerMixin):
             self.flush()
 
     def flush(self) -> None:
-        """Write the batch to Redis, then ack it; on a lost channel, drop it unacked."""
+        """Hand the batch to the writer; at most MAX_WRITES_IN_FLIGHT stay unsettled."""
         if not self._batch:
             return
         batch, self._batch = self._batch, []
@@ -171,17 +220,59 @@ class Listener(ConsumerMixin):
         skips = [outcome for _, outcome in batch if isinstance(outcome, Skip)]
         malformed = sum(1 for skip in skips if skip.malformed)
         now = self.clock()
-        result = self._with_redis(lambda: self.store.record(
-            events, now=now, received_at=now, processed=len(batch),
-            skipped=len(skips) - malformed, malformed=malformed))
+
+        def write() -> BatchResult:
+            return self.store.record(events, now=now, received_at=now, processed=len(batch),
+                                     skipped=len(skips) - malformed, malformed=malformed)
+
+        self._writes.append(_Write(self._writer.submit(write), write, batch[-1][0], len(batch), skips))
+        self.settle(block=False)
+        while len(self._writes) > MAX_WRITES_IN_FLIGHT:
+            self._settle_oldest()
+
+    def settle(self, block: bool = True) -> None:
+        """Ack, in order, every batch whose write is done (with block, wait for all of them)."""
+        while self._writes and (block or self._writes[0].future.done()):
+            self._settle_oldest()
+
+    def _settle_oldest(self) -> None:
+        oldest = self._writes[0]
+        result = self._result(oldest)
         if result is None:
-            return  # stopping before Redis came back: leave the batch unacked for redelivery
-        last_message = batch[-1][0]
-        if last_message.channel is not self._channel:
+            # stopping before Redis came back: this batch and every later one stay
+            # unacked (a later multiple-ack would cover this one) and come again
+            self._writes.clear()
+            return
+        self._writes.popleft()
+        if oldest.last_message.channel is not self._channel:
             return
         # ack after the write: a crash before this line means redelivery, not loss
-        last_message.ack(multiple=True)
-        self._count(len(batch), result.written, result.duplicates, skips)
+        oldest.last_message.ack(multiple=True)
+        self._count(oldest.size, result.written, result.duplicates, oldest.skips)
+
+    def _result(self, pending: _Write) -> BatchResult | None:
+        """The write's result, retried here on failure; None when stopping first."""
+        waited = 0.0
+        while not pending.future.done():
+            wait_futures([pending.future], timeout=0.2)
+            waited += 0.2
+            self._heartbeat_check()
+            if self.should_stop and waited > self.config.redis_timeout:
+                return None
+        error = pending.future.exception()
+        if error is None:
+            return pending.future.result()
+        if not isinstance(error, redis.RedisError):
+            raise error
+        if self.should_stop:
+            return None
+        _log_write_failure(error, "retrying now")
+        return self._with_redis(pending.write)
+
+    def _forget_unacked(self) -> None:
+        """Drop batches of a channel that is gone; the broker delivers them again."""
+        self._batch.clear()
+        self._writes.clear()
 
     def _count(self, processed: int, written: int, duplicates: int, skips: list[Skip]) -> None:
         counters = self.counters
@@ -204,9 +295,7 @@ class Listener(ConsumerMixin):
             except redis.RedisError as exc:
                 delay = backoff_delay(attempt, base=0.5, cap=10.0)
                 attempt += 1
-                # an outage is expected now and then; any other Redis error is worth an alarm
-                level = logging.WARNING if isinstance(exc, REDIS_ERRORS) else logging.ERROR
-                log.log(level, "Redis write failed (%s); retry %d in %.1fs", exc, attempt, delay)
+                _log_write_failure(exc, f"retry {attempt} in {delay:.1f}s")
                 self._wait(delay)
                 if self.should_stop:
                     return None
@@ -251,7 +340,7 @@ class Listener(ConsumerMixin):
             except StopListening:
                 break
             except Exception as exc:
-                self._batch.clear()
+                self._forget_unacked()
                 self._channel = None
                 if self.should_stop:
                     break
@@ -268,12 +357,19 @@ class Listener(ConsumerMixin):
 
     def on_consume_end(self, connection: Any, channel: Any) -> None:
         # stopping cleanly: write and ack what we hold, unless Redis is away
-        if self.should_stop and self._batch and self._channel is channel:
+        if self._channel is channel:
             self.flush()
+            self.settle()
 
     def stop(self, *_: Any) -> None:
         """Ask the loop to stop at its next turn (used as the SIGTERM/SIGINT handler)."""
         self.should_stop = True
+
+
+def _log_write_failure(exc: Exception, next_step: str) -> None:
+    # an outage is expected now and then; any other Redis error is worth an alarm
+    level = logging.WARNING if isinstance(exc, REDIS_ERRORS) else logging.ERROR
+    log.log(level, "Redis write failed (%s); %s", exc, next_step)
 
 
 class StopListening(Exception):

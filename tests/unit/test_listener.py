@@ -60,6 +60,7 @@ def test_batch_is_written_then_acked_once_with_multiple(make_listener, channel, 
     listener.on_message(messages[1])
     assert store.machines() == [] and all(not m.acks for m in messages)
     listener.on_message(messages[2])  # the batch is full
+    listener.settle()
     assert {m.machine_id for m in store.machines()} == {"mdc1:t-linux64-ms-100", "mdc2:t-w1064-ms-281"}
     assert [m.acks for m in messages] == [[], [], [True]]
     assert (listener.counters.processed, listener.counters.written, listener.counters.skipped) == (3, 2, 1)
@@ -74,6 +75,7 @@ def test_an_old_batch_is_flushed_on_the_next_iteration(make_listener, channel, s
     listener.on_iteration()
     assert message.acks == []
     listener.on_iteration()
+    listener.settle()
     assert message.acks == [True] and len(store.machines()) == 1
 
 
@@ -89,6 +91,7 @@ def test_redis_outage_holds_the_ack_until_the_write_succeeds(make_listener, chan
     fake_server.connected = False
     message = sample_message("task-completed", channel)
     listener.on_message(message)
+    listener.settle()
     assert len(sleeps) >= 5
     assert message.acks == [True]
     assert store.machine("mdc2:t-w1064-ms-281") is not None
@@ -100,6 +103,7 @@ def test_stopping_during_an_outage_leaves_the_batch_unacked(make_listener, chann
     fake_server.connected = False
     message = sample_message("task-completed", channel)
     listener.on_message(message)
+    listener.settle()
     assert message.acks == [] and listener.should_stop
 
 
@@ -109,6 +113,7 @@ def test_no_ack_goes_to_a_channel_that_was_replaced(make_listener, channel, stor
     listener._channel = Channel()  # reconnected: old delivery tags mean nothing now
     late = sample_message("task-completed", channel)
     listener.on_message(late)
+    listener.settle()
     assert late.acks == []
 
 
@@ -117,6 +122,7 @@ def test_a_new_channel_drops_what_the_old_one_delivered(make_listener, channel, 
     listener.on_message(sample_message("task-running", channel))
     listener.on_consume_ready(None, Channel(), [])
     listener.flush()
+    listener.settle()
     assert store.machines() == []
     assert store.listener_status()["queue"] == listener.config.queue_name
 
@@ -129,6 +135,7 @@ def test_malformed_messages_are_acked_counted_and_logged_once(make_listener, cha
     with caplog.at_level(logging.WARNING, logger="releng_hardware.listener"):
         for message in (*bad, good):
             listener.on_message(message)
+        listener.settle()
     assert good.acks == [True]
     assert listener.counters.malformed == 2
     assert store.listener_status()["malformed"] == "2"
@@ -143,6 +150,7 @@ def test_a_bug_in_parsing_does_not_escape_the_consumer(make_listener, channel, m
     listener = make_listener(batch_size=1, prefetch=10)
     message = sample_message("task-running", channel)
     listener.on_message(message)
+    listener.settle()
     assert message.acks == [True] and listener.counters.skip_reasons == {"parser-error": 1}
 
 
@@ -194,6 +202,7 @@ def test_any_redis_error_is_retried_without_acking(make_listener, channel, store
     message = sample_message("task-completed", channel)
     with caplog.at_level(logging.ERROR, logger="releng_hardware.listener"):
         listener.on_message(message)
+        listener.settle()
     assert message.acks == [True] and store.machine("mdc2:t-w1064-ms-281") is not None
     assert any("OOM" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
@@ -204,3 +213,36 @@ def test_messages_handed_over_while_stopping_are_left_unacked(make_listener, cha
     message = sample_message("task-completed", channel)
     listener.on_message(message)
     assert message.acks == [] and store.machines() == []
+
+
+def test_batches_are_acked_in_order_each_after_its_own_write(make_listener, channel, store):
+    listener = make_listener(batch_size=1, prefetch=10)
+    gate = __import__("threading").Event()
+    real_record = store.record
+    store.record = lambda *args, **kwargs: (gate.wait(5), real_record(*args, **kwargs))[1]
+    messages = [sample_message(name, channel) for name in ("task-running", "task-completed")]
+    for message in messages:
+        listener.on_message(message)
+    listener.settle(block=False)
+    assert [m.acks for m in messages] == [[], []]  # writes held back: nothing acked
+    gate.set()
+    listener.settle()
+    assert [m.acks for m in messages] == [[True], [True]]
+
+
+def test_at_most_two_writes_are_in_flight(make_listener, channel, store):
+    listener = make_listener(batch_size=1, prefetch=10)
+    started = []
+    real_record = store.record
+
+    def slow_record(*args, **kwargs):
+        started.append(len(listener._writes))
+        __import__("time").sleep(0.05)
+        return real_record(*args, **kwargs)
+
+    store.record = slow_record
+    for _ in range(6):
+        listener.on_message(sample_message("task-running", channel))
+        assert len(listener._writes) <= 2
+    listener.settle()
+    assert len(started) == 6 and not listener._writes
