@@ -27,6 +27,12 @@ def parse_time(text: str) -> datetime:
     """Naive UTC from ISO 8601 with or without fraction or offset; ValueError otherwise."""
     if not isinstance(text, str) or not 19 <= len(text) <= 40:
         raise ValueError(f"{str(text)[:40]!r} is not an ISO 8601 time")
+    if text[-1] == "Z" and text[10] == "T":
+        # the queue's own form (UTC, 'Z'): read naive, skipping two timezone conversions
+        try:
+            return datetime.fromisoformat(text[:-1])
+        except ValueError:
+            pass
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -40,9 +46,12 @@ def parse_time(text: str) -> datetime:
     return to_naive_utc(moment)
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 def epoch_seconds(moment: datetime) -> float:
     """Seconds since 1970 of a naive UTC datetime."""
-    return moment.replace(tzinfo=timezone.utc).timestamp()
+    return (moment - _EPOCH).total_seconds()
 
 
 def utcnow() -> datetime:
