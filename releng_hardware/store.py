@@ -86,7 +86,7 @@ for _, item in ipairs(cjson.decode(ARGV[8])) do
         local task_run = task_id .. '/' .. run_id
         redis.call('ZREM', prefix .. 'pending:' .. queue, task_run)
         redis.call('ZADD', prefix .. 'claimed:' .. queue, deadline, task_run)
-        touched[queue] = true
+        touched[queue] = touched[queue] or 'claimed'
       end
     end
   elseif kind == 'p' then
@@ -97,8 +97,7 @@ for _, item in ipairs(cjson.decode(ARGV[8])) do
       else
         duplicates = duplicates + 1
       end
-      redis.call('SADD', prefix .. 'pending_queues', queue)
-      touched[queue] = true
+      touched[queue] = 'pending'
     else
       -- already started, resolved or past its deadline: a late or stale task-pending
       ignored = ignored + 1
@@ -107,7 +106,8 @@ for _, item in ipairs(cjson.decode(ARGV[8])) do
     return redis.error_reply('unknown record kind ' .. tostring(kind))
   end
 end
-for queue in pairs(touched) do
+for queue, why in pairs(touched) do
+  if why == 'pending' then redis.call('SADD', prefix .. 'pending_queues', queue) end
   redis.call('ZREMRANGEBYSCORE', prefix .. 'pending:' .. queue, '-inf', now)
   redis.call('ZREMRANGEBYSCORE', prefix .. 'claimed:' .. queue, '-inf', now)
 end
