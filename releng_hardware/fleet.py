@@ -158,7 +158,10 @@ def select(machines: list[dict], query: MachineQuery) -> list[dict]:
             and (query.seen_within is None or (age is not None and age <= query.seen_within))
         )
 
-    selected = [machine for machine in machines if keep(machine)]
+    filtered = any(value is not None for value in (
+        query.datacenter, query.worker_type, query.provisioner, query.state, query.stale,
+        query.seen_within))
+    selected = [machine for machine in machines if keep(machine)] if filtered else list(machines)
     field = query.sort.lstrip("-")
     if field == "machine":
         selected.sort(key=lambda machine: (machine["machine"], machine["datacenter"]),
