@@ -9,7 +9,6 @@ from werkzeug.exceptions import HTTPException
 
 from .config import Config
 from .fleet import BadParameter, MachineQuery, current_fleet, select, summary
-from .store import Store
 from .web import REDIS_ERRORS
 
 bp = Blueprint("dashboard", __name__)

@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,6 +22,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 NOW = datetime(2026, 11, 20, 15, 0, 0)
+DEADLINE = NOW + timedelta(days=1)
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -50,6 +51,16 @@ def unique(prefix: str) -> str:
 def make_config(**overrides: Any) -> Config:
     """Settings for a test: defaults plus what the test says."""
     return Config(**overrides)
+
+
+def seen(store: Store, host: str, dc: str = "mdc1", *, ago: timedelta, state: str = "completed",
+         worker_type: str = "gecko-t-linux-talos", task: str = "AAAAAAAAQAGAAAAAAAAAAA",
+         reason: str | None = None) -> None:
+    """Record one run of a machine `ago` before NOW."""
+    from releng_hardware.events import WorkerEvent
+    store.record([WorkerEvent(dc, host, "releng-hardware", worker_type, task, 0, state,
+                              reason or (None if state == "running" else state), NOW - ago,
+                              DEADLINE, True)], now=NOW)
 
 
 # -- unit: fakeredis ---------------------------------------------------------

@@ -25,7 +25,7 @@ from releng_hardware.simulate import Message, backlog
 from releng_hardware.store import Store
 from releng_hardware.times import utcnow
 from tests.conftest import wait_for
-from tests.integration.faults_support import (ListenerProcess, MachineState, Publisher, Raw,
+from tests.integration.support import (ListenerProcess, MachineState, Publisher, Raw,
                                               RedisServer, broker_connections,
                                               close_broker_connections, diff_states,
                                               events_of, listener_env, machine_state, processed,
@@ -51,14 +51,6 @@ def start_listener(amqp_config: Config, real_redis: Any,
     yield start
     for process in started:
         process.close()
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server only this test uses, which it may stop or kill; always killed at the end."""
-    server = RedisServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

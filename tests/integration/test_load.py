@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import http.client
-import os
 import random
-import signal
-import subprocess
 import threading
 import time
 from collections import Counter
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -20,103 +16,13 @@ from releng_hardware.events import PendingEvent, WorkerEvent
 from releng_hardware.simulate import backlog
 from releng_hardware.store import Store
 from releng_hardware.times import utcnow
-from tests.conftest import wait_for
-from tests.integration.faults_support import ROOT, RedisServer, events_of, free_port
+from tests.integration.support import RedisServer, events_of, get
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LOAD_SECONDS = 20
 CLIENTS = 200
 DATA_ENDPOINTS = ("/machines", "/summary", "/machines/{id}")
-
-
-def procfile_command(process_type: str) -> str:
-    """The command of one process type in the Procfile, as Heroku would run it."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == process_type:
-            return command.strip()
-    raise AssertionError(f"the Procfile has no {process_type}: line")
-
-
-class Gunicorn:
-    """The Procfile's `web:` command on a free port, reading the given Redis and prefix."""
-
-    def __init__(self, redis_url: str, prefix: str, log_path: Path) -> None:
-        self.port = free_port()
-        command = procfile_command("web").replace("$PORT", str(self.port))
-        env = {
-            "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "LANG": "C.UTF-8",
-            "PORT": str(self.port),
-            "REDIS_URL": redis_url,
-            "REDIS_KEY_PREFIX": prefix,
-        }
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        # its own session, so the master and its workers can be ended by their group id
-        self.process = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=ROOT, env=env,
-                                        stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-
-    def wait_ready(self) -> None:
-        """Wait until /__lbheartbeat__ answers 200."""
-        def ready() -> bool:
-            assert self.process.poll() is None, self.log_path.read_text(errors="replace")[-3000:]
-            try:
-                return get(self.port, "/__lbheartbeat__", timeout=2)[0] == 200
-            except OSError:
-                return False
-        wait_for(ready, 30, "gunicorn did not start")
-
-    def stop(self) -> None:
-        """SIGTERM the master (gunicorn's graceful stop), then kill the group if it lingers."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log.close()
-
-
-def get(port: int, path: str, timeout: float = 30) -> tuple[int, dict[str, str], bytes, float]:
-    """(status, headers, body, seconds) of one GET on a fresh loopback connection."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    started = time.monotonic()
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read()
-        return (response.status, {k.lower(): v for k, v in response.getheaders()}, body,
-                time.monotonic() - started)
-    finally:
-        connection.close()
-
-
-@pytest.fixture
-def start_gunicorn(tmp_path: Path) -> Iterator[Any]:
-    """Start gunicorn as the Procfile says; every one started is stopped afterwards."""
-    started: list[Gunicorn] = []
-
-    def start(redis_url: str, prefix: str) -> Gunicorn:
-        server = Gunicorn(redis_url, prefix, tmp_path / f"gunicorn-{len(started) + 1}.log")
-        started.append(server)
-        server.wait_ready()
-        return server
-    yield start
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server only this test uses; always killed at the end."""
-    server = RedisServer().start()
-    yield server
-    server.close()
 
 
 def preload_fleet(store: Store, machines: int, messages: int) -> list[str]:

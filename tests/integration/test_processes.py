@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -18,24 +15,10 @@ import pytest
 from releng_hardware.simulate import backlog
 from releng_hardware.times import utcnow
 from tests.conftest import AMQP_URL, REDIS_URL, ROOT, wait_for
+from tests.integration.support import get
 
 pytestmark = pytest.mark.integration
 BIN = os.path.dirname(sys.executable)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def procfile_command(process: str, port: int) -> str:
-    """The Procfile's line for a process type, as Heroku would run it."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == process:
-            return command.strip().replace("$PORT", str(port))
-    raise AssertionError(f"no {process} line in the Procfile")
 
 
 def service_env(**extra: str) -> dict[str, str]:
@@ -45,51 +28,22 @@ def service_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def get(url: str, timeout: float = 5.0) -> tuple[int, dict, object]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read())
-
-
-@pytest.fixture
-def gunicorn(real_store, redis_prefix):
-    """gunicorn started exactly as the Procfile's web line says."""
-    port = free_port()
-    process = subprocess.Popen(
-        "exec " + procfile_command("web", port), shell=True, cwd=ROOT, start_new_session=True,
-        env=service_env(REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=redis_prefix, PORT=str(port)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return get(base + "/__lbheartbeat__", timeout=1)[0] == 200
-        except OSError:
-            return False
-    wait_for(up, 20, "gunicorn did not start")
-    yield base, process
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-
-
-def test_gunicorn_from_the_procfile_serves_the_machines(gunicorn, real_store):
-    base, _ = gunicorn
+def test_gunicorn_from_the_procfile_serves_the_machines(start_gunicorn, real_store, redis_prefix):
+    server = start_gunicorn(REDIS_URL, redis_prefix)
     real_store.preload({"mdc1:t-linux64-ms-100": utcnow() - timedelta(minutes=3)})
-    status, headers, body = get(base + "/machines")
-    assert status == 200 and headers["Content-Type"] == "application/json"
-    assert [m["id"] for m in body] == ["mdc1:t-linux64-ms-100"]
-    assert 170 <= body[0]["age_seconds"] <= 300
-    status, _, error = get(base + "/machines/mdc9:nobody")
-    assert status == 404 and error["error"] == "not_found"
+    status, headers, body, _ = get(server.port, "/machines")
+    machines = json.loads(body)
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert [m["id"] for m in machines] == ["mdc1:t-linux64-ms-100"]
+    assert 170 <= machines[0]["age_seconds"] <= 300
+    status, _, body, _ = get(server.port, "/machines/mdc9:nobody")
+    assert status == 404 and json.loads(body)["error"] == "not_found"
 
 
-def test_gunicorn_stops_cleanly_on_sigterm(gunicorn):
-    _, process = gunicorn
-    os.killpg(process.pid, signal.SIGTERM)
-    assert process.wait(timeout=25) == 0
+def test_gunicorn_stops_cleanly_on_sigterm(start_gunicorn, real_store, redis_prefix):
+    server = start_gunicorn(REDIS_URL, redis_prefix)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=25) == 0
 
 
 def test_listener_script_consumes_and_exits_0_on_sigterm(amqp_config, real_store, redis_prefix, publish,

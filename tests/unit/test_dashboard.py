@@ -9,18 +9,11 @@ from html.parser import HTMLParser
 import pytest
 
 from releng_hardware.dashboard import duration_text, relative_age
-from releng_hardware.events import PendingEvent, WorkerEvent
-from tests.conftest import NOW, make_config
-
-DEADLINE = NOW + timedelta(days=1)
+from releng_hardware.events import PendingEvent
+from tests.conftest import DEADLINE, NOW, make_config, seen
 
 
-def seen(store, host, dc="mdc1", *, ago, state="completed", worker_type="gecko-t-linux-talos",
-         task="AAAAAAAAQAGAAAAAAAAAAA", reason=None):
-    """Record one run of a machine `ago` before NOW."""
-    store.record([WorkerEvent(dc, host, "releng-hardware", worker_type, task, 0, state,
-                              reason or (None if state == "running" else state), NOW - ago,
-                              DEADLINE, True)], now=NOW)
+
 
 
 @pytest.fixture

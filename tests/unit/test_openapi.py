@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 
 from releng_hardware.dashboard import DASHBOARD_PARAMS
-from releng_hardware.events import PendingEvent, WorkerEvent
+from releng_hardware.events import PendingEvent
 from releng_hardware.web import MACHINE_PARAMS
-from tests.conftest import NOW
+from tests.conftest import DEADLINE, NOW, seen
 
-DEADLINE = NOW + timedelta(days=1)
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
 # -- a validator for the part of JSON Schema 2020-12 the document uses ----------
@@ -183,12 +182,6 @@ def test_documented_query_parameters_are_the_ones_the_views_accept(document):
 
 # -- real responses against the document -----------------------------------------
 
-def seen(store, host, dc="mdc1", *, ago, state="completed", task="AAAAAAAAQAGAAAAAAAAAAA",
-         worker_type="gecko-t-linux-talos"):
-    """Record one run of a machine `ago` before NOW."""
-    store.record([WorkerEvent(dc, host, "releng-hardware", worker_type, task, 0, state,
-                              None if state == "running" else state, NOW - ago, DEADLINE, True)],
-                 now=NOW)
 
 
 @pytest.fixture

@@ -8,18 +8,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from releng_hardware.events import PendingEvent, WorkerEvent
+from releng_hardware.events import PendingEvent
 from releng_hardware.times import LASTSEEN_FORMAT
-from tests.conftest import NOW, make_config
-
-DEADLINE = NOW + timedelta(days=1)
+from tests.conftest import DEADLINE, NOW, make_config, seen
 
 
-def seen(store, host, dc="mdc1", *, ago, state="completed", worker_type="gecko-t-linux-talos",
-         task="AAAAAAAAQAGAAAAAAAAAAA"):
-    store.record([WorkerEvent(dc, host, "releng-hardware", worker_type, task, 0, state,
-                              None if state == "running" else state, NOW - ago, DEADLINE, True)],
-                 now=NOW)
+
 
 
 @pytest.fixture

@@ -1,0 +1,33 @@
+"""Fixtures shared by the integration tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.integration.support import Gunicorn, RedisServer
+
+
+@pytest.fixture
+def start_gunicorn(tmp_path: Path) -> Iterator[Any]:
+    """Start gunicorn as the Procfile says; every one started is stopped afterwards."""
+    started: list[Gunicorn] = []
+
+    def start(redis_url: str, prefix: str) -> Gunicorn:
+        server = Gunicorn(redis_url, prefix, tmp_path / f"gunicorn-{len(started) + 1}.log")
+        started.append(server)
+        server.wait_ready()
+        return server
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server only this test uses; always killed at the end."""
+    server = RedisServer().start()
+    yield server
+    server.close()
