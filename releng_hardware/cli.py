@@ -91,7 +91,10 @@ def preload(dry_run: bool) -> None:
 @click.option("--backlog", is_flag=True,
               help="Publish --count messages of a past day at once, instead of in real time.")
 @click.option("--seed", default=1, show_default=True, help="Random seed.")
-def simulate(machines: int, count: int, backlog: bool, seed: int) -> None:
+@click.option("--wait-for-listener", default=0.0, show_default=True, metavar="SECONDS",
+              help="First declare the exchanges and wait up to this long for the listener's "
+                   "queue, so that no message is published before anyone listens.")
+def simulate(machines: int, count: int, backlog: bool, seed: int, wait_for_listener: float) -> None:
     """Console script: run the queue simulator."""
     import itertools
 
@@ -116,6 +119,10 @@ def simulate(machines: int, count: int, backlog: bool, seed: int) -> None:
         if count:
             messages = itertools.islice(messages, count)
     with Connection(config.pulse_url, heartbeat=0) as connection:
+        if wait_for_listener:
+            sim.declare_exchanges(connection.default_channel)
+            if not sim.wait_for_queue(connection, config.queue_name, wait_for_listener):
+                fail(f"no listener queue {config.queue_name} after {wait_for_listener:g}s", code=1)
         logging.info("publishing to %s for %d machines", mask_url(config.pulse_url), machines)
         try:
             published = sim.publish(connection, messages, should_stop=lambda: bool(stopping))

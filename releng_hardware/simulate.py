@@ -241,6 +241,26 @@ def declare_exchanges(channel: object) -> None:
         Exchange(EXCHANGE_PREFIX + name, type="topic", durable=True)(channel).declare()
 
 
+def wait_for_queue(connection: Connection, name: str, timeout: float,
+                   sleep: Callable[[float], None] = time.sleep) -> bool:
+    """True once queue `name` exists (a listener has bound it), False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        channel = connection.channel()
+        try:
+            channel.queue_declare(name, passive=True)
+            return True
+        except connection.channel_errors:
+            if time.monotonic() >= deadline:
+                return False
+            sleep(0.5)
+        finally:
+            try:
+                channel.close()
+            except Exception:  # a failed passive declare has closed it already
+                pass
+
+
 def publish(connection: Connection, messages: Iterable[Message], *,
             should_stop: Callable[[], bool] = lambda: False) -> int:
     """Publish messages on the queue service's exchanges; the number published."""

@@ -144,6 +144,7 @@ def amqp_config(redis_prefix: str, provisioner_id: str) -> Iterator[Config]:
     """Settings for the real broker: own queue, own provisioner; the queue is deleted afterwards."""
     require_service("RabbitMQ", "127.0.0.1", 5672)
     require_service("Redis", "127.0.0.1", 6379)
+    declare_queue_service_exchanges()
     config = make_config(
         pulse_url=AMQP_URL, redis_url=REDIS_URL, redis_key_prefix=redis_prefix,
         pulse_queue_name=unique("test"), provisioner_ids=(provisioner_id,),
@@ -151,6 +152,15 @@ def amqp_config(redis_prefix: str, provisioner_id: str) -> Iterator[Config]:
     )
     yield config
     delete_queue(config.queue_name)
+
+
+def declare_queue_service_exchanges() -> None:
+    """Declare the topic exchanges as the Taskcluster queue has them on Pulse (a fresh broker lacks them)."""
+    from kombu import Connection
+
+    from releng_hardware.simulate import declare_exchanges
+    with Connection(AMQP_URL) as connection:
+        declare_exchanges(connection.default_channel)
 
 
 def delete_queue(name: str) -> None:

@@ -105,3 +105,19 @@ def test_simulator_refuses_to_run_without_a_local_broker():
     result = subprocess.run([os.path.join(BIN, "releng-hardware-simulate")],
                             env=service_env(AMQP_USER="x", AMQP_PASS="y"), capture_output=True, timeout=30)
     assert result.returncode == 2 and b"set PULSE_URL" in result.stderr
+
+
+def test_simulator_waits_for_the_listeners_queue_before_publishing(amqp_config, real_store, listener_thread,
+                                                                   provisioner_id):
+    env = service_env(PULSE_URL=AMQP_URL, PROVISIONER_IDS=provisioner_id,
+                      PULSE_QUEUE_NAME=amqp_config.pulse_queue_name)
+    command = [os.path.join(BIN, "releng-hardware-simulate"), "--backlog", "--count", "50",
+               "--machines", "5", "--wait-for-listener", "1"]
+    alone = subprocess.run(command, env=env, capture_output=True, timeout=60)
+    assert alone.returncode == 1 and b"no listener queue" in alone.stderr
+
+    listener_thread()
+    result = subprocess.run(command, env=env, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: int(real_store.listener_status().get("processed", 0)) >= 50, 20,
+             "the listener did not get the simulator's messages")
