@@ -91,19 +91,21 @@ def load_version(root: Path) -> dict[str, str]:
     path = root / "version.json"
     if path.is_file():
         return json.loads(path.read_text())
-    commit = os.environ.get("SOURCE_VERSION") or os.environ.get("HEROKU_SLUG_COMMIT") or ""
-    if not commit:
-        try:
-            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                    text=True, timeout=5).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            commit = ""
+    commit = os.environ.get("SOURCE_VERSION") or os.environ.get("HEROKU_SLUG_COMMIT") or _git(root, "rev-parse", "HEAD")
     return {
-        "source": "https://github.com/mozilla-releng/releng-hardware",
+        "source": _git(root, "remote", "get-url", "origin") or "unknown",
         "version": __version__,
         "commit": commit or "unknown",
         "build": os.environ.get("HEROKU_RELEASE_VERSION", "local"),
     }
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -> Flask:
@@ -124,9 +126,9 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
                 ["application/json", "text/csv"]) == "text/csv")
         if args.get("format") not in (None, "json", "csv"):
             raise ApiError(400, "bad_parameter", "format: must be json or csv", parameter="format")
-        version = store.data_version()  # before the data: a newer ETag never labels older data
+        data_version = store.data_version()  # before the data: a newer ETag never labels older data
         selected = select(current_fleet(store, config, clock())[0], query)
-        etag = machines_etag(version, selected)
+        etag = machines_etag(data_version, selected)
         if wants_csv:
             return conditional(_csv(selected).encode(), "text/csv", etag, weak=True)
         return conditional(orjson.dumps(selected), "application/json", etag, weak=True)
@@ -268,4 +270,11 @@ def _listener_check(listener: dict[str, str], now: Any, config: Config) -> tuple
     if silence > config.listener_stale_after:
         detail["problem"] = f"no listener heartbeat for {silence:.0f}s"
         return "error", detail
+    last_message_at = listener.get("last_message_at")
+    quiet = (now - parse_time(last_message_at)).total_seconds() if last_message_at else None
+    if quiet is None or quiet > config.stale_after:
+        # alive but fed nothing: a lost binding or a silent queue looks just like this
+        detail["problem"] = ("the listener has received no message yet" if quiet is None
+                             else f"the listener is up but has received no message for {quiet:.0f}s")
+        return "warning", detail
     return "ok", detail

@@ -158,6 +158,16 @@ def test_heartbeat_fails_naming_a_silent_listener(app_factory, fleet):
     assert "no listener heartbeat" in body["details"]["listener"]["problem"]
 
 
+def test_heartbeat_warns_when_the_listener_lives_but_receives_nothing(app_factory, fleet):
+    later = NOW + timedelta(hours=7)
+    fleet.listener_heartbeat(later)
+    response = app_factory(now=later).test_client().get("/__heartbeat__")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "warning" and body["checks"]["listener"] == "warning"
+    assert "no message for 25200s" in body["details"]["listener"]["problem"]
+
+
 def test_heartbeat_fails_when_no_listener_ever_ran(client):
     body = client.get("/__heartbeat__").get_json()
     assert body["checks"] == {"redis": "ok", "listener": "error"}
