@@ -121,3 +121,13 @@ def test_simulator_waits_for_the_listeners_queue_before_publishing(amqp_config, 
     assert result.returncode == 0, result.stderr
     wait_for(lambda: int(real_store.listener_status().get("processed", 0)) >= 50, 20,
              "the listener did not get the simulator's messages")
+
+
+def test_web_with_bad_configuration_exits_once_with_one_line():
+    from tests.integration.support import procfile_command
+    command = "exec " + procfile_command("web").replace("$PORT", "18099")
+    result = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, timeout=30,
+                            env=service_env(REDIS_URL="nonsense://x"))
+    assert result.returncode == 2
+    assert result.stderr.decode().count("configuration error: REDIS_URL") == 1
+    assert "Traceback" not in result.stderr.decode()
