@@ -106,8 +106,9 @@ def simulate(machines: int, count: int, backlog: bool, seed: int, wait_for_liste
         fail("the simulator publishes only to a broker you run: set PULSE_URL "
              "(e.g. amqp://guest:guest@localhost:5672/)")
     setup_logging(config.log_level)
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    stopping: list[bool] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.append(True))
     if backlog:
         if count <= 0:
             fail("--backlog needs --count")
@@ -124,9 +125,5 @@ def simulate(machines: int, count: int, backlog: bool, seed: int, wait_for_liste
             if not sim.wait_for_queue(connection, config.queue_name, wait_for_listener):
                 fail(f"no listener queue {config.queue_name} after {wait_for_listener:g}s", code=1)
         logging.info("publishing to %s for %d machines", mask_url(config.pulse_url), machines)
-        try:
-            published = sim.publish(connection, messages, should_stop=lambda: bool(stopping))
-        except KeyboardInterrupt:
-            published = -1
-    if published >= 0:
-        click.echo(f"published {published} messages")
+        published = sim.publish(connection, messages, should_stop=lambda: bool(stopping))
+    click.echo(f"published {published} messages")
