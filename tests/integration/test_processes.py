@@ -15,7 +15,7 @@ import pytest
 from releng_hardware.simulate import backlog
 from releng_hardware.times import utcnow
 from tests.conftest import AMQP_URL, REDIS_URL, ROOT, wait_for
-from tests.integration.support import get
+from tests.integration.support import free_port, get
 
 pytestmark = pytest.mark.integration
 BIN = os.path.dirname(sys.executable)
@@ -131,3 +131,24 @@ def test_web_with_bad_configuration_exits_once_with_one_line():
     assert result.returncode == 2
     assert result.stderr.decode().count("configuration error: REDIS_URL") == 1
     assert "Traceback" not in result.stderr.decode()
+
+
+def test_gunicorn_run_by_hand_listens_on_port(real_store, redis_prefix):
+    port = free_port()
+    process = subprocess.Popen([os.path.join(BIN, "gunicorn"), "webserver:app", "--preload"], cwd=ROOT,
+                               env=service_env(PORT=str(port), REDIS_URL=REDIS_URL,
+                                               REDIS_KEY_PREFIX=redis_prefix),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _answers(port), 20, f"gunicorn is not listening on PORT {port}")
+        assert get(port, "/__lbheartbeat__")[0] == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=25)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return get(port, "/__lbheartbeat__", timeout=1)[0] == 200
+    except OSError:
+        return False
