@@ -186,7 +186,8 @@ def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float
         group["total"] += 1
         group["seen_within_1h"] += age is not None and age <= 3600
         group["stale"] += age is not None and age >= stale_after
-        group["last_task_exception"] += bool(machine["last_task"]) and machine["last_task"]["state"] == "exception"
+        last_task = machine["last_task"]
+        group["last_task_exception"] += last_task is not None and last_task["state"] == "exception"
         group["idle_with_work_waiting"] += machine["idle_with_work_waiting"]
     for group in groups.values():
         group["pending_tasks"] = pending.get(f"{group['provisioner']}/{group['worker_type']}", 0)

@@ -91,7 +91,8 @@ def load_version(root: Path) -> dict[str, str]:
     path = root / "version.json"
     if path.is_file():
         return json.loads(path.read_text())
-    commit = os.environ.get("SOURCE_VERSION") or os.environ.get("HEROKU_SLUG_COMMIT") or _git(root, "rev-parse", "HEAD")
+    commit = (os.environ.get("SOURCE_VERSION") or os.environ.get("HEROKU_SLUG_COMMIT")
+              or _git(root, "rev-parse", "HEAD"))
     return {
         "source": _git(root, "remote", "get-url", "origin") or "unknown",
         "version": __version__,

@@ -1,4 +1,4 @@
-"""Helpers for the integration tests: processes (listener, gunicorn), broker surgery, a throwaway Redis, references."""
+"""Integration helpers: listener and gunicorn processes, broker surgery, a throwaway Redis, references."""
 
 from __future__ import annotations
 
