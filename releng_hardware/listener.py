@@ -6,6 +6,7 @@ import logging
 import queue
 import random
 import signal
+import ssl
 import threading
 import time
 from collections import deque
@@ -382,12 +383,20 @@ def install_signal_handlers(listener: Listener) -> None:
     signal.signal(signal.SIGINT, listener.stop)
 
 
+def tls_options(amqp_url: str) -> dict[str, Any] | None:
+    """For amqps://, verify the certificate and the host name (ssl=True alone skips the name)."""
+    if not amqp_url.startswith("amqps://"):
+        return None
+    # kombu fills a None server_hostname with the URL's host, which turns on check_hostname
+    return {"server_hostname": None, "cert_reqs": ssl.CERT_REQUIRED}
+
+
 def open_connection(config: Config) -> Connection:
     """The broker connection, with heartbeats on (kombu's default has none)."""
     return Connection(
         config.amqp_url,
         heartbeat=config.amqp_heartbeat,
-        ssl=config.amqp_url.startswith("amqps://") or None,
+        ssl=tls_options(config.amqp_url),
         connect_timeout=10,
         transport_options={"confirm_publish": True},
     )

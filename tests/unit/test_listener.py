@@ -9,7 +9,7 @@ import pytest
 from kombu import Connection
 
 from releng_hardware import listener as listener_module
-from releng_hardware.listener import Listener, backoff_delay, declare_queue
+from releng_hardware.listener import Listener, backoff_delay, declare_queue, open_connection, tls_options
 from tests.conftest import NOW, SAMPLES, make_config
 
 
@@ -246,3 +246,12 @@ def test_at_most_two_writes_are_in_flight(make_listener, channel, store):
         assert len(listener._writes) <= 2
     listener.settle()
     assert len(started) == 6 and not listener._writes
+
+
+def test_pulse_connection_verifies_certificate_and_host_name():
+    import ssl
+    config = make_config(amqp_user="releng", amqp_pass="pw")
+    connection = open_connection(config)
+    assert connection.ssl == {"server_hostname": None, "cert_reqs": ssl.CERT_REQUIRED}
+    assert connection.heartbeat == 60 and connection.port == 5671
+    assert tls_options("amqp://guest:guest@localhost:5672/") is None
