@@ -161,16 +161,6 @@ class MachineRecord(NamedTuple):
     lastseen: str
     details: Mapping[str, Any]
 
-    @property
-    def datacenter(self) -> str:
-        """The worker group, `$DC` of the id."""
-        return self.machine_id.partition(":")[0] if ":" in self.machine_id else ""
-
-    @property
-    def hostname(self) -> str:
-        """The worker id, `$HOSTNAME` of the id."""
-        return self.machine_id.partition(":")[2] if ":" in self.machine_id else self.machine_id
-
 
 def open_redis(url: str, timeout: float = 3.0) -> redis.Redis:
     """A client whose every call fails within `timeout` seconds instead of hanging."""
