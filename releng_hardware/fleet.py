@@ -137,11 +137,21 @@ def current_fleet(store: Store, config: Config, now: datetime,
                   stale_after: float | None = None) -> tuple[list[dict], dict[str, int]]:
     """Every machine as the API shows it, and the pending tasks per queue, at `now`."""
     pending = store.pending_counts(now)
-    busy = {queue for queue, count in pending.items() if count > 0}
+    busy = _busy_queues(pending)
     threshold = config.stale_after if stale_after is None else stale_after
     machines = [machine_json(record, now, config.taskcluster_root_url, busy, threshold)
                 for record in store.machines()]
     return machines, pending
+
+
+def current_machine(store: Store, config: Config, record: MachineRecord, now: datetime) -> dict:
+    """One machine as the API shows it at `now`, flagged against the work waiting now."""
+    busy = _busy_queues(store.pending_counts(now))
+    return machine_json(record, now, config.taskcluster_root_url, busy, config.stale_after)
+
+
+def _busy_queues(pending: Mapping[str, int]) -> set[str]:
+    return {queue for queue, count in pending.items() if count > 0}
 
 
 def select(machines: list[dict], query: MachineQuery) -> list[dict]:

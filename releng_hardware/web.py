@@ -19,8 +19,8 @@ from werkzeug.exceptions import HTTPException
 
 from . import __version__
 from .config import Config
-from .fleet import (CSV_COLUMNS, BadParameter, MachineQuery, csv_row, current_fleet, duration_arg,
-                    machine_json, select, summary)
+from .fleet import (CSV_COLUMNS, BadParameter, MachineQuery, csv_row, current_fleet,
+                    current_machine, duration_arg, select, summary)
 from .store import Store, open_redis
 from .times import parse_time, utcnow
 
@@ -153,10 +153,7 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
         record = store.machine(machine_id)
         if record is None:
             raise ApiError(404, "not_found", f"{machine_id} has not been seen since tracking began")
-        pending = store.pending_counts(now)
-        busy = {queue for queue, count in pending.items() if count > 0}
-        return json_response(machine_json(record, now, config.taskcluster_root_url, busy,
-                                          config.stale_after))
+        return json_response(current_machine(store, config, record, now))
 
     @app.get("/summary")
     def fleet_summary() -> Response:
