@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from .identifiers import is_identifier
+from .times import parse_duration
+
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names it."""
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '90', '90s', '15m', '6h' or '2d'; ValueError otherwise."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 90, 90s, 15m, 6h or 2d")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def _positive_int(text: str) -> int:
@@ -43,7 +33,7 @@ def _provisioners(text: str) -> tuple[str, ...]:
     if not names:
         raise ValueError("needs at least one provisioner id")
     for name in names:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,38}", name):
+        if not is_identifier(name):
             raise ValueError(f"{name!r} is not a Taskcluster identifier")
     return names
 

@@ -8,27 +8,20 @@ from flask import Blueprint, Response, current_app, render_template, request, ur
 from werkzeug.exceptions import HTTPException
 
 from .config import Config
-from .fleet import BadParameter, MachineQuery, current_fleet, select, summary
-from .web import REDIS_ERRORS
+from .fleet import MACHINE_FILTERS, MachineQuery, select, summary
+from .params import BadParameter
+from .responses import REDIS_ERRORS, RETRY_AFTER_SECONDS, ApiError, query_args
+from .snapshot import read_fleet
 
 bp = Blueprint("dashboard", __name__)
 
 REFRESH_SECONDS = 60
 # The page takes exactly the filters of /machines, so its URL is also an API query.
-DASHBOARD_PARAMS = ("datacenter", "worker_type", "provisioner", "state", "stale", "seen_within",
-                    "sort")
+DASHBOARD_PARAMS = MACHINE_FILTERS
 # The page loads nothing from anywhere else: it must work on a laptop without network.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; script-src 'self'; "
                            "img-src 'self'; form-action 'self'; base-uri 'none'; "
                            "frame-ancestors 'none'")
-
-
-class PageError(Exception):
-    """A request the page answers with an HTML error."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def duration_text(seconds: float) -> str:
@@ -71,19 +64,9 @@ def absolute_time(lastseen: str | None) -> str:
         return lastseen
 
 
-def page_args() -> dict[str, str]:
-    """The page's query parameters: those of /machines, empty ones dropped, others refused."""
-    args: dict[str, str] = {}
-    for name, values in request.args.lists():
-        if name not in DASHBOARD_PARAMS:
-            raise PageError(400, f"unknown query parameter {name[:60]!r}; the page takes "
-                                 f"{', '.join(DASHBOARD_PARAMS)}")
-        if len(values) > 1:
-            raise PageError(400, f"query parameter {name!r} given twice")
-        # An unselected <select> submits `name=`; without JavaScript that still means "any".
-        if values[0] != "":
-            args[name] = values[0]
-    return args
+def choices(values: list[str | None], selected: str | None) -> list[str]:
+    """The options of a filter: every value present, plus the selected one; never an empty one."""
+    return sorted({value for value in (*values, selected) if value})
 
 
 def page_url(args: dict[str, str], **changes: str | None) -> str:
@@ -108,17 +91,16 @@ def row_class(machine: dict) -> str:
 @bp.get("/")
 def index() -> Response:
     """The dashboard: summary, filters and the machines they select."""
-    args = page_args()
+    args = query_args(DASHBOARD_PARAMS, drop_empty=True)
     query = MachineQuery.from_args(args)
     ext = current_app.extensions["releng_hardware"]
     config: Config = ext["config"]
     now: datetime = ext["clock"]()
-    machines, pending = current_fleet(ext["store"], config, now)
+    machines, pending = read_fleet(ext["store"], config, now)
     shown = select(machines, query)
     fleet_summary = summary(machines, pending, config.stale_after)
-    datacenters = sorted({m["datacenter"] for m in machines} | {query.datacenter or ""} - {""})
-    worker_types = sorted({m["worker_type"] or "" for m in machines}
-                          | {query.worker_type or ""} - {""})
+    datacenters = choices([m["datacenter"] for m in machines], query.datacenter)
+    worker_types = choices([m["worker_type"] for m in machines], query.worker_type)
     html = render_template(
         "dashboard.html",
         args=args,
@@ -130,7 +112,7 @@ def index() -> Response:
         worker_types=worker_types,
         stale_value=args.get("stale", duration_text(config.stale_after)),
         stale_after=duration_text(config.stale_after),
-        api_url=url_for("machines", **args),
+        api_url=url_for("api.machines", **args),
         page_url=lambda **changes: page_url(args, **changes),
         now=now,
         refresh=REFRESH_SECONDS,
@@ -158,8 +140,8 @@ def _bad_parameter(exc: BadParameter) -> Response:
     return _error_page(400, "Bad request", str(exc))
 
 
-@bp.errorhandler(PageError)
-def _page_error(exc: PageError) -> Response:
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError) -> Response:
     return _error_page(exc.status, "Bad request", exc.message)
 
 
@@ -169,7 +151,7 @@ def _redis_down(exc: Exception) -> Response:
     response = _error_page(503, "Data store unavailable",
                            "Redis is not answering; this page retries every minute.",
                            refresh=REFRESH_SECONDS)
-    response.headers["Retry-After"] = "5"
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Iterable, Union
 
 import orjson
 
-from .times import parse_time
+from .identifiers import is_identifier, machine_id
+from .times import MAX_CLOCK_SKEW, parse_time
 
 EXCHANGE_PREFIX = "exchange/taskcluster-queue/v1/"
 # Exchange suffix -> the state a run is in after it.
@@ -27,14 +28,10 @@ EXCHANGES = (PENDING_EXCHANGE, *WORKER_EXCHANGES)
 RESOLVED_STATES = ("completed", "failed", "exception")
 
 # Taskcluster's own schema patterns (v1 task-status and message schemas).
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,38}$")
 _SLUGID = re.compile(r"^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$")
 _REASON = re.compile(r"^[a-z0-9-]{1,64}$")
 MAX_BODY_BYTES = 256 * 1024
 MAX_RUN_ID = 1000
-# An event stamped further ahead than this is a broken clock, and would pin
-# lastseen in the future because lastseen never moves backwards.
-MAX_CLOCK_SKEW = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +53,7 @@ class WorkerEvent:
     @property
     def machine_id(self) -> str:
         """`$DC:$HOSTNAME`, the machine's key everywhere."""
-        return f"{self.worker_group}:{self.worker_id}"
+        return machine_id(self.worker_group, self.worker_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +140,7 @@ def _parse(name: str, routing_key: str, body: dict, received_at: datetime,
     if provisioner_id not in provisioner_ids:
         return Skip("other-provisioner", detail=provisioner_id)
     task_id = key_fields.fill(_first(status.get("taskId")), "taskId")
-    if not isinstance(task_id, str) or not _SLUGID.match(task_id):
+    if not isinstance(task_id, str) or not _SLUGID.fullmatch(task_id):
         raise _Malformed("bad-identifier", f"taskId {task_id!r:.60}")
     run_id = _run_id(body, key_fields)
     runs = status.get("runs")
@@ -173,7 +170,7 @@ def _parse(name: str, routing_key: str, body: dict, received_at: datetime,
     if moment is not None and moment - received_at > MAX_CLOCK_SKEW:
         raise _Malformed("future-time", moment.isoformat())
     reason = run.get("reasonResolved") if state != "running" else None
-    if reason is not None and not (isinstance(reason, str) and _REASON.match(reason)):
+    if reason is not None and not (isinstance(reason, str) and _REASON.fullmatch(reason)):
         raise _Malformed("bad-field", f"reasonResolved {reason!r:.60}")
     return WorkerEvent(
         worker_group=worker_group,
@@ -247,7 +244,7 @@ def _run_id(body: dict, key_fields: _RoutingKey) -> int:
 
 
 def _check_identifier(name: str, value: Any) -> None:
-    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+    if not is_identifier(value):
         raise _Malformed("bad-identifier", f"{name} {value!r:.60}")
 
 

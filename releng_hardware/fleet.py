@@ -1,4 +1,7 @@
-"""Pure views of the fleet: a machine as JSON, filters, sorting and the summary."""
+"""Pure views of the fleet: a machine as JSON, filters, sorting, the summary, the listener's health.
+
+Nothing here reads Redis or the clock: `snapshot` reads, then calls these with `now`.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +9,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Container, Mapping
 
-from .config import Config, parse_duration
-from .store import MachineRecord, Store
+from .identifiers import split_machine_id
+from .params import choice_param, duration_param, identifier_param
+from .store import MachineRecord
 from .times import format_lastseen, parse_time
 
 STATES = ("running", "completed", "failed", "exception")
 SORT_KEYS = ("lastseen", "-lastseen", "machine", "-machine")
+# The /machines query parameters that select and order machines (the page takes the same).
+MACHINE_FILTERS = ("datacenter", "worker_type", "provisioner", "state", "stale", "seen_within",
+                   "sort")
 CSV_COLUMNS = (
     "id", "datacenter", "machine", "lastseen", "age_seconds", "firstseen", "provisioner",
     "worker_type", "last_task_id", "last_task_run_id", "last_task_state",
     "last_task_reason_resolved", "last_task_url", "completed", "failed", "exception",
     "idle_with_work_waiting",
 )
-
-
-class BadParameter(ValueError):
-    """A query parameter has a value the API does not accept."""
-
-    def __init__(self, name: str, problem: str) -> None:
-        super().__init__(f"{name}: {problem}")
-        self.name, self.problem = name, problem
 
 
 @dataclass(frozen=True)
@@ -46,45 +45,15 @@ class MachineQuery:
         values: dict[str, Any] = {}
         for name in ("datacenter", "worker_type", "provisioner"):
             if name in args:
-                values[name] = _identifier(name, args[name])
+                values[name] = identifier_param(name, args[name])
         if "state" in args:
-            if args["state"] not in STATES:
-                raise BadParameter("state", f"must be one of {', '.join(STATES)}")
-            values["state"] = args["state"]
+            values["state"] = choice_param("state", args["state"], STATES)
         for name in ("stale", "seen_within"):
             if name in args:
-                values[name] = duration_arg(name, args[name])
+                values[name] = duration_param(name, args[name])
         if "sort" in args:
-            if args["sort"] not in SORT_KEYS:
-                raise BadParameter("sort", f"must be one of {', '.join(SORT_KEYS)}")
-            values["sort"] = args["sort"]
+            values["sort"] = choice_param("sort", args["sort"], SORT_KEYS)
         return cls(**values)
-
-
-def duration_arg(name: str, text: str) -> float:
-    """A duration query parameter in seconds."""
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise BadParameter(name, str(exc)) from None
-    if seconds > 10 * 365 * 86400:
-        raise BadParameter(name, "must be at most ten years")
-    return seconds
-
-
-def _identifier(name: str, value: str) -> str:
-    if not value or len(value) > 38 or not all(c.isascii() and (c.isalnum() or c in "-_")
-                                               for c in value):
-        raise BadParameter(name, "must be a Taskcluster identifier (letters, digits, - and _)")
-    return value
-
-
-def age_seconds(lastseen: str, now: datetime) -> float | None:
-    """Seconds since lastseen (None for an unreadable stored value)."""
-    try:
-        return round((now - parse_time(lastseen)).total_seconds(), 3)
-    except ValueError:
-        return None
 
 
 def _lastseen_and_age(lastseen: str, now: datetime) -> tuple[str, float | None]:
@@ -104,7 +73,7 @@ def machine_json(record: MachineRecord, now: datetime, root_url: str,
                  busy_queues: Container[str] = (), stale_after: float | None = None) -> dict:
     """One machine as the API shows it."""
     get = record.details.get
-    datacenter, _, hostname = record.machine_id.rpartition(":")
+    datacenter, hostname = split_machine_id(record.machine_id)
     lastseen, age = _lastseen_and_age(record.lastseen, now)
     task_id = get("task_id")
     provisioner, worker_type = get("provisioner"), get("worker_type")
@@ -133,24 +102,8 @@ def machine_json(record: MachineRecord, now: datetime, root_url: str,
     }
 
 
-def current_fleet(store: Store, config: Config, now: datetime,
-                  stale_after: float | None = None) -> tuple[list[dict], dict[str, int]]:
-    """Every machine as the API shows it, and the pending tasks per queue, at `now`."""
-    pending = store.pending_counts(now)
-    busy = _busy_queues(pending)
-    threshold = config.stale_after if stale_after is None else stale_after
-    machines = [machine_json(record, now, config.taskcluster_root_url, busy, threshold)
-                for record in store.machines()]
-    return machines, pending
-
-
-def current_machine(store: Store, config: Config, record: MachineRecord, now: datetime) -> dict:
-    """One machine as the API shows it at `now`, flagged against the work waiting now."""
-    busy = _busy_queues(store.pending_counts(now))
-    return machine_json(record, now, config.taskcluster_root_url, busy, config.stale_after)
-
-
-def _busy_queues(pending: Mapping[str, int]) -> set[str]:
+def busy_queues(pending: Mapping[str, int]) -> set[str]:
+    """The `<provisioner>/<workerType>` queues with tasks waiting."""
     return {queue for queue, count in pending.items() if count > 0}
 
 
@@ -183,15 +136,19 @@ def select(machines: list[dict], query: MachineQuery) -> list[dict]:
 
 
 def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float) -> dict:
-    """Counts per datacenter x worker type, and the work waiting per worker type."""
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    """Counts per datacenter x provisioner x worker type, and the work waiting per worker type."""
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
     for machine in machines:
-        key = (machine["datacenter"], machine["worker_type"] or "")
-        group = groups.setdefault(key, {
-            "datacenter": key[0], "worker_type": key[1] or None, "provisioner": machine["provisioner"],
-            "total": 0, "seen_within_1h": 0, "stale": 0, "last_task_exception": 0,
-            "idle_with_work_waiting": 0, "pending_tasks": 0,
-        })
+        # the provisioner is part of the key: two provisioners may share a worker type name,
+        # and each has its own queue of pending tasks
+        key = (machine["datacenter"], machine["provisioner"] or "", machine["worker_type"] or "")
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = {
+                "datacenter": key[0], "worker_type": key[2] or None, "provisioner": key[1] or None,
+                "total": 0, "seen_within_1h": 0, "stale": 0, "last_task_exception": 0,
+                "idle_with_work_waiting": 0, "pending_tasks": 0,
+            }
         age = machine["age_seconds"]
         group["total"] += 1
         group["seen_within_1h"] += age is not None and age <= 3600
@@ -199,9 +156,9 @@ def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float
         last_task = machine["last_task"]
         group["last_task_exception"] += last_task is not None and last_task["state"] == "exception"
         group["idle_with_work_waiting"] += machine["idle_with_work_waiting"]
-    for group in groups.values():
-        group["pending_tasks"] = pending.get(f"{group['provisioner']}/{group['worker_type']}", 0)
-    rows = sorted(groups.values(), key=lambda group: (group["datacenter"], group["worker_type"] or ""))
+    for (_, provisioner, worker_type), group in groups.items():
+        group["pending_tasks"] = pending.get(f"{provisioner}/{worker_type}", 0)
+    rows = [groups[key] for key in sorted(groups)]
     totals = {name: sum(group[name] for group in rows)
               for name in ("total", "seen_within_1h", "stale", "last_task_exception",
                            "idle_with_work_waiting")}
@@ -223,3 +180,45 @@ def csv_row(machine: dict) -> list[Any]:
         task.get("url"), machine["counts"]["completed"], machine["counts"]["failed"],
         machine["counts"]["exception"], machine["idle_with_work_waiting"],
     ]
+
+
+def listener_report_time(listener: Mapping[str, str]) -> str:
+    """When the listener last showed life: its heartbeat or its last message, whichever is later."""
+    return max(listener.get("heartbeat_at") or "", listener.get("last_message_at") or "")
+
+
+def listener_check(listener: Mapping[str, str], now: datetime, silent_after: float,
+                   quiet_after: float) -> tuple[str, dict[str, Any]]:
+    """("ok" | "warning" | "error", details): the listener is alive when it reported within
+    `silent_after` seconds; alive but fed no message for `quiet_after` is a warning."""
+    detail: dict[str, Any] = {name: listener.get(name) for name in (
+        "heartbeat_at", "last_message_at", "last_connected_at", "newest_event_at")}
+    reported_at = listener_report_time(listener)
+    if not reported_at:
+        detail["problem"] = "the listener has never reported"
+        return "error", detail
+    silence = seconds_since(reported_at, now)
+    if silence is None:
+        detail["problem"] = "the listener's stored heartbeat is unreadable"
+        return "error", detail
+    detail["seconds_since_heartbeat"] = round(silence, 1)
+    if silence > silent_after:
+        detail["problem"] = f"no listener heartbeat for {silence:.0f}s"
+        return "error", detail
+    quiet = seconds_since(listener.get("last_message_at"), now)
+    if quiet is None or quiet > quiet_after:
+        # alive but fed nothing: a lost binding or a silent queue looks just like this
+        detail["problem"] = ("the listener has received no message yet" if quiet is None
+                             else f"the listener is up but has received no message for {quiet:.0f}s")
+        return "warning", detail
+    return "ok", detail
+
+
+def seconds_since(text: str | None, now: datetime) -> float | None:
+    """Seconds from a stored time to now; None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        return round((now - parse_time(text)).total_seconds(), 3)
+    except ValueError:
+        return None

@@ -11,9 +11,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .config import Config
-from .fleet import current_fleet
+from .fleet import listener_report_time, seconds_since
+from .snapshot import read_fleet
 from .store import LISTENER_COUNTERS, Store
-from .times import parse_time
 
 bp = Blueprint("metrics", __name__)
 
@@ -42,7 +42,7 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """Every metric family, computed from Redis at `now`."""
-        machines, pending = current_fleet(self.store, self.config, self.now)
+        machines, pending = read_fleet(self.store, self.config, self.now)
         listener = self.store.listener_status()
 
         by_bucket = GaugeMetricFamily(
@@ -99,13 +99,12 @@ def listener_metrics(listener: Mapping[str, str], now: datetime) -> Iterator[
     for outcome in LISTENER_COUNTERS:
         messages.add_metric([outcome], _number(listener.get(outcome)))
     yield messages
-    lag = _seconds_since(listener.get("newest_event_at"), now)
+    lag = seconds_since(listener.get("newest_event_at"), now)
     if lag is not None:
         yield GaugeMetricFamily(
             "releng_hardware_listener_lag_seconds",
             "Seconds between now and the newest event time the listener wrote", value=lag)
-    heartbeat = max(listener.get("heartbeat_at") or "", listener.get("last_message_at") or "")
-    silence = _seconds_since(heartbeat, now)
+    silence = seconds_since(listener_report_time(listener), now)
     if silence is not None:
         yield GaugeMetricFamily(
             "releng_hardware_listener_heartbeat_age_seconds",
@@ -117,15 +116,6 @@ def _number(text: str | None) -> float:
         return float(text) if text else 0.0
     except ValueError:
         return 0.0
-
-
-def _seconds_since(text: str | None, now: datetime) -> float | None:
-    if not text:
-        return None
-    try:
-        return round((now - parse_time(text)).total_seconds(), 3)
-    except ValueError:
-        return None
 
 
 @bp.get("/metrics")

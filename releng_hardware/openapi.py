@@ -8,13 +8,14 @@ from flask import Blueprint, Response
 
 from . import __version__
 from .fleet import CSV_COLUMNS, SORT_KEYS, STATES
+from .identifiers import IDENTIFIER, MACHINE_REF
 from .store import LISTENER_COUNTERS
-from .web import json_response
+from .times import DURATION_PATTERN
+from .responses import json_response
 
 bp = Blueprint("openapi", __name__)
 
-DURATION_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$"
-IDENTIFIER_PATTERN = r"^[A-Za-z0-9_-]{1,38}$"
+IDENTIFIER_PATTERN = f"^{IDENTIFIER}$"
 LASTSEEN_EXAMPLE = "2026-11-20T14:55:00.000000"
 
 
@@ -243,7 +244,7 @@ def build_document() -> dict[str, Any]:
                 "parameters": [{
                     "name": "machine_id", "in": "path", "required": True,
                     "schema": {"type": "string", "maxLength": 80,
-                               "pattern": r"^([A-Za-z0-9_-]{1,38}:)?[A-Za-z0-9_-]{1,38}$"},
+                               "pattern": f"^{MACHINE_REF}$"},
                     "examples": {"id": {"value": "mdc1:t-linux64-ms-100"},
                                  "hostname": {"value": "t-linux64-ms-100"}},
                 }],

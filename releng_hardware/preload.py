@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from .store import Store
-from .times import parse_time
-
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,38}$")
-MAX_CLOCK_SKEW = timedelta(hours=1)
+from .identifiers import is_identifier, machine_id
+from .times import MAX_CLOCK_SKEW, parse_time
 
 
 class PreloadError(ValueError):
@@ -46,7 +43,7 @@ def _entry(index: int, entry: Any, now: datetime) -> tuple[str, datetime]:
             raise PreloadError(f"entry {index}: missing field {name!r}")
     for name in ("machine", "datacenter"):
         value = entry[name]
-        if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        if not is_identifier(value):
             raise PreloadError(
                 f"entry {index}: {name} {str(value)[:60]!r} is not a Taskcluster identifier")
     try:
@@ -55,7 +52,7 @@ def _entry(index: int, entry: Any, now: datetime) -> tuple[str, datetime]:
         raise PreloadError(f"entry {index}: lastseen: {exc}") from None
     if lastseen - now > MAX_CLOCK_SKEW:
         raise PreloadError(f"entry {index}: lastseen {entry['lastseen']} is in the future")
-    return f"{entry['datacenter']}:{entry['machine']}", lastseen
+    return machine_id(entry["datacenter"], entry["machine"]), lastseen
 
 
 def _kind(value: Any) -> str:

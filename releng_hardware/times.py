@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import re
+from datetime import datetime, timedelta, timezone
 
 from dateutil.parser import isoparse
 
 # Naive UTC with six fraction digits: the proof of concept wrote this, and
 # on-duty tools parse it with strptime(s, LASTSEEN_FORMAT) against utcnow().
 LASTSEEN_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+# A time further ahead than this is a broken clock, and would pin lastseen in the
+# future, since lastseen never moves backwards.
+MAX_CLOCK_SKEW = timedelta(hours=1)
+# Settings and query parameters write durations as 90, 90s, 15m, 6h or 2d.
+# ASCII only, so the pattern means the same to Python and to the OpenAPI document's readers.
+DURATION_PATTERN = r"^ *([0-9]+(?:\.[0-9]+)?) *([smhd]?) *$"
+_DURATION = re.compile(DURATION_PATTERN)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '90s', '15m', '6h' or '2d'; ValueError otherwise."""
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90, 90s, 15m, 6h or 2d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def to_naive_utc(moment: datetime) -> datetime:

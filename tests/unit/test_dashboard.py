@@ -282,3 +282,16 @@ def test_relative_age_shows_the_two_largest_units(age, text):
 ])
 def test_duration_text_is_a_valid_api_duration(seconds, text):
     assert duration_text(seconds) == text
+
+
+def test_filter_choices_never_offer_an_empty_value_for_machines_without_worker_type(client, fleet):
+    # a preloaded machine has no worker type
+    fleet.preload({"mdc3:t-mac-ms-001": NOW - timedelta(hours=1)})
+    dashboard = page(client, "/?worker_type=gecko-t-linux-talos&datacenter=mdc1")
+    for name in ("worker_type", "datacenter"):
+        values = [value for value, _ in dashboard.options[name]]
+        assert values[0] == "", "the first option is 'any'"
+        assert "" not in values[1:], f"{name} offers an empty choice besides 'any': {values}"
+    assert [value for value, _ in dashboard.options["worker_type"]][1:] == [
+        "gecko-t-linux-talos", "gecko-t-win10-64-hw"]
+    assert [value for value, _ in dashboard.options["datacenter"]][1:] == ["mdc1", "mdc2", "mdc3"]

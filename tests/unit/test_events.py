@@ -175,3 +175,25 @@ def test_only_json_content_is_accepted(content_type, accepted):
     assert isinstance(outcome, WorkerEvent) is accepted
     if not accepted:
         assert outcome == Skip("wrong-content-type", malformed=True, detail=content_type)
+
+
+@pytest.mark.parametrize("field, value", [("taskId", "AAAAAAAAQAGAAAAAAAAAAA\n"),
+                                          ("workerId", "t-linux64-ms-100\n"),
+                                          ("reasonResolved", "completed\n")])
+def test_identifiers_with_a_trailing_newline_are_malformed(field, value):
+    body = {"status": {"taskId": "AAAAAAAAQAGAAAAAAAAAAA", "provisionerId": "releng-hardware",
+                       "workerType": "gecko-t-linux-talos", "deadline": "2026-11-21T15:00:00.000Z",
+                       "runs": [{"runId": 0, "state": "completed", "reasonResolved": "completed",
+                                 "workerGroup": "mdc1", "workerId": "t-linux64-ms-100",
+                                 "started": "2026-11-20T14:00:00.000Z",
+                                 "resolved": "2026-11-20T14:30:00.000Z"}]},
+            "runId": 0, "workerGroup": "mdc1", "workerId": "t-linux64-ms-100"}
+    if field == "taskId":
+        body["status"]["taskId"] = value
+    elif field == "workerId":
+        body["workerId"] = value
+    else:
+        body["status"]["runs"][0]["reasonResolved"] = value
+    outcome = parse_message("exchange/taskcluster-queue/v1/task-completed", "", body,
+                            datetime(2026, 11, 20, 15, 0))
+    assert isinstance(outcome, Skip) and outcome.malformed, outcome

@@ -11,7 +11,7 @@ import pytest
 
 from releng_hardware.dashboard import DASHBOARD_PARAMS
 from releng_hardware.events import PendingEvent
-from releng_hardware.web import MACHINE_PARAMS
+from releng_hardware.api import MACHINE_PARAMS
 from tests.conftest import DEADLINE, NOW, seen
 
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}

@@ -7,6 +7,7 @@ import io
 from datetime import datetime, timedelta
 
 import pytest
+import redis
 
 from releng_hardware.events import PendingEvent
 from releng_hardware.times import LASTSEEN_FORMAT
@@ -245,3 +246,59 @@ def test_etag_survives_passing_time_until_a_machine_turns_stale(app_factory, fle
     response = much_later.get("/machines", headers={"If-None-Match": etag})
     assert response.status_code == 200
     assert any(m["stale"] and m["id"] == "mdc2:t-w1064-ms-281" for m in response.get_json())
+
+
+def test_summary_keeps_provisioners_sharing_a_worker_type_apart(client, store):
+    from releng_hardware.events import WorkerEvent
+    for provisioner, host in (("releng-hardware", "t-linux64-ms-100"), ("other-hw", "t-linux64-ms-900")):
+        store.record([WorkerEvent("mdc1", host, provisioner, "gecko-t-linux-talos",
+                                  "AAAAAAAAQAGAAAAAAAAAAA", 0, "completed", "completed",
+                                  NOW - timedelta(minutes=5), DEADLINE, True)], now=NOW)
+    store.record([PendingEvent("other-hw", "gecko-t-linux-talos", f"{letter * 8}QAGAAAAAAAAAAA", 0,
+                               NOW, DEADLINE) for letter in "PQR"], now=NOW)
+    groups = client.get("/summary").get_json()["groups"]
+    assert [(g["provisioner"], g["total"], g["pending_tasks"]) for g in groups] == [
+        ("other-hw", 1, 3), ("releng-hardware", 1, 0)]
+
+
+@pytest.mark.parametrize("error", [
+    redis.ReadOnlyError("You can't write against a read only replica."),
+    redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'."),
+    redis.AuthenticationError("NOAUTH Authentication required."),
+])
+def test_every_redis_error_is_a_503_json(client, fleet, store, monkeypatch, error):
+    def fail(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(store.redis, "execute_command", fail)
+    monkeypatch.setattr(store.redis, "pipeline", fail)
+    for path in ("/machines", "/machines/mdc1:t-linux64-ms-100", "/summary", "/metrics"):
+        response = client.get(path)
+        assert response.status_code == 503, (path, response.get_data(as_text=True)[:200])
+        assert response.get_json()["error"] == "redis_unavailable"
+    heartbeat = client.get("/__heartbeat__")
+    assert heartbeat.status_code == 500
+    assert heartbeat.get_json()["checks"] == {"redis": "error"}
+
+
+@pytest.mark.parametrize("remote, served", [
+    ("https://x-access-token:ghp_secret@github.com/mozilla/releng-hardware.git",
+     "https://github.com/mozilla/releng-hardware.git"),
+    ("https://ghp_secret@github.com:443/mozilla/releng-hardware?token=ghp_secret",
+     "https://github.com:443/mozilla/releng-hardware"),
+    ("git@github.com:mozilla/releng-hardware.git", "github.com:mozilla/releng-hardware.git"),
+    ("/srv/git/releng-hardware", ""),
+])
+def test_version_source_never_carries_credentials(remote, served):
+    from releng_hardware.dockerflow import public_source_url
+    assert public_source_url(remote) == served
+
+
+def test_version_endpoint_serves_the_origin_without_its_token(tmp_path, fake_redis):
+    import subprocess
+    from releng_hardware.dockerflow import load_version
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin",
+                    "https://user:ghp_secret@example.com/releng-hardware.git"], check=True)
+    version = load_version(tmp_path)
+    assert version["source"] == "https://example.com/releng-hardware.git"
+    assert "ghp_secret" not in str(version)

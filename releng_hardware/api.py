@@ -1,0 +1,102 @@
+"""The JSON and CSV API: /machines, /machines/<id> and /summary. Views parse, read, serialise."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import orjson
+from flask import Blueprint, Response, current_app, request
+
+from .fleet import CSV_COLUMNS, MACHINE_FILTERS, MachineQuery, csv_row, select, summary
+from .identifiers import MAX_MACHINE_REF, is_machine_ref
+from .params import duration_param
+from .responses import ApiError, conditional, digest, json_response, query_args
+from .snapshot import read_fleet, read_machine
+
+bp = Blueprint("api", __name__)
+
+MACHINE_PARAMS = frozenset({*MACHINE_FILTERS, "format"})
+SUMMARY_PARAMS = frozenset({"stale_after"})
+FORMATS = ("json", "csv")
+
+
+@bp.get("/machines")
+def machines() -> Response:
+    """Every machine seen, filtered and sorted as asked, as JSON or CSV."""
+    args = query_args(MACHINE_PARAMS)
+    query = MachineQuery.from_args({name: args[name] for name in MACHINE_FILTERS if name in args})
+    wants_csv = _wants_csv(args.get("format"))
+    ext = current_app.extensions["releng_hardware"]
+    store = ext["store"]
+    data_version = store.data_version()  # before the data: a newer ETag never labels older data
+    selected = select(read_fleet(store, ext["config"], ext["clock"]())[0], query)
+    etag = machines_etag(data_version, selected)
+    if wants_csv:
+        return conditional(csv_text(selected).encode(), "text/csv", etag, weak=True)
+    return conditional(orjson.dumps(selected), "application/json", etag, weak=True)
+
+
+@bp.get("/machines/<path:machine_id>")
+def machine(machine_id: str) -> Response:
+    """One machine by `<dc>:<host>`, or by hostname when that is unique."""
+    query_args(())
+    if len(machine_id) > MAX_MACHINE_REF or not is_machine_ref(machine_id):
+        raise ApiError(400, "bad_machine_id",
+                       "a machine id is <datacenter>:<hostname> or a hostname, "
+                       "made of letters, digits, - and _")
+    ext = current_app.extensions["releng_hardware"]
+    store, now = ext["store"], ext["clock"]()
+    if ":" not in machine_id:
+        candidates = store.machine_ids_for_hostname(machine_id)
+        if not candidates:
+            raise ApiError(404, "not_found", f"{machine_id} has not been seen since tracking began")
+        if len(candidates) > 1:
+            raise ApiError(409, "ambiguous_hostname",
+                           f"{machine_id} exists in several datacenters", candidates=candidates)
+        machine_id = candidates[0]
+    record = store.machine(machine_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"{machine_id} has not been seen since tracking began")
+    return json_response(read_machine(store, ext["config"], record, now))
+
+
+@bp.get("/summary")
+def fleet_summary() -> Response:
+    """Counts per datacenter, provisioner and worker type."""
+    args = query_args(SUMMARY_PARAMS)
+    ext = current_app.extensions["releng_hardware"]
+    config = ext["config"]
+    stale_after = (duration_param("stale_after", args["stale_after"])
+                   if "stale_after" in args else config.stale_after)
+    machines, pending = read_fleet(ext["store"], config, ext["clock"](), stale_after)
+    return conditional(orjson.dumps(summary(machines, pending, stale_after)), "application/json")
+
+
+def _wants_csv(format_arg: str | None) -> bool:
+    if format_arg is not None:
+        if format_arg not in FORMATS:
+            raise ApiError(400, "bad_parameter", "format: must be json or csv", parameter="format")
+        return format_arg == "csv"
+    return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
+
+
+def machines_etag(version: int, machines: list[dict]) -> str:
+    """Changes with the data, the query and each machine's stale flags, but not with ages alone.
+
+    age_seconds grows every second; a weak ETag lets a poller keep its copy
+    (ages follow from lastseen and the Date header) until something real changes.
+    """
+    flags = "".join("i" if m["idle_with_work_waiting"] else ("s" if m["stale"] else "-")
+                    for m in machines)
+    source = f"{version}|{request.query_string.decode('latin-1')}|{request.accept_mimetypes}|{flags}"
+    return digest(source.encode())
+
+
+def csv_text(machines: list[dict]) -> str:
+    """The machines as CSV with a header row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(csv_row(machine) for machine in machines)
+    return out.getvalue()

@@ -1,0 +1,36 @@
+"""Taskcluster's identifier rule and the service's machine id, `<datacenter>:<hostname>`."""
+
+from __future__ import annotations
+
+import re
+
+# The queue's schemas allow 1 to 38 of these characters in workerGroup, workerId,
+# provisionerId and workerType.
+IDENTIFIER = r"[A-Za-z0-9_-]{1,38}"
+# A machine is named by its datacenter and hostname; a bare hostname may stand for it.
+MACHINE_REF = rf"(?:{IDENTIFIER}:)?{IDENTIFIER}"
+MAX_MACHINE_REF = 2 * 38 + 1
+
+_IDENTIFIER = re.compile(IDENTIFIER)
+_MACHINE_REF = re.compile(MACHINE_REF)
+
+
+def is_identifier(value: object) -> bool:
+    """True for a string Taskcluster accepts as an identifier."""
+    return isinstance(value, str) and _IDENTIFIER.fullmatch(value) is not None
+
+
+def is_machine_ref(value: str) -> bool:
+    """True for `<datacenter>:<hostname>` or a bare hostname."""
+    return _MACHINE_REF.fullmatch(value) is not None
+
+
+def machine_id(datacenter: str, hostname: str) -> str:
+    """The id a machine has everywhere: `$DC:$HOSTNAME`."""
+    return f"{datacenter}:{hostname}"
+
+
+def split_machine_id(value: str) -> tuple[str, str]:
+    """(datacenter, hostname) of a machine id."""
+    datacenter, _, hostname = value.rpartition(":")
+    return datacenter, hostname

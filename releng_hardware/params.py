@@ -1,0 +1,45 @@
+"""Query parameter values: parsed strictly, with an error that names the parameter."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .identifiers import is_identifier
+from .times import parse_duration
+
+# A filter longer than this is a typo or an attack, never a useful question.
+MAX_DURATION_PARAM = 10 * 365 * 86400
+
+
+class BadParameter(ValueError):
+    """A query parameter has a value the API does not accept."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name, self.problem = name, problem
+
+
+def duration_param(name: str, text: str) -> float:
+    """A duration parameter in seconds, from zero to ten years."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise BadParameter(name, str(exc)) from None
+    if seconds > MAX_DURATION_PARAM:
+        raise BadParameter(name, "must be at most ten years")
+    return seconds
+
+
+def identifier_param(name: str, value: str) -> str:
+    """A Taskcluster identifier parameter (letters, digits, - and _, at most 38)."""
+    if not is_identifier(value):
+        raise BadParameter(name, "must be a Taskcluster identifier (letters, digits, - and _)")
+    return value
+
+
+def choice_param(name: str, value: str, choices: Iterable[str]) -> str:
+    """One of a fixed set of values."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise BadParameter(name, f"must be one of {', '.join(choices)}")
+    return value

@@ -1,0 +1,75 @@
+"""What every view shares: JSON answers and errors, strict query parsing, conditional requests.
+
+Blueprints import from here; this module imports no view, so imports flow one way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping
+
+import orjson
+import redis
+from flask import Response, request
+
+# Every Redis failure is the data store's fault, not the request's: 503, retry later.
+# An outage (connection, timeout, loading) is expected now and then; anything else
+# (READONLY after a failover, OOM, NOAUTH) needs an operator.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
+REDIS_OUTAGES: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError,
+                                               redis.BusyLoadingError)
+RETRY_AFTER_SECONDS = 5
+
+
+class ApiError(Exception):
+    """An error answered as JSON with its HTTP status."""
+
+    def __init__(self, status: int, error: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message, self.extra = status, error, message, extra
+
+
+def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    """A JSON response encoded with orjson."""
+    return Response(orjson.dumps(data), status=status, mimetype="application/json",
+                    headers=dict(headers or {}))
+
+
+def error_response(status: int, error: str, message: str,
+                   headers: Mapping[str, str] | None = None, **extra: Any) -> Response:
+    """The one JSON error shape: {"error", "message", "status", ...}."""
+    return json_response({"error": error, "message": message, "status": status, **extra}, status,
+                         headers)
+
+
+def query_args(allowed: tuple[str, ...] | frozenset[str] | set[str], *,
+               drop_empty: bool = False) -> dict[str, str]:
+    """The request's query parameters, refusing unknown and repeated ones.
+
+    drop_empty: an unselected HTML <select> submits `name=`, which means "any" on a page.
+    """
+    args: dict[str, str] = {}
+    for name, values in request.args.lists():
+        if name not in allowed:
+            raise ApiError(400, "unknown_parameter", f"unknown query parameter {name[:60]!r}",
+                           parameter=name[:60], allowed=sorted(allowed))
+        if len(values) > 1:
+            raise ApiError(400, "repeated_parameter", f"query parameter {name!r} given twice",
+                           parameter=name)
+        if values[0] != "" or not drop_empty:
+            args[name] = values[0]
+    return args
+
+
+def conditional(payload: bytes, mimetype: str, etag: str | None = None, *,
+                weak: bool = False) -> Response:
+    """A response with an ETag (of the payload unless given), answered 304 when the client has it."""
+    response = Response(payload, mimetype=mimetype)
+    response.set_etag(etag or digest(payload), weak=weak)
+    response.headers["Cache-Control"] = "no-cache"
+    return response.make_conditional(request)
+
+
+def digest(data: bytes) -> str:
+    """A short hex digest for ETags."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
