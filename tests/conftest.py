@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -17,12 +18,16 @@ from releng_hardware.config import Config
 from releng_hardware.store import Store, open_redis
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT.parent / "shared" / "pulse-samples"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 NOW = datetime(2026, 11, 20, 15, 0, 0)
 DEADLINE = NOW + timedelta(days=1)
+
+
+def queue_message(name: str) -> dict[str, Any]:
+    """A queue message from tests/fixtures: {"exchange", "routing_key", "body"}, a fresh copy each call."""
+    return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
 def _reachable(host: str, port: int) -> bool:

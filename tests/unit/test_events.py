@@ -11,11 +11,7 @@ import taskcluster
 
 from releng_hardware.events import (EXCHANGE_PREFIX, PendingEvent, Skip, WorkerEvent, bindings,
                                     parse_message)
-from tests.conftest import NOW, SAMPLES
-
-
-def sample(name: str) -> dict:
-    return json.loads((SAMPLES / f"{name}.json").read_text())
+from tests.conftest import NOW, queue_message
 
 
 def parse(message: dict, received_at: datetime = NOW, body=None, **kwargs):
@@ -35,12 +31,12 @@ def test_bindings_match_the_official_taskcluster_client():
 
 
 def test_running_message_gives_the_run_start_as_lastseen():
-    event = parse(sample("task-running"))
+    event = parse(queue_message("task-running"))
     assert event == WorkerEvent(
         worker_group="mdc1", worker_id="t-linux64-ms-100", provisioner_id="releng-hardware",
-        worker_type="gecko-t-linux-talos", task_id="ObxhT37dTDeH5B_2VxCHbg", run_id=0,
-        state="running", reason_resolved=None, lastseen=datetime(2026, 11, 20, 14, 3, 27, 512000),
-        deadline=datetime(2026, 11, 21, 14, 3, 27, 512000), time_from_message=True)
+        worker_type="gecko-t-linux-talos", task_id="U_F3XNKtSY6K0rVkx-UBig", run_id=0,
+        state="running", reason_resolved=None, lastseen=datetime(2026, 11, 20, 14, 11, 48, 305000),
+        deadline=datetime(2026, 11, 21, 14, 8, 55, 690000), time_from_message=True)
     assert event.machine_id == "mdc1:t-linux64-ms-100"
 
 
@@ -48,9 +44,11 @@ def test_running_message_gives_the_run_start_as_lastseen():
     ("task-completed", "completed", "completed"),
     ("task-failed-retry-run", "failed", "failed"),
     ("task-exception-worker-shutdown", "exception", "worker-shutdown"),
+    ("task-exception-claim-expired", "exception", "claim-expired"),
+    ("task-exception-canceled", "exception", "canceled"),
 ])
 def test_resolutions_give_the_run_resolution_time(name, state, reason):
-    message = sample(name)
+    message = queue_message(name)
     event = parse(message)
     run = message["body"]["status"]["runs"][message["body"]["runId"]]
     assert isinstance(event, WorkerEvent)
@@ -60,17 +58,18 @@ def test_resolutions_give_the_run_resolution_time(name, state, reason):
 
 
 def test_retry_run_reads_the_run_named_by_run_id_not_the_first():
-    event = parse(sample("task-failed-retry-run"))
-    assert event.run_id == 1 and event.lastseen == datetime(2026, 11, 20, 14, 3, 27, 512000)
+    event = parse(queue_message("task-failed-retry-run"))
+    assert event.run_id == 1 and event.lastseen == datetime(2026, 11, 20, 14, 9, 20, 664000)
+    assert event.machine_id == "mdc1:t-linux64-ms-100"  # run 0 ran on t-linux64-ms-117
 
 
 def test_exception_before_any_run_has_no_worker_and_is_skipped():
-    assert parse(sample("task-exception-deadline-no-worker")) == Skip(
-        "no-worker", detail="l9GvLuy1S6uMBeUv6BNPVQ")
+    assert parse(queue_message("task-exception-deadline-no-worker")) == Skip(
+        "no-worker", detail="cZx-Lek4Rc64ChmCMiVU9g")
 
 
 def test_worker_falls_back_to_the_run_then_the_routing_key():
-    message = sample("task-completed")
+    message = queue_message("task-completed")
     del message["body"]["workerGroup"], message["body"]["workerId"]
     assert parse(message).machine_id == "mdc2:t-w1064-ms-281"
     for key in ("workerGroup", "workerId"):
@@ -79,14 +78,14 @@ def test_worker_falls_back_to_the_run_then_the_routing_key():
 
 
 def test_receipt_time_is_used_only_when_the_message_has_no_time():
-    message = sample("task-running")
+    message = queue_message("task-running")
     del message["body"]["status"]["runs"][0]["started"]
     event = parse(message, received_at=NOW)
     assert event.lastseen == NOW and not event.time_from_message
 
 
 def test_task_queue_id_stands_in_for_provisioner_and_worker_type():
-    message = sample("task-running")
+    message = queue_message("task-running")
     del message["body"]["status"]["provisionerId"], message["body"]["status"]["workerType"]
     message["routing_key"] = "primary.x"
     event = parse(message)
@@ -94,24 +93,24 @@ def test_task_queue_id_stands_in_for_provisioner_and_worker_type():
 
 
 def test_other_provisioners_are_skipped_but_not_malformed():
-    outcome = parse(sample("task-running"), provisioner_ids=("someone-else",))
+    outcome = parse(queue_message("task-running"), provisioner_ids=("someone-else",))
     assert outcome == Skip("other-provisioner", detail="releng-hardware")
 
 
 def test_pending_message_gives_a_pending_event_with_deadline():
-    message = sample("task-running")
+    message = queue_message("task-running")
     message["exchange"] = EXCHANGE_PREFIX + "task-pending"
     run = message["body"]["status"]["runs"][0]
     for key in ("workerGroup", "workerId", "started", "takenUntil"):
         run.pop(key)
     event = parse(message)
-    assert event == PendingEvent("releng-hardware", "gecko-t-linux-talos", "ObxhT37dTDeH5B_2VxCHbg", 0,
-                                 datetime(2026, 11, 20, 14, 0, 27, 512000),
-                                 datetime(2026, 11, 21, 14, 3, 27, 512000))
+    assert event == PendingEvent("releng-hardware", "gecko-t-linux-talos", "U_F3XNKtSY6K0rVkx-UBig", 0,
+                                 datetime(2026, 11, 20, 14, 9, 2, 117000),
+                                 datetime(2026, 11, 21, 14, 8, 55, 690000))
 
 
 def broken(mutate) -> dict:
-    message = copy.deepcopy(sample("task-completed"))
+    message = copy.deepcopy(queue_message("task-completed"))
     mutate(message["body"])
     return message
 
@@ -124,7 +123,7 @@ def broken(mutate) -> dict:
     (b"{}", "missing-field"),
 ])
 def test_undecodable_bodies_are_malformed(body, reason):
-    outcome = parse(sample("task-completed"), body=body)
+    outcome = parse(queue_message("task-completed"), body=body)
     assert isinstance(outcome, Skip) and outcome.malformed and outcome.reason == reason
 
 
@@ -152,8 +151,10 @@ def test_fields_breaking_the_schema_are_malformed(mutate, reason):
 
 
 def test_small_clock_skew_is_accepted():
-    event = parse(sample("task-completed"), received_at=datetime(2026, 11, 20, 14, 3) - timedelta(minutes=30))
-    assert isinstance(event, WorkerEvent)
+    message = queue_message("task-completed")
+    resolved = datetime.fromisoformat(message["body"]["status"]["runs"][0]["resolved"].replace("Z", ""))
+    event = parse(message, received_at=resolved - timedelta(minutes=30))
+    assert isinstance(event, WorkerEvent) and event.lastseen == resolved
 
 
 def test_unknown_exchange_is_skipped_not_malformed():
@@ -162,7 +163,7 @@ def test_unknown_exchange_is_skipped_not_malformed():
 
 
 def test_a_dict_body_is_accepted_as_already_decoded():
-    message = sample("task-completed")
+    message = queue_message("task-completed")
     assert parse(message, body=message["body"]) == parse(message)
 
 
@@ -171,7 +172,7 @@ def test_a_dict_body_is_accepted_as_already_decoded():
     ("text/plain", False), ("application/x-python-serialize", False),
 ])
 def test_only_json_content_is_accepted(content_type, accepted):
-    outcome = parse(sample("task-completed"), content_type=content_type)
+    outcome = parse(queue_message("task-completed"), content_type=content_type)
     assert isinstance(outcome, WorkerEvent) is accepted
     if not accepted:
         assert outcome == Skip("wrong-content-type", malformed=True, detail=content_type)

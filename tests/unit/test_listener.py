@@ -10,7 +10,7 @@ from kombu import Connection
 
 from releng_hardware import listener as listener_module
 from releng_hardware.listener import Listener, backoff_delay, declare_queue, open_connection, tls_options
-from tests.conftest import NOW, SAMPLES, make_config
+from tests.conftest import NOW, make_config, queue_message
 
 
 class Channel:
@@ -32,7 +32,7 @@ class Message:
 
 
 def sample_message(name: str, channel: Channel, body: bytes | None = None) -> Message:
-    data = json.loads((SAMPLES / f"{name}.json").read_text())
+    data = queue_message(name)
     return Message(data["exchange"], data["routing_key"],
                    json.dumps(data["body"]).encode() if body is None else body, channel)
 
