@@ -39,7 +39,8 @@ def setup_logging(level: str) -> None:
 
 def _store(config: Config) -> Any:
     from .store import Store, open_redis
-    return Store(open_redis(config.redis_url, config.redis_timeout), config.redis_key_prefix)
+    client = open_redis(config.redis_url, config.redis_timeout, tls_verify=config.redis_tls_verify)
+    return Store(client, config.redis_key_prefix)
 
 
 def wsgi_app() -> Any:

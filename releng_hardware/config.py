@@ -14,6 +14,10 @@ class ConfigError(ValueError):
     """A setting is missing or invalid; the message names it."""
 
 
+# How a rediss:// server's certificate is checked: redis-py's ssl_cert_reqs values.
+TLS_VERIFY_MODES = ("required", "none")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -42,6 +46,13 @@ def _redis_url(text: str) -> str:
     if urlsplit(text).scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must start with redis://, rediss:// or unix://")
     return text
+
+
+def _tls_verify(text: str) -> str:
+    value = text.strip().lower()
+    if value not in TLS_VERIFY_MODES:
+        raise ValueError(f"{text!r} is not one of {', '.join(TLS_VERIFY_MODES)}")
+    return value
 
 
 def _amqp_url(text: str) -> str:
@@ -79,6 +90,10 @@ class Config:
     redis_timeout: float = _setting(
         "REDIS_TIMEOUT", 3.0, _duration, "how long a Redis call may take before it counts as failed",
         "3s")
+    redis_tls_verify: str = _setting(
+        "REDIS_TLS_VERIFY", "required", _tls_verify,
+        "certificate check of a rediss:// Redis: required, or none for Heroku Redis "
+        "(its certificate is self-signed; Heroku recommends none)")
     pulse_url: str | None = _setting(
         "PULSE_URL", None, _amqp_url,
         "full AMQP URL of the broker; wins over AMQP_USER/AMQP_PASS when set")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from urllib.parse import urlsplit
 
 import orjson
 import redis
@@ -162,10 +163,16 @@ class MachineRecord(NamedTuple):
     details: Mapping[str, Any]
 
 
-def open_redis(url: str, timeout: float = 3.0) -> redis.Redis:
-    """A client whose every call fails within `timeout` seconds instead of hanging."""
+def open_redis(url: str, timeout: float = 3.0, *, tls_verify: str = "required") -> redis.Redis:
+    """A client whose every call fails within `timeout` seconds instead of hanging.
+
+    `tls_verify` is how a rediss:// server's certificate is checked: "required", or
+    "none" for a self-signed one (Heroku Redis); a redis:// URL has no certificate.
+    """
+    tls = {"ssl_cert_reqs": tls_verify} if urlsplit(url).scheme == "rediss" else {}
     return redis.Redis.from_url(
         url,
+        **tls,
         decode_responses=True,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,

@@ -24,7 +24,8 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
     """The web application; pass `redis` to inject a client (tests pass fakeredis)."""
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    client = redis if redis is not None else open_redis(config.redis_url, config.redis_timeout)
+    client = redis if redis is not None else open_redis(
+        config.redis_url, config.redis_timeout, tls_verify=config.redis_tls_verify)
     app.extensions["releng_hardware"] = {
         "store": Store(client, config.redis_key_prefix),
         "config": config,

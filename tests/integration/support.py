@@ -295,27 +295,48 @@ def diff_states(actual: MachineState, expected: MachineState) -> str:
 
 # -- a Redis of our own ------------------------------------------------------------
 
-class RedisServer:
-    """A throwaway redis-server on a free loopback port, which a test may stop, kill and restart."""
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """(certificate, key) for 127.0.0.1 that no authority signed, as Heroku Redis serves."""
+    certificate, key = directory / "redis.crt", directory / "redis.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(certificate)],
+        check=True, capture_output=True, timeout=30)
+    return certificate, key
 
-    def __init__(self) -> None:
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, which a test may stop, kill and restart.
+
+    With `tls=True` it speaks only TLS (rediss://), with a self-signed certificate.
+    """
+
+    def __init__(self, *, tls: bool = False) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="rh-faults-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        """redis:// URL of the server."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """redis:// (or rediss://) URL of the server."""
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
         """Start (or restart, on the same port, empty) and wait until it answers."""
         assert self.process is None or self.process.poll() is not None
+        listen = ["--port", str(self.port)]
+        if self.tls:
+            certificate, key = self_signed_certificate(self.dir)
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(certificate),
+                      "--tls-key-file", str(key), "--tls-ca-cert-file", str(certificate),
+                      "--tls-auth-clients", "no"]
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            ["redis-server", *listen, "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = open_redis(self.url, timeout=1)
+        client = self.client()
 
         def answers() -> bool:
             try:
@@ -327,8 +348,8 @@ class RedisServer:
         return self
 
     def client(self) -> Any:
-        """A client of this server."""
-        return open_redis(self.url, timeout=2)
+        """A client of this server (trusting its certificate, if any)."""
+        return open_redis(self.url, timeout=2, tls_verify="none")
 
     def pause(self) -> None:
         """SIGSTOP: the server accepts connections but answers nothing."""

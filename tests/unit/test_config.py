@@ -36,6 +36,11 @@ def test_pulse_url_wins_over_user_and_password():
     assert config.queue_name == "queue/guest/dev"
 
 
+def test_redis_certificates_are_verified_unless_told_otherwise():
+    assert Config.from_environ({}).redis_tls_verify == "required"
+    assert Config.from_environ({"REDIS_TLS_VERIFY": "None"}).redis_tls_verify == "none"
+
+
 def test_listener_without_any_broker_setting_is_an_error():
     with pytest.raises(ConfigError, match="PULSE_URL"):
         Config.from_environ({}).amqp_url
@@ -66,6 +71,7 @@ def test_durations(text, seconds):
     ({"BATCH_SIZE": "2000", "PULSE_PREFETCH": "100"}, "PULSE_PREFETCH"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
     ({"TASKCLUSTER_ROOT_URL": "ftp://x"}, "TASKCLUSTER_ROOT_URL"),
+    ({"REDIS_TLS_VERIFY": "optional"}, "REDIS_TLS_VERIFY"),
 ])
 def test_invalid_values_name_their_variable(environ, variable):
     with pytest.raises(ConfigError, match=variable):
