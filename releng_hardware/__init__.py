@@ -1,3 +1,31 @@
-"""releng-hardware: when each Taskcluster hardware worker was last seen doing work."""
+"""releng-hardware: when each Taskcluster hardware worker was last seen doing work.
+
+How the package is organised. Imports flow down this list, never up:
+
+    identifiers  Taskcluster's identifier rule and the machine id <dc>:<host> (one definition)
+    times        the lastseen format, time parsing, durations, the clock-skew limit
+    config       settings: parsed once from a mapping, documented, verified at start-up
+    events       pure parsing: a queue message in, a WorkerEvent / PendingEvent / Skip out
+    store        every Redis key and Lua script; atomic, monotonic batch writes; reads
+    listener     kombu wiring: queue, bindings, batching, acks, reconnects, signals
+    params       query parameter values, parsed strictly (BadParameter names the parameter)
+    fleet        pure views: a machine as JSON, filters, sorting, summary, CSV, listener health
+    snapshot     the reads behind the views: the store read once, the pure views applied at now
+    responses    what every view shares: JSON answers and errors, strict query parsing, ETags
+    api          blueprint: /machines, /machines/<id>, /summary
+    dockerflow   blueprint: /__lbheartbeat__, /__heartbeat__, /__version__
+    dashboard    blueprint: the page at / (templates/, static/: no build step, nothing external)
+    metrics      blueprint: /metrics (prometheus-client, a registry per scrape)
+    openapi      blueprint: /openapi.json, built from the code's own constants
+    web          create_app(config, redis=None): assembles the blueprints and error handlers
+    preload      /machines JSON in, validated, into the store
+    simulate     realistic queue messages for a made-up fleet
+    cli          process entry points (configuration and logging at the edge)
+
+The three processes are webserver.py, listen_to_pulse.py and preload_redis.py at the top of
+the repository; each only calls into cli. I/O is injected (a Redis client, an AMQP
+connection) and time is a parameter, so everything above store and listener is testable with
+plain values.
+"""
 
 __version__ = "1.0.0"
