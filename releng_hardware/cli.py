@@ -69,6 +69,7 @@ def listen() -> None:
 def preload(dry_run: bool) -> None:
     """Console script: preload Redis from /machines JSON on stdin."""
     from .preload import PreloadError, parse_entries
+    from .store import load_failure
     config = load_config()
     raw = sys.stdin.buffer.read()
     try:
@@ -81,7 +82,7 @@ def preload(dry_run: bool) -> None:
     try:
         written, kept = _store(config).preload(entries)
     except redis.RedisError as exc:
-        fail(f"nothing written: Redis at {mask_url(config.redis_url)} failed: {exc}", code=1)
+        fail(f"Redis at {mask_url(config.redis_url)} {load_failure(exc)}", code=1)
     click.echo(f"{len(entries)} entries read: {written} written, {kept} kept because newer")
 
 

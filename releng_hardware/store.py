@@ -13,14 +13,16 @@ Layout (each name behind the configured key prefix):
 - `version`           int   bumped by every write that changed machine data (for ETags)
 
 Writes go through Lua scripts, so each batch is atomic and two listeners on
-one queue cannot interleave a read-compare-write.
+one queue cannot interleave a read-compare-write. Loads (preload, and any other
+bulk write) go through `Store._all_or_nothing`: one MULTI/EXEC that Redis applies
+whole or not at all, even when the link or the server fails in the middle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
 import orjson
@@ -182,6 +184,15 @@ def open_redis(url: str, timeout: float = 3.0, *, tls_verify: str = "required") 
     )
 
 
+def load_failure(exc: redis.RedisError) -> str:
+    """What a load that failed with `exc` left in Redis, in words for the operator."""
+    if isinstance(exc, redis.ResponseError):
+        return f"refused the load, nothing written: {exc}"
+    # the link broke: EXEC may have run before its answer was lost
+    return (f"failed during the load: {exc} -- it was applied whole or not at all; "
+            "run it again (loading twice changes nothing)")
+
+
 class Store:
     """Reads and writes the service's data in one Redis."""
 
@@ -235,14 +246,30 @@ class Store:
         """Raise each machine's lastseen to the given one; (written, kept because newer)."""
         items = [(machine_id, format_lastseen(moment))
                  for machine_id, moment in lastseen_by_machine.items()]
-        pipe = self.redis.pipeline(transaction=True)
-        for start in range(0, len(items), chunk):
-            args = [value for pair in items[start:start + chunk] for value in pair]
-            self._preload(keys=[self.machines_key, self.version_key], args=args, client=pipe)
+
+        def queue_writes(pipe: Any) -> None:
+            pipe.multi()
+            for start in range(0, len(items), chunk):
+                args = [value for pair in items[start:start + chunk] for value in pair]
+                self._preload(keys=[self.machines_key, self.version_key], args=args, client=pipe)
         written = kept = 0
-        for chunk_written, chunk_kept in pipe.execute():
+        for chunk_written, chunk_kept in self._all_or_nothing(queue_writes):
             written, kept = written + int(chunk_written), kept + int(chunk_kept)
         return written, kept
+
+    def _all_or_nothing(self, queue_writes: Callable[[Any], None], *watched: str) -> list[Any]:
+        """Run the writes `queue_writes` puts after `pipe.multi()` as one MULTI/EXEC; their replies.
+
+        Redis runs nothing of a transaction before it has read EXEC, drops it when the
+        link breaks before that, and refuses it whole (EXECABORT) when a command cannot
+        be queued, e.g. out of memory: a load is applied whole or not at all
+        (tests/integration/test_atomic_loads.py cuts the link mid-load). What a transaction
+        cannot undo is a command failing while EXEC runs, so validate everything first,
+        and let scripts check before their first write. redis-py sends the whole
+        transaction again after a broken link, so a load must be idempotent. `queue_writes`
+        may read before `pipe.multi()`; `watched` keys changed meanwhile make it run again.
+        """
+        return self.redis.transaction(queue_writes, *watched)
 
     def listener_connected(self, now: datetime, queue: str) -> None:
         """Note that a listener (re)connected to its queue."""

@@ -375,6 +375,63 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class CuttingProxy:
+    """A TCP proxy to a loopback port that cuts each link once the client has sent `cut_after` bytes.
+
+    Cutting closes both sides mid-stream, as a failing network or server would, so the
+    server holds a partial request when the link dies.
+    """
+
+    def __init__(self, target_port: int, cut_after: int) -> None:
+        self.target_port, self.cut_after = target_port, cut_after
+        self.forwarded = 0  # bytes from clients that reached the server, over every link
+        self._listening = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listening.getsockname()[1]
+        self._sockets: list[socket.socket] = [self._listening]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, scheme: str = "redis") -> str:
+        """URL of the server through this proxy."""
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listening.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self._sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, self.cut_after), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, None), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, limit: int | None) -> None:
+        sent = 0
+        try:
+            while data := source.recv(65536):
+                if limit is not None and sent + len(data) >= limit:
+                    sink.sendall(data[:limit - sent])
+                    self.forwarded += limit - sent
+                    break
+                sink.sendall(data)
+                sent += len(data)
+                if limit is not None:
+                    self.forwarded += len(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)  # wakes the pump reading the other way
+            except OSError:
+                pass
+            end.close()  # unread bytes left: the peer gets a reset, not a stalled write
+
+    def close(self) -> None:
+        """Stop accepting and close every link."""
+        for sock in self._sockets:
+            sock.close()
+
+
 def publish_all(items: Sequence[Message | Raw], rate: float = 5000, timeout: float = 60) -> None:
     """Publish every item, each confirmed, and return once the broker has them all."""
     publisher = Publisher(items, rate)

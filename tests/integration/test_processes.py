@@ -86,7 +86,8 @@ def test_preload_with_redis_down_fails_clearly():
     result = subprocess.run([sys.executable, "preload_redis.py"], cwd=ROOT, env=env, input=data,
                             capture_output=True, timeout=30)
     assert result.returncode == 1
-    assert result.stderr.decode().startswith("releng-hardware: nothing written: Redis at redis://127.0.0.1:1/0")
+    assert result.stderr.decode().startswith(
+        "releng-hardware: Redis at redis://127.0.0.1:1/0 failed during the load: ")
 
 
 def test_simulator_console_script_publishes_a_backlog(amqp_config, real_store, listener_thread, provisioner_id):
