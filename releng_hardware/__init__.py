@@ -19,6 +19,7 @@ How the package is organised. Imports flow down this list, never up:
     openapi      blueprint: /openapi.json, built from the code's own constants
     web          create_app(config, redis=None): assembles the blueprints and error handlers
     preload      /machines JSON in, validated, into the store
+    inventory    the expected inventory: JSON, CSV or lines in, validated; load rules; its CLI
     simulate     realistic queue messages for a made-up fleet
     cli          process entry points (configuration and logging at the edge)
 

@@ -37,7 +37,8 @@ def setup_logging(level: str) -> None:
     logging.getLogger("kombu").setLevel(logging.WARNING)
 
 
-def _store(config: Config) -> Any:
+def open_store(config: Config) -> Any:
+    """The store of the configured Redis and key prefix."""
     from .store import Store, open_redis
     client = open_redis(config.redis_url, config.redis_timeout, tls_verify=config.redis_tls_verify)
     return Store(client, config.redis_key_prefix)
@@ -60,7 +61,7 @@ def listen() -> None:
     except ConfigError as exc:
         fail(f"configuration error: {exc}")
     setup_logging(config.log_level)
-    sys.exit(main(config, _store(config)))
+    sys.exit(main(config, open_store(config)))
 
 
 @click.command(help="Load the /machines JSON array from stdin into Redis. Nothing is written "
@@ -80,7 +81,7 @@ def preload(dry_run: bool) -> None:
         click.echo(f"{len(entries)} entries valid; nothing written (dry run)")
         return
     try:
-        written, kept = _store(config).preload(entries)
+        written, kept = open_store(config).preload(entries)
     except redis.RedisError as exc:
         fail(f"Redis at {mask_url(config.redis_url)} {load_failure(exc)}", code=1)
     click.echo(f"{len(entries)} entries read: {written} written, {kept} kept because newer")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 
@@ -20,14 +20,8 @@ def parse_entries(raw: bytes, now: datetime) -> dict[str, datetime]:
     """Machine id -> lastseen from /machines JSON; PreloadError on the first bad entry."""
     if not raw.strip():
         raise PreloadError("input is empty: expected the JSON array that /machines returns")
-    try:
-        entries = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise PreloadError(f"input is not valid JSON: {exc}") from None
-    if not isinstance(entries, list):
-        raise PreloadError(f"expected a JSON array of machines, got a JSON {_kind(entries)}")
     lastseen_by_machine: dict[str, datetime] = {}
-    for index, entry in enumerate(entries):
+    for index, entry in machine_objects(raw, ("machine", "datacenter", "lastseen"), PreloadError):
         machine_id, lastseen = _entry(index, entry, now)
         if machine_id in lastseen_by_machine:
             raise PreloadError(f"entry {index}: {machine_id} appears twice in the input")
@@ -35,12 +29,28 @@ def parse_entries(raw: bytes, now: datetime) -> dict[str, datetime]:
     return lastseen_by_machine
 
 
-def _entry(index: int, entry: Any, now: datetime) -> tuple[str, datetime]:
-    if not isinstance(entry, dict):
-        raise PreloadError(f"entry {index}: expected an object, got a JSON {_kind(entry)}")
-    for name in ("machine", "datacenter", "lastseen"):
-        if name not in entry:
-            raise PreloadError(f"entry {index}: missing field {name!r}")
+def machine_objects(raw: bytes | str, fields: tuple[str, ...],
+                    error: type[ValueError]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index, entry) of a JSON array in the /machines shape, each entry an object with `fields`.
+
+    Raises `error` naming the first entry that is not.
+    """
+    try:
+        entries = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"input is not valid JSON: {exc}") from None
+    if not isinstance(entries, list):
+        raise error(f"expected a JSON array of machines, got a JSON {_kind(entries)}")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise error(f"entry {index}: expected an object, got a JSON {_kind(entry)}")
+        for name in fields:
+            if name not in entry:
+                raise error(f"entry {index}: missing field {name!r}")
+        yield index, entry
+
+
+def _entry(index: int, entry: dict[str, Any], now: datetime) -> tuple[str, datetime]:
     for name in ("machine", "datacenter"):
         value = entry[name]
         if not is_identifier(value):

@@ -10,6 +10,8 @@ Layout (each name behind the configured key prefix):
                             cannot bring it back), scored by the deadline
 - `pending_queues`    set   every `<queue>` that ever had a pending task
 - `listener`          hash  the listener's heartbeat and counters
+- `inventory`         hash  machine id -> worker type ("" for none): the machines that should
+                            exist; absent when no inventory is loaded
 - `version`           int   bumped by every write that changed machine data (for ETags)
 
 Writes go through Lua scripts, so each batch is atomic and two listeners on
@@ -35,6 +37,9 @@ from .times import epoch_seconds, format_lastseen
 # 128 keeps each set in Redis' compact encoding; a redelivery arrives within
 # minutes, while 128 runs take a busy machine about a day.
 DEDUP_WINDOW = 128
+# A load whose watched keys keep changing under it, or whose link keeps breaking, gives up
+# after this many attempts.
+WATCH_ATTEMPTS = 5
 LISTENER_COUNTERS = ("processed", "written", "skipped", "malformed", "duplicate", "ignored")
 
 _RECORD_BATCH = r"""
@@ -204,6 +209,7 @@ class Store:
         self.listener_key = prefix + "listener"
         self.pending_queues_key = prefix + "pending_queues"
         self.version_key = prefix + "version"
+        self.inventory_key = prefix + "inventory"
         self._record_batch = client.register_script(_RECORD_BATCH)
         self._preload = client.register_script(_PRELOAD)
 
@@ -269,7 +275,43 @@ class Store:
         transaction again after a broken link, so a load must be idempotent. `queue_writes`
         may read before `pipe.multi()`; `watched` keys changed meanwhile make it run again.
         """
-        return self.redis.transaction(queue_writes, *watched)
+        # redis.Redis.transaction would retry forever, and redis-py reports a link broken while
+        # watching as a WatchError too: a link that breaks every time must end in an error
+        with self.redis.pipeline(transaction=True) as pipe:
+            attempt = 1
+            while True:
+                try:
+                    if watched:
+                        pipe.watch(*watched)
+                    queue_writes(pipe)
+                    return pipe.execute()
+                except redis.WatchError:
+                    if attempt == WATCH_ATTEMPTS:
+                        raise
+                    attempt += 1
+
+    def update_inventory(
+        self, decide: Callable[[dict[str, str | None]], Mapping[str, str | None] | None],
+        chunk: int = 5000,
+    ) -> None:
+        """Replace the inventory with decide(current inventory) in one transaction.
+
+        decide returns the whole new inventory, or None to write nothing; it may raise
+        to refuse. It runs again if another load changes the inventory meanwhile, so the
+        web sees the old inventory or the new one, never a mix.
+        """
+        def apply(pipe: Any) -> None:
+            current = _inventory(pipe.hgetall(self.inventory_key))
+            after = decide(current)
+            if after is None or after == current:
+                return
+            items = [(machine_id, worker_type or "") for machine_id, worker_type in after.items()]
+            pipe.multi()
+            pipe.delete(self.inventory_key)
+            for start in range(0, len(items), chunk):
+                pipe.hset(self.inventory_key, mapping=dict(items[start:start + chunk]))
+            pipe.incr(self.version_key)
+        self._all_or_nothing(apply, self.inventory_key)
 
     def listener_connected(self, now: datetime, queue: str) -> None:
         """Note that a listener (re)connected to its queue."""
@@ -295,6 +337,10 @@ class Store:
                           loads(raw_records[machine_id]) if machine_id in raw_records else {})
             for machine_id, lastseen in lastseen_by_id.items()
         ]
+
+    def inventory(self) -> dict[str, str | None]:
+        """The machines that should exist: id -> worker type or None; empty when none is loaded."""
+        return _inventory(self.redis.hgetall(self.inventory_key))
 
     def data_version(self) -> int:
         """A number that changes whenever machine data changes; read it before the data."""
@@ -334,3 +380,8 @@ class Store:
     def all_keys(self) -> Iterable[str]:
         """Every key under this store's prefix (for tests and clean-up)."""
         return self.redis.scan_iter(match=self.prefix + "*", count=1000)
+
+
+def _inventory(stored: Mapping[str, str]) -> dict[str, str | None]:
+    # "" stands for "no worker type": a worker type is never empty
+    return {machine_id: worker_type or None for machine_id, worker_type in stored.items()}

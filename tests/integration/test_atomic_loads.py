@@ -89,3 +89,17 @@ def test_a_preload_refused_for_lack_of_memory_writes_nothing(loaded_redis, own_r
     assert "refused the load, nothing written: " in result.stderr.decode()
     assert "maxmemory" in result.stderr.decode()
     assert unchanged(loaded_redis)
+
+
+def test_an_inventory_load_whose_link_keeps_breaking_writes_nothing_and_gives_up(loaded_redis, cut_link,
+                                                                                 own_redis):
+    loaded_redis.hset("inventory", "mdc1:t-host-7", "w")
+    result = subprocess.run(
+        [sys.executable, "-m", "releng_hardware.inventory", "load", "--force"], cwd=ROOT,
+        input="".join(f"mdc1:t-host-{i} gecko-t-linux-talos\n" for i in range(MACHINES)).encode(),
+        env={"PATH": "/usr/bin:/bin", "REDIS_URL": cut_link.url()}, capture_output=True, timeout=120)
+    assert result.returncode == 1
+    assert "failed during the load" in result.stderr.decode()
+    assert result.stderr.decode().count("\n") == 1
+    assert cut_link.forwarded >= CUT_AFTER, "the link broke before the load began"
+    assert unchanged(loaded_redis) and loaded_redis.hgetall("inventory") == {"mdc1:t-host-7": "w"}

@@ -21,7 +21,7 @@ def entries(*rows) -> bytes:
 @pytest.fixture
 def run_preload(fake_redis, monkeypatch):
     """Run the preload command against the fake server."""
-    monkeypatch.setattr(cli, "_store", lambda config: Store(fake_redis, config.redis_key_prefix))
+    monkeypatch.setattr(cli, "open_store", lambda config: Store(fake_redis, config.redis_key_prefix))
     monkeypatch.setattr(cli, "utcnow", lambda: NOW)
 
     def run(raw: bytes, *args: str):
