@@ -38,14 +38,19 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+def require(available: bool, missing: str, under_ci: str, locally: str) -> None:
+    """Skip when something a test needs is missing, except under CI, where that fails the run."""
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{missing} ({under_ci})")
+    pytest.skip(f"{missing}; {locally}")
+
+
 def require_service(name: str, host: str, port: int) -> None:
     """Skip when a service is down, except under CI, where that fails the run."""
-    if _reachable(host, port):
-        return
-    message = f"{name} is not reachable at {host}:{port}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI must run against the real service)")
-    pytest.skip(f"{message}; start it to run integration tests")
+    require(_reachable(host, port), f"{name} is not reachable at {host}:{port}",
+            "CI must run against the real service", "start it to run integration tests")
 
 
 def unique(prefix: str) -> str:

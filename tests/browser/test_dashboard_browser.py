@@ -6,7 +6,6 @@ screenshot from a realistic fleet.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import sys
@@ -22,6 +21,7 @@ import pytest
 from releng_hardware.config import Config
 from releng_hardware.events import PendingEvent, WorkerEvent
 from releng_hardware.store import Store
+from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -37,13 +37,8 @@ pytestmark = pytest.mark.browser
 def require_chromium() -> None:
     """Skip without Chromium and its driver, except under CI, where that fails the run."""
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
-    if not missing:
-        return
-    message = (f"{' and '.join(missing)} not installed; `scripts/setup --browser` installs "
-               "Debian's chromium and chromium-driver")
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI must run the browser tests)")
-    pytest.skip(message)
+    require(not missing, f"{' and '.join(missing)} not installed", "CI must run the browser tests",
+            "`scripts/setup --browser` installs Debian's chromium and chromium-driver")
 
 
 def slugid(rng: random.Random) -> str:

@@ -1,0 +1,66 @@
+"""The Prometheus alerting rules in deploy/prometheus: valid, and raising the right alerts."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT, require
+
+RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+RULE_TESTS = ROOT / "tests" / "prometheus" / "alerts_test.yml"
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    """promtool from Debian's prometheus package (scripts/setup installs it); CI must have it."""
+    path = shutil.which("promtool")
+    require(path is not None, "promtool is not installed", "CI must check the alerting rules",
+            "`scripts/setup --browser` installs Debian's prometheus package, which has it")
+    assert path is not None
+    return path
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_alerting_rules_are_valid(promtool: str) -> None:
+    result = _run(promtool, "check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_alerting_rules_raise_the_expected_alerts(promtool: str) -> None:
+    result = _run(promtool, "test", "rules", str(RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.parametrize("ci, outcome", [("1", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_a_missing_tool_fails_under_ci_and_skips_elsewhere(
+        monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]) -> None:
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="promtool is not installed"):
+        require(False, "promtool is not installed", "CI must check it", "install it")
+    require(True, "never said", "never", "never")
+
+
+def _heading_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_alert_links_to_a_section_of_the_runbook() -> None:
+    links = re.findall(r"runbook_url: (\S+)", RULES.read_text())
+    assert len(links) == RULES.read_text().count("- alert:")
+    for link in links:
+        path, _, anchor = link.partition("#")
+        document = ROOT / path
+        assert document.exists(), f"{link}: no such file"
+        anchors = {_heading_anchor(line.lstrip("#")) for line in document.read_text().splitlines()
+                   if line.startswith("#")}
+        assert anchor in anchors, f"{link}: {path} has no such heading"
