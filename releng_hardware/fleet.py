@@ -183,8 +183,16 @@ def csv_row(machine: dict) -> list[Any]:
 
 
 def listener_report_time(listener: Mapping[str, str]) -> str:
-    """When the listener last showed life: its heartbeat or its last message, whichever is later."""
-    return max(listener.get("heartbeat_at") or "", listener.get("last_message_at") or "")
+    """When the listener last showed life: its heartbeat or its last message, whichever is later.
+
+    An unreadable stored time loses to a readable one (comparing the strings would let
+    garbage win); when neither can be read, the heartbeat is returned as stored.
+    """
+    stored = [text for text in (listener.get("heartbeat_at"), listener.get("last_message_at")) if text]
+    readable = [(moment, text) for text in stored if (moment := _time_or_none(text)) is not None]
+    if readable:
+        return max(readable)[1]
+    return stored[0] if stored else ""
 
 
 def listener_check(listener: Mapping[str, str], now: datetime, silent_after: float,
@@ -202,6 +210,10 @@ def listener_check(listener: Mapping[str, str], now: datetime, silent_after: flo
         detail["problem"] = "the listener's stored heartbeat is unreadable"
         return "error", detail
     detail["seconds_since_heartbeat"] = round(silence, 1)
+    if -silence > silent_after:
+        # a clock far ahead, or a corrupt time: it would hide a dead listener for good
+        detail["problem"] = f"the listener's stored heartbeat is {-silence:.0f}s in the future"
+        return "error", detail
     if silence > silent_after:
         detail["problem"] = f"no listener heartbeat for {silence:.0f}s"
         return "error", detail
@@ -214,11 +226,14 @@ def listener_check(listener: Mapping[str, str], now: datetime, silent_after: flo
     return "ok", detail
 
 
-def seconds_since(text: str | None, now: datetime) -> float | None:
-    """Seconds from a stored time to now; None when absent or unreadable."""
-    if not text:
-        return None
+def _time_or_none(text: str) -> datetime | None:
     try:
-        return round((now - parse_time(text)).total_seconds(), 3)
+        return parse_time(text)
     except ValueError:
         return None
+
+
+def seconds_since(text: str | None, now: datetime) -> float | None:
+    """Seconds from a stored time to now; None when absent or unreadable."""
+    moment = _time_or_none(text) if text else None
+    return None if moment is None else round((now - moment).total_seconds(), 3)

@@ -302,3 +302,29 @@ def test_version_endpoint_serves_the_origin_without_its_token(tmp_path, fake_red
     version = load_version(tmp_path)
     assert version["source"] == "https://example.com/releng-hardware.git"
     assert "ghp_secret" not in str(version)
+
+
+RECENT = (NOW - timedelta(seconds=30)).isoformat(timespec="microseconds")
+
+
+@pytest.mark.parametrize("heartbeat_at, last_message_at, status, problem", [
+    ("zzzz", RECENT, "ok", None),  # garbage sorts after every date: it must not win
+    ("\x00", RECENT, "ok", None),
+    ("zzzz", None, "error", "unreadable"),
+    ("2026-13-45T00:00:00", "not a time", "error", "unreadable"),
+    ("9999-12-31T23:59:59.999999", None, "error", "in the future"),
+    ("9999-12-31T23:59:59.999999", RECENT, "error", "in the future"),
+    ("x" * 100_000, None, "error", "unreadable"),
+])
+def test_heartbeat_keeps_its_shape_with_a_corrupt_stored_time(client, fake_redis, heartbeat_at,
+                                                              last_message_at, status, problem):
+    fake_redis.hset("listener", mapping={"heartbeat_at": heartbeat_at, **(
+        {"last_message_at": last_message_at} if last_message_at else {})})
+    response = client.get("/__heartbeat__")
+    body = response.get_json()
+    assert set(body) == {"status", "checks", "details"}
+    assert (body["status"], response.status_code) == (status, 500 if status == "error" else 200)
+    assert body["checks"] == {"redis": "ok", "listener": status}
+    if problem:
+        assert problem in body["details"]["listener"]["problem"]
+    assert client.get("/metrics").status_code == 200
