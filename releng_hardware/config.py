@@ -67,6 +67,13 @@ def _root_url(text: str) -> str:
     return text.rstrip("/")
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError("must be a number from 0 to 1")
+    return value
+
+
 def _duration(text: str) -> float:
     seconds = parse_duration(text)
     if seconds <= 0:
@@ -124,6 +131,25 @@ class Config:
     backlog_warning: int = _setting(
         "BACKLOG_WARNING", 5000, _positive_int,
         "the listener warns at start when its queue holds more messages than this")
+    claim_timeout: float = _setting(
+        "CLAIM_TIMEOUT", 1200.0, _duration,
+        "the queue's claim timeout: a run the queue resolved itself shows the machine alive "
+        "until its last claim ran out less this", "20m")
+    recent_tasks: int = _setting(
+        "RECENT_TASKS", 20, _positive_int, "runs shown per machine in /machines/<id>")
+    failure_streak: int = _setting(
+        "FAILURE_STREAK", 3, _positive_int,
+        "this many newest counted runs all failed or exception is a consecutive_failures problem")
+    success_rate_min: float = _setting(
+        "SUCCESS_RATE_MIN", 0.85, _share,
+        "a success rate below this over the newest 20 completed or failed runs is a "
+        "low_success_rate problem")
+    exceptions_max: int = _setting(
+        "EXCEPTIONS_MAX", 3, _positive_int,
+        "this many exceptions among the newest 20 counted runs is an exceptions problem")
+    hung_after: float = _setting(
+        "HUNG_AFTER", 3 * 3600.0, _duration,
+        "a newest run running longer than this is a hung_task problem", "3h")
     taskcluster_root_url: str = _setting(
         "TASKCLUSTER_ROOT_URL", "https://firefox-ci-tc.services.mozilla.com", _root_url,
         "Taskcluster deployment that task links point to")

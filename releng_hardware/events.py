@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Union
 
 import orjson
@@ -26,6 +26,13 @@ WORKER_EXCHANGES = {
 PENDING_EXCHANGE = "task-pending"
 EXCHANGES = (PENDING_EXCHANGE, *WORKER_EXCHANGES)
 RESOLVED_STATES = ("completed", "failed", "exception")
+# Exceptions the worker reports itself; the queue resolves runs with any other
+# reason (claim-expired, deadline-exceeded, canceled, superseded) without it.
+WORKER_EXCEPTION_REASONS = frozenset({
+    "worker-shutdown", "malformed-payload", "resource-unavailable", "internal-error",
+    "intermittent-task",
+})
+DEFAULT_CLAIM_TIMEOUT = timedelta(minutes=20)
 
 # Taskcluster's own schema patterns (v1 task-status and message schemas).
 _SLUGID = re.compile(r"^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$")
@@ -49,6 +56,11 @@ class WorkerEvent:
     lastseen: datetime
     deadline: datetime | None
     time_from_message: bool
+    # when the run started, as the message says (None when it does not)
+    started: datetime | None = None
+    # the run's own time (started for task-running, resolved for a resolution);
+    # None means the same as lastseen
+    event_time: datetime | None = None
 
     @property
     def machine_id(self) -> str:
@@ -103,6 +115,7 @@ def parse_message(
     received_at: datetime,
     provisioner_ids: Iterable[str] = ("releng-hardware",),
     content_type: str | None = None,
+    claim_timeout: timedelta = DEFAULT_CLAIM_TIMEOUT,
 ) -> Event | Skip:
     """Turn one queue message into a WorkerEvent, a PendingEvent or a Skip."""
     name = exchange[len(EXCHANGE_PREFIX):] if exchange.startswith(EXCHANGE_PREFIX) else ""
@@ -111,7 +124,8 @@ def parse_message(
     if content_type and content_type.split(";")[0].strip().lower() != "application/json":
         return Skip("wrong-content-type", malformed=True, detail=content_type[:100])
     try:
-        return _parse(name, routing_key or "", _decode(body), received_at, provisioner_ids)
+        return _parse(name, routing_key or "", _decode(body), received_at, provisioner_ids,
+                      claim_timeout)
     except _Malformed as exc:
         return Skip(exc.reason, malformed=True, detail=exc.detail)
 
@@ -131,7 +145,7 @@ def _decode(body: bytes | str | dict) -> dict:
 
 
 def _parse(name: str, routing_key: str, body: dict, received_at: datetime,
-           provisioner_ids: Iterable[str]) -> Event | Skip:
+           provisioner_ids: Iterable[str], claim_timeout: timedelta) -> Event | Skip:
     key_fields = _RoutingKey(routing_key)
     status = body.get("status")
     if not isinstance(status, dict):
@@ -172,6 +186,12 @@ def _parse(name: str, routing_key: str, body: dict, received_at: datetime,
     reason = run.get("reasonResolved") if state != "running" else None
     if reason is not None and not (isinstance(reason, str) and _REASON.fullmatch(reason)):
         raise _Malformed("bad-field", f"reasonResolved {reason!r:.60}")
+    event_time = moment or received_at
+    started = event_time if state == "running" else _optional_time(run.get("started"), "started")
+    lastseen = event_time
+    if resolved_by_queue(state, reason):
+        taken_until = _optional_time(run.get("takenUntil"), "takenUntil")
+        lastseen = machine_lastseen(event_time, started, taken_until, claim_timeout)
     return WorkerEvent(
         worker_group=worker_group,
         worker_id=worker_id,
@@ -181,10 +201,29 @@ def _parse(name: str, routing_key: str, body: dict, received_at: datetime,
         run_id=run_id,
         state=state,
         reason_resolved=reason,
-        lastseen=moment or received_at,
+        lastseen=lastseen,
         deadline=deadline,
         time_from_message=moment is not None,
+        started=started,
+        event_time=event_time,
     )
+
+
+def resolved_by_queue(state: str, reason: str | None) -> bool:
+    """True for a run the queue resolved without its worker (an exception it did not report)."""
+    return state == "exception" and reason not in WORKER_EXCEPTION_REASONS
+
+
+def machine_lastseen(resolved: datetime, started: datetime | None, taken_until: datetime | None,
+                     claim_timeout: timedelta) -> datetime:
+    """When the machine last acted in a run the queue resolved: its last claim, never after `resolved`.
+
+    The worker reclaims its run every claim timeout until `takenUntil`, so its last
+    reclaim was `takenUntil - claim_timeout`; with neither time known, `resolved` stands.
+    """
+    last_claim = None if taken_until is None else taken_until - claim_timeout
+    evidence = [moment for moment in (started, last_claim) if moment is not None]
+    return min(max(evidence), resolved) if evidence else resolved
 
 
 _KEY_NAMES = ("taskId", "runId", "workerGroup", "workerId", "provisionerId", "workerType")

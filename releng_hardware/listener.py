@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator
 
 import redis
@@ -122,6 +122,7 @@ class Listener(ConsumerMixin):
         self.store = store
         self.config = config
         self.queue = declare_queue(config)
+        self._claim_timeout = timedelta(seconds=config.claim_timeout)
         self.clock = clock
         self.sleep = sleep
         self.monotonic = monotonic
@@ -198,7 +199,7 @@ class Listener(ConsumerMixin):
             info = message.delivery_info
             outcome = parse_message(info.get("exchange", ""), info.get("routing_key", ""),
                                     message.body, self.clock(), self.config.provisioner_ids,
-                                    message.content_type)
+                                    message.content_type, self._claim_timeout)
         except Exception as exc:  # a bug here must not end the consumer loop
             log.exception("unexpected error parsing a message")
             outcome = Skip("parser-error", malformed=True, detail=repr(exc)[:200])

@@ -10,7 +10,7 @@ import pytest
 import taskcluster
 
 from releng_hardware.events import (EXCHANGE_PREFIX, PendingEvent, Skip, WorkerEvent, bindings,
-                                    parse_message)
+                                    machine_lastseen, parse_message, resolved_by_queue)
 from tests.conftest import NOW, queue_message
 
 
@@ -36,7 +36,9 @@ def test_running_message_gives_the_run_start_as_lastseen():
         worker_group="mdc1", worker_id="t-linux64-ms-100", provisioner_id="releng-hardware",
         worker_type="gecko-t-linux-talos", task_id="U_F3XNKtSY6K0rVkx-UBig", run_id=0,
         state="running", reason_resolved=None, lastseen=datetime(2026, 11, 20, 14, 11, 48, 305000),
-        deadline=datetime(2026, 11, 21, 14, 8, 55, 690000), time_from_message=True)
+        deadline=datetime(2026, 11, 21, 14, 8, 55, 690000), time_from_message=True,
+        started=datetime(2026, 11, 20, 14, 11, 48, 305000),
+        event_time=datetime(2026, 11, 20, 14, 11, 48, 305000))
     assert event.machine_id == "mdc1:t-linux64-ms-100"
 
 
@@ -198,3 +200,104 @@ def test_identifiers_with_a_trailing_newline_are_malformed(field, value):
     outcome = parse_message("exchange/taskcluster-queue/v1/task-completed", "", body,
                             datetime(2026, 11, 20, 15, 0))
     assert isinstance(outcome, Skip) and outcome.malformed, outcome
+
+
+# -- lastseen of runs the queue resolved itself ---------------------------------
+
+STARTED = datetime(2026, 11, 20, 10, 0, 0)
+RESOLVED = datetime(2026, 11, 20, 12, 0, 0)
+CLAIM_TIMEOUT = timedelta(minutes=20)
+
+
+def test_queue_resolved_run_was_last_alive_at_its_last_claim():
+    taken_until = datetime(2026, 11, 20, 11, 40, 0)
+    assert machine_lastseen(RESOLVED, STARTED, taken_until, CLAIM_TIMEOUT) == datetime(2026, 11, 20, 11, 20)
+
+
+def test_queue_resolved_run_never_claimed_again_was_last_alive_at_its_start():
+    taken_until = STARTED + timedelta(minutes=10)
+    assert machine_lastseen(RESOLVED, STARTED, taken_until, CLAIM_TIMEOUT) == STARTED
+
+
+def test_queue_resolved_run_is_never_seen_after_its_resolution():
+    taken_until = RESOLVED + timedelta(hours=1)
+    assert machine_lastseen(RESOLVED, None, taken_until, CLAIM_TIMEOUT) == RESOLVED
+    assert machine_lastseen(RESOLVED, RESOLVED + timedelta(minutes=1), None, CLAIM_TIMEOUT) == RESOLVED
+
+
+def test_queue_resolved_run_with_one_of_the_two_times_uses_it():
+    assert machine_lastseen(RESOLVED, STARTED, None, CLAIM_TIMEOUT) == STARTED
+    assert machine_lastseen(RESOLVED, None, RESOLVED, CLAIM_TIMEOUT) == RESOLVED - CLAIM_TIMEOUT
+
+
+def test_queue_resolved_run_with_neither_time_keeps_its_resolution_time():
+    assert machine_lastseen(RESOLVED, None, None, CLAIM_TIMEOUT) == RESOLVED
+
+
+@pytest.mark.parametrize("state, reason, by_queue", [
+    ("running", None, False),
+    ("completed", "completed", False),
+    ("failed", "failed", False),
+    ("exception", "worker-shutdown", False),
+    ("exception", "malformed-payload", False),
+    ("exception", "resource-unavailable", False),
+    ("exception", "internal-error", False),
+    ("exception", "intermittent-task", False),
+    ("exception", "claim-expired", True),
+    ("exception", "deadline-exceeded", True),
+    ("exception", "canceled", True),
+    ("exception", "superseded", True),
+    ("exception", "something-new", True),
+    ("exception", None, True),
+])
+def test_which_runs_the_queue_resolved_itself(state, reason, by_queue):
+    assert resolved_by_queue(state, reason) is by_queue
+
+
+def _exception_message(reason: str, *, started: str | None, taken_until: str | None) -> dict:
+    run = {"runId": 0, "state": "exception", "reasonCreated": "scheduled", "reasonResolved": reason,
+           "workerGroup": "mdc1", "workerId": "t-linux64-ms-100",
+           "scheduled": "2026-11-20T09:59:00.000Z", "resolved": "2026-11-20T12:00:00.000Z"}
+    for name, value in (("started", started), ("takenUntil", taken_until)):
+        if value is not None:
+            run[name] = value
+    task_id = "ObxhT37dTDeH5B_2VxCHbg"
+    status = {"taskId": task_id, "provisionerId": "releng-hardware", "workerType": "gecko-t-linux-talos",
+              "deadline": "2026-11-21T09:59:00.000Z", "state": "exception", "runs": [run]}
+    return {"exchange": EXCHANGE_PREFIX + "task-exception",
+            "routing_key": f"primary.{task_id}.0.mdc1.t-linux64-ms-100.releng-hardware."
+                           "gecko-t-linux-talos.gecko-level-3.ObxhT37dTDeH5B_2VxCHbg._",
+            "body": {"version": 1, "status": status, "runId": 0,
+                     "workerGroup": "mdc1", "workerId": "t-linux64-ms-100"}}
+
+
+@pytest.mark.parametrize("reason", ["claim-expired", "canceled"])
+def test_parsed_queue_resolution_takes_lastseen_from_the_last_claim(reason):
+    message = _exception_message(reason, started="2026-11-20T10:00:00.000Z",
+                                 taken_until="2026-11-20T11:40:00.000Z")
+    event = parse(message, claim_timeout=CLAIM_TIMEOUT)
+    assert event.lastseen == datetime(2026, 11, 20, 11, 20)
+    assert (event.event_time, event.started) == (RESOLVED, STARTED)
+
+
+def test_parsed_queue_resolution_follows_the_claim_timeout_setting():
+    message = _exception_message("claim-expired", started="2026-11-20T10:00:00.000Z",
+                                 taken_until="2026-11-20T11:40:00.000Z")
+    assert parse(message, claim_timeout=timedelta(minutes=5)).lastseen == datetime(2026, 11, 20, 11, 35)
+
+
+def test_parsed_worker_exception_keeps_its_resolution_time():
+    message = _exception_message("worker-shutdown", started="2026-11-20T10:00:00.000Z",
+                                 taken_until="2026-11-20T11:40:00.000Z")
+    assert parse(message).lastseen == RESOLVED
+
+
+def test_parsed_queue_resolution_without_start_or_claim_keeps_its_resolution_time():
+    message = _exception_message("claim-expired", started=None, taken_until=None)
+    event = parse(message)
+    assert (event.lastseen, event.started) == (RESOLVED, None)
+
+
+def test_unreadable_taken_until_of_a_queue_resolution_is_malformed():
+    message = _exception_message("claim-expired", started=None, taken_until="soon")
+    assert parse(message) == Skip("bad-time", malformed=True, detail="takenUntil 'soon'")
