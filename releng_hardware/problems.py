@@ -1,0 +1,152 @@
+"""What is wrong with a machine: the problem rules, pure functions of plain values.
+
+A machine's recent ended runs reach the rules as its `outcomes`: one character per
+run, newest first (see `outcome_code`), kept up to date by the store at write time
+so that no request has to read a machine's whole history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Container, NamedTuple
+
+from .config import Config
+
+COMPLETED, FAILED, EXCEPTION, LOST, NOT_COUNTED, RUNNING = "c", "f", "e", "l", "x", "r"
+# The queue ended these runs for reasons outside the machine: they say nothing
+# about its health either way.
+NOT_COUNTED_REASONS = frozenset({"canceled", "superseded", "deadline-exceeded"})
+# The queue gave up on a run whose worker stopped reclaiming it: the machine died mid-task.
+LOST_REASON = "claim-expired"
+_STATE_OF_OUTCOME = {COMPLETED: "completed", FAILED: "failed", EXCEPTION: "exception",
+                     LOST: "exception", NOT_COUNTED: "exception", RUNNING: "running"}
+_COUNTED = frozenset({COMPLETED, FAILED, EXCEPTION, LOST})
+_FAILURES = frozenset({FAILED, EXCEPTION, LOST})
+_EXCEPTIONS = frozenset({EXCEPTION, LOST})
+# Mozilla's fleet tools judge a machine on its last 20 tasks.
+WINDOW = 20
+SUCCESS_RATE_MIN_RUNS = 5
+
+
+def outcome_code(state: str, reason: str | None) -> str:
+    """The one character a run's state and reason count as in `outcomes`."""
+    if state == "exception":
+        if reason in NOT_COUNTED_REASONS:
+            return NOT_COUNTED
+        return LOST if reason == LOST_REASON else EXCEPTION
+    return {"completed": COMPLETED, "failed": FAILED}.get(state, RUNNING)
+
+
+def state_of_outcome(code: str) -> str:
+    """The run state an outcome character stands for."""
+    return _STATE_OF_OUTCOME[code]
+
+
+class MachineFacts(NamedTuple):
+    """What the rules look at for one machine (all from its stored record)."""
+
+    age_seconds: float | None
+    queue: str | None = None  # `<provisioner>/<workerType>`
+    outcomes: str = ""  # ended runs, newest first, one `outcome_code` each
+    newest_state: str | None = None  # the newest run's state ...
+    newest_reason: str | None = None  # ... its reasonResolved ...
+    newest_time: str | None = None  # ... and its time (started while it runs), naive UTC
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The tunable limits of the rules, in seconds and counts."""
+
+    stale_after: float = 6 * 3600.0
+    failure_streak: int = 3
+    success_rate_min: float = 0.85
+    exceptions_max: int = 3
+    hung_after: float = 3 * 3600.0
+
+    @classmethod
+    def from_config(cls, config: Config, stale_after: float | None = None) -> "Thresholds":
+        """The configured thresholds; `stale_after` overrides STALE_AFTER (a per-request value)."""
+        return cls(
+            stale_after=config.stale_after if stale_after is None else stale_after,
+            failure_streak=config.failure_streak,
+            success_rate_min=config.success_rate_min,
+            exceptions_max=config.exceptions_max,
+            hung_after=config.hung_after,
+        )
+
+
+def is_stale(facts: MachineFacts, now: datetime, limits: Thresholds, busy: Container[str]) -> bool:
+    """Not seen for STALE_AFTER."""
+    return facts.age_seconds is not None and facts.age_seconds >= limits.stale_after
+
+
+def is_idle_with_work_waiting(facts: MachineFacts, now: datetime, limits: Thresholds,
+                              busy: Container[str]) -> bool:
+    """Stale while its worker type has tasks waiting: the machines to look at first."""
+    return is_stale(facts, now, limits, busy) and facts.queue in busy
+
+
+def _counted(outcomes: str) -> str:
+    return outcomes.replace(NOT_COUNTED, "") if NOT_COUNTED in outcomes else outcomes
+
+
+def has_consecutive_failures(facts: MachineFacts, now: datetime, limits: Thresholds,
+                             busy: Container[str]) -> bool:
+    """The newest FAILURE_STREAK counted runs all ended failed or exception."""
+    newest = _counted(facts.outcomes)[:limits.failure_streak]
+    return len(newest) == limits.failure_streak and all(code in _FAILURES for code in newest)
+
+
+def has_low_success_rate(facts: MachineFacts, now: datetime, limits: Thresholds,
+                         busy: Container[str]) -> bool:
+    """Under SUCCESS_RATE_MIN completed over the newest 20 completed or failed runs (5 at least)."""
+    judged = [code for code in facts.outcomes if code in (COMPLETED, FAILED)][:WINDOW]
+    return (len(judged) >= SUCCESS_RATE_MIN_RUNS
+            and judged.count(COMPLETED) / len(judged) < limits.success_rate_min)
+
+
+def has_exceptions(facts: MachineFacts, now: datetime, limits: Thresholds,
+                   busy: Container[str]) -> bool:
+    """At least EXCEPTIONS_MAX exceptions among the newest 20 counted runs."""
+    window = _counted(facts.outcomes)[:WINDOW]
+    return sum(code in _EXCEPTIONS for code in window) >= limits.exceptions_max
+
+
+def is_lost_mid_task(facts: MachineFacts, now: datetime, limits: Thresholds,
+                     busy: Container[str]) -> bool:
+    """The newest run ended claim-expired: the worker stopped reclaiming it."""
+    return facts.newest_state == "exception" and facts.newest_reason == LOST_REASON
+
+
+def has_hung_task(facts: MachineFacts, now: datetime, limits: Thresholds,
+                  busy: Container[str]) -> bool:
+    """The newest run has been running longer than HUNG_AFTER."""
+    if facts.newest_state != "running" or not facts.newest_time:
+        return False
+    try:
+        started = datetime.fromisoformat(facts.newest_time)
+    except ValueError:
+        return False
+    return (now - started).total_seconds() > limits.hung_after
+
+
+Rule = Callable[[MachineFacts, datetime, Thresholds, Container[str]], bool]
+# Every problem code the API knows, with its rule; a new problem is one more entry.
+RULES: dict[str, Rule] = {
+    "consecutive_failures": has_consecutive_failures,
+    "exceptions": has_exceptions,
+    "hung_task": has_hung_task,
+    "idle_with_work_waiting": is_idle_with_work_waiting,
+    "lost_mid_task": is_lost_mid_task,
+    "low_success_rate": has_low_success_rate,
+    "stale": is_stale,
+}
+PROBLEMS = tuple(sorted(RULES))
+_RULES_IN_ORDER = tuple((code, RULES[code]) for code in PROBLEMS)
+
+
+def machine_problems(facts: MachineFacts, now: datetime, limits: Thresholds,
+                     busy: Container[str] = ()) -> list[str]:
+    """The sorted codes of every problem the machine has; empty when all is well."""
+    return [code for code, rule in _RULES_IN_ORDER if rule(facts, now, limits, busy)]
