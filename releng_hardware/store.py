@@ -2,8 +2,14 @@
 
 Layout (each name behind the configured key prefix):
 - `machines`          hash  machine id -> lastseen (the proof of concept's index, kept as is)
-- `machine_records`   hash  machine id -> JSON of what the machine last did, and its counters
-- `runs:<id>`         zset  recent `taskId/runId/state` seen for a machine, to drop redeliveries
+- `machine_records`   hash  machine id -> JSON of what the machine last did, its counters and
+                            `outcomes` (its ended runs newest first, one problems.outcome_code
+                            each: what the problem rules read, so /machines decodes no history)
+- `machine_history`   hash  machine id -> its newest runs, one HISTORY_ENTRY per line, newest
+                            first; read only for one machine; a run older than everything a full
+                            history keeps counts as a redelivery
+- `runs:<id>`         zset  written by versions before the history: recent `taskId/runId/state`;
+                            still consulted for redeliveries, trimmed as the history covers it
 - `pending:<queue>`   zset  `taskId/runId` waiting for a worker of `<provisioner>/<workerType>`,
                             scored by the task's deadline
 - `claimed:<queue>`   zset  `taskId/runId` already started or resolved (so a late task-pending
@@ -31,63 +37,98 @@ import orjson
 import redis
 
 from .events import PendingEvent, WorkerEvent
-from .times import epoch_seconds, format_lastseen
+from .problems import (COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED, RUNNING, WINDOW,
+                       outcome_code, state_of_outcome)
+from .times import epoch_milliseconds, epoch_seconds, format_lastseen, from_epoch_milliseconds
 
-# How many recent runs per machine are remembered to recognise a redelivery.
-# 128 keeps each set in Redis' compact encoding; a redelivery arrives within
-# minutes, while 128 runs take a busy machine about a day.
-DEDUP_WINDOW = 128
 # A load whose watched keys keep changing under it, or whose link keeps breaking, gives up
 # after this many attempts.
 WATCH_ATTEMPTS = 5
+# Ended runs the problem rules need per machine (problems.WINDOW), and a few
+# more so that runs still running or resolved by the queue for outside reasons
+# do not push the oldest counted ones out.
+HISTORY_SLACK = 8
 LISTENER_COUNTERS = ("processed", "written", "skipped", "malformed", "duplicate", "ignored")
 
 _RECORD_BATCH = r"""
-local machines, records, stats = KEYS[1], KEYS[2], KEYS[3]
-local prefix, now, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local machines, records, stats, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, now, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local written, duplicates, ignored, newest = 0, 0, 0, ''
-local touched = {}
+local touched, recs, hists, changed = {}, {}, {}, {}
 local rank = {running = '0', completed = '1', failed = '1', exception = '1'}
 local function order(seen, state, task_id, run_id)
   return seen .. '|' .. rank[state] .. '|' .. task_id .. '|' .. run_id
 end
+-- A history entry is one fixed-width string (see HISTORY_ENTRY) whose first 40
+-- characters sort it: a greater entry is a newer run. A history is its entries,
+-- newest first, joined by newlines: string work only, no decoding per write.
 -- the batch is one JSON argument: cheaper to send and to unpack than thousands of ARGV
 for _, item in ipairs(cjson.decode(ARGV[8])) do
   local kind = item[1]
   if kind == 'w' then
-    local id, seen, score = item[2], item[3], item[4]
-    local provisioner, worker_type = item[5], item[6]
-    local task_id, run_id, state = item[7], item[8], item[9]
-    local reason, deadline = item[10], item[11]
-    local runs = prefix .. 'runs:' .. id
-    local member = task_id .. '/' .. run_id .. '/' .. state
-    local fresh = redis.call('ZADD', runs, 'NX', score, member)
-    if fresh == 1 then
-      local size = redis.call('ZCARD', runs)
-      if size > window then
-        redis.call('ZREMRANGEBYRANK', runs, 0, size - window - 1)
-        -- older than everything remembered: it may have been counted already
-        if not redis.call('ZSCORE', runs, member) then fresh = 0 end
+    local id, seen, first, event_time = item[2], item[3], item[4], item[5]
+    local provisioner, worker_type = item[6], item[7]
+    local task_id, run_id, state = item[8], item[9], item[10]
+    local reason, deadline, code = item[11], item[12], item[13]
+    local entry, run_key = item[14], string.sub(item[14], 15, 40)
+    local rec = recs[id]
+    if not rec then
+      local raw = redis.call('HGET', records, id)
+      if raw then
+        rec = cjson.decode(raw)
+        -- written before the history existed: its run set still knows older redeliveries
+        if not rec.outcomes then rec.legacy_runs = 1 end
+      else
+        rec = {completed = 0, failed = 0, exception = 0}
       end
+      recs[id] = rec
+      local runs = {}
+      for run in string.gmatch(redis.call('HGET', history, id) or '', '[^\n]+') do
+        runs[#runs + 1] = run
+      end
+      hists[id] = runs
     end
-    if fresh == 0 then
+    local runs = hists[id]
+    local fresh, at = true, nil
+    for i, run in ipairs(runs) do
+      if string.sub(run, 15, 40) == run_key then at = i break end
+    end
+    if at then
+      -- only a resolution replaces a running entry: anything else is a redelivery
+      fresh = string.sub(runs[at], 41, 41) == 'r' and code ~= 'r'
+      if fresh then
+        if string.sub(entry, 42, 54) == '0000000000000' then
+          entry = string.sub(entry, 1, 41) .. string.sub(runs[at], 42, 54) .. string.sub(entry, 55)
+        end
+        table.remove(runs, at)
+      end
+    elseif #runs >= keep and runs[#runs] > entry then
+      -- older than everything a full history keeps: it may have been counted already
+      fresh = false
+    elseif rec.legacy_runs and redis.call('ZSCORE', prefix .. 'runs:' .. id,
+        task_id .. '/' .. run_id .. '/' .. state) then
+      fresh = false
+    end
+    if not fresh then
       duplicates = duplicates + 1
     else
       written = written + 1
+      changed[id] = true
+      -- runs mostly come newest: the place is found near the front
+      local place = 1
+      while runs[place] and runs[place] > entry do place = place + 1 end
+      table.insert(runs, place, entry)
+      while #runs > keep do runs[#runs] = nil end
       local current = redis.call('HGET', machines, id)
       if (not current) or seen > current then redis.call('HSET', machines, id, seen) end
-      local raw = redis.call('HGET', records, id)
-      local rec
-      if raw then rec = cjson.decode(raw) else rec = {completed = 0, failed = 0, exception = 0} end
-      if (not rec.firstseen) or seen < rec.firstseen then rec.firstseen = seen end
-      if (not rec.task_id) or order(seen, state, task_id, run_id)
+      if (not rec.firstseen) or first < rec.firstseen then rec.firstseen = first end
+      if (not rec.task_id) or order(event_time, state, task_id, run_id)
           > order(rec.task_time, rec.state, rec.task_id, tostring(rec.run_id)) then
         rec.provisioner, rec.worker_type = provisioner, worker_type
-        rec.task_id, rec.run_id, rec.state, rec.task_time = task_id, tonumber(run_id), state, seen
+        rec.task_id, rec.run_id, rec.state, rec.task_time = task_id, tonumber(run_id), state, event_time
         if reason ~= '' then rec.reason_resolved = reason else rec.reason_resolved = nil end
       end
       if state ~= 'running' then rec[state] = (rec[state] or 0) + 1 end
-      redis.call('HSET', records, id, cjson.encode(rec))
       if seen > newest then newest = seen end
       if deadline ~= '' then
         local queue = provisioner .. '/' .. worker_type
@@ -113,6 +154,25 @@ for _, item in ipairs(cjson.decode(ARGV[8])) do
   else
     return redis.error_reply('unknown record kind ' .. tostring(kind))
   end
+end
+for id in pairs(changed) do
+  local rec, runs = recs[id], hists[id]
+  -- what the problem rules read with every machine, so no request decodes histories
+  local outcomes = {}
+  for _, run in ipairs(runs) do
+    local run_code = string.sub(run, 41, 41)
+    if run_code ~= 'r' then outcomes[#outcomes + 1] = run_code end
+  end
+  rec.outcomes = table.concat(outcomes)
+  if rec.legacy_runs and #runs >= keep then
+    -- the full history now recognises every redelivery older than its oldest run
+    local oldest = tonumber(string.sub(runs[#runs], 1, 13)) / 1000
+    local legacy = prefix .. 'runs:' .. id
+    redis.call('ZREMRANGEBYSCORE', legacy, '-inf', '(' .. oldest)
+    if redis.call('EXISTS', legacy) == 0 then rec.legacy_runs = nil end
+  end
+  redis.call('HSET', records, id, cjson.encode(rec))
+  redis.call('HSET', history, id, table.concat(runs, '\n'))
 end
 for queue, why in pairs(touched) do
   if why == 'pending' then redis.call('SADD', prefix .. 'pending_queues', queue) end
@@ -159,15 +219,54 @@ class BatchResult:
     ignored: int = 0
 
 
+class Run(NamedTuple):
+    """One run of a machine's history; times in the lastseen format, None when not known."""
+
+    task_id: str
+    run_id: int
+    state: str
+    reason_resolved: str | None
+    started: str | None
+    resolved: str | None
+
+
 class MachineRecord(NamedTuple):
     """One machine as stored: its lastseen and, when known, what it last did.
 
     A NamedTuple, not a frozen dataclass: /machines builds ten thousand per request.
+    `history` (newest first) is read only for one machine at a time.
     """
 
     machine_id: str
     lastseen: str
     details: Mapping[str, Any]
+    history: Sequence[Run] = ()
+
+
+# One run in `machine_history`, fixed width so that the store's script reads it by
+# position and orders entries by plain string comparison (greater is newer):
+# the run's latest time (resolved, else started) in epoch milliseconds (13 digits),
+# 1 once ended (a resolution sorts after a start at the same instant), the taskId
+# (a slugid: 22 characters), the runId (4 digits), the outcome code, the start
+# (13 digits, zeros when not known), and the reason when the code does not say it.
+HISTORY_ENTRY = "{latest:013d}{ended:d}{task_id}{run_id:04d}{code}{started:013d}{reason}"
+# The reason an entry leaves out because its outcome code says it.
+_REASON_OF_OUTCOME = {COMPLETED: "completed", FAILED: "failed", LOST: LOST_REASON, RUNNING: None}
+
+
+def _history_time(milliseconds: int) -> str | None:
+    return format_lastseen(from_epoch_milliseconds(milliseconds)) if milliseconds else None
+
+
+def _decode_run(entry: str) -> Run:
+    code = entry[40]
+    return Run(entry[14:36], int(entry[36:40]), state_of_outcome(code),
+               entry[54:] or _REASON_OF_OUTCOME.get(code), _history_time(int(entry[41:54])),
+               None if code == RUNNING else _history_time(int(entry[:13])))
+
+
+def _decode_history(raw: str | None) -> tuple[Run, ...]:
+    return tuple(_decode_run(entry) for entry in raw.split("\n")) if raw else ()
 
 
 def open_redis(url: str, timeout: float = 3.0, *, tls_verify: str = "required") -> redis.Redis:
@@ -201,11 +300,14 @@ def load_failure(exc: redis.RedisError) -> str:
 class Store:
     """Reads and writes the service's data in one Redis."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "", *, recent_tasks: int = WINDOW) -> None:
         self.redis = client
         self.prefix = prefix
+        # runs kept per machine: what /machines/<id> shows and what the rules need
+        self.history_size = max(recent_tasks, WINDOW) + HISTORY_SLACK
         self.machines_key = prefix + "machines"
         self.records_key = prefix + "machine_records"
+        self.history_key = prefix + "machine_history"
         self.listener_key = prefix + "listener"
         self.pending_queues_key = prefix + "pending_queues"
         self.version_key = prefix + "version"
@@ -230,23 +332,43 @@ class Store:
         for event in events:
             # numbers travel as strings: Lua would print a float score with too few digits
             if isinstance(event, WorkerEvent):
-                items.append((
-                    "w", event.machine_id, format_lastseen(event.lastseen),
-                    repr(epoch_seconds(event.lastseen)), event.provisioner_id, event.worker_type,
-                    event.task_id, str(event.run_id), event.state, event.reason_resolved or "",
-                    "" if event.deadline is None else repr(epoch_seconds(event.deadline)),
-                ))
+                items.append(self._worker_item(event))
             else:
                 items.append(("p", f"{event.provisioner_id}/{event.worker_type}",
                               f"{event.task_id}/{event.run_id}", repr(epoch_seconds(event.deadline))))
         args = [
-            self.prefix, epoch_seconds(now), DEDUP_WINDOW,
+            self.prefix, epoch_seconds(now), self.history_size,
             len(events) + skipped + malformed if processed is None else processed,
             skipped, malformed, format_lastseen(received_at or now), orjson.dumps(items),
         ]
         written, duplicates, ignored = self._record_batch(
-            keys=[self.machines_key, self.records_key, self.listener_key], args=args)
+            keys=[self.machines_key, self.records_key, self.listener_key, self.history_key],
+            args=args)
         return BatchResult(int(written), int(duplicates), int(ignored))
+
+    @staticmethod
+    def _worker_item(event: WorkerEvent) -> tuple:
+        lastseen = format_lastseen(event.lastseen)
+        event_time = event.event_time or event.lastseen
+        running = event.state == "running"
+        started = event_time if running and event.started is None else event.started
+        # the run's start is evidence of life too, whichever of its messages comes first
+        first = lastseen if started is None or started >= event.lastseen else format_lastseen(started)
+        code = outcome_code(event.state, event.reason_resolved)
+        if len(event.task_id) != 22:
+            raise ValueError(f"taskId {event.task_id!r} is not a slugid")
+        entry = HISTORY_ENTRY.format(
+            latest=epoch_milliseconds(event_time), ended=not running, task_id=event.task_id,
+            run_id=event.run_id, code=code, started=0 if started is None else epoch_milliseconds(started),
+            reason=event.reason_resolved or "" if code in (EXCEPTION, NOT_COUNTED) else "")
+        return (
+            "w", event.machine_id, lastseen, first,
+            lastseen if event_time is event.lastseen else format_lastseen(event_time),
+            event.provisioner_id, event.worker_type, event.task_id, str(event.run_id), event.state,
+            event.reason_resolved or "",
+            "" if event.deadline is None else repr(epoch_seconds(event.deadline)),
+            code, entry,
+        )
 
     def preload(self, lastseen_by_machine: Mapping[str, datetime], chunk: int = 5000) -> tuple[int, int]:
         """Raise each machine's lastseen to the given one; (written, kept because newer)."""
@@ -347,14 +469,16 @@ class Store:
         return int(self.redis.get(self.version_key) or 0)
 
     def machine(self, machine_id: str) -> MachineRecord | None:
-        """One machine, or None when it was never seen."""
+        """One machine with its history, or None when it was never seen."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(self.machines_key, machine_id)
         pipe.hget(self.records_key, machine_id)
-        lastseen, raw = pipe.execute()
+        pipe.hget(self.history_key, machine_id)
+        lastseen, raw, history = pipe.execute()
         if lastseen is None:
             return None
-        return MachineRecord(machine_id, lastseen, orjson.loads(raw) if raw else {})
+        return MachineRecord(machine_id, lastseen, orjson.loads(raw) if raw else {},
+                             _decode_history(history))
 
     def machine_ids_for_hostname(self, hostname: str) -> list[str]:
         """Every `$DC:hostname` id seen for a hostname (several when datacenters share one)."""

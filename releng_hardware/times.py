@@ -64,11 +64,22 @@ def parse_time(text: str) -> datetime:
 
 
 _EPOCH = datetime(1970, 1, 1)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def epoch_seconds(moment: datetime) -> float:
     """Seconds since 1970 of a naive UTC datetime."""
     return (moment - _EPOCH).total_seconds()
+
+
+def epoch_milliseconds(moment: datetime) -> int:
+    """Whole milliseconds since 1970 of a naive UTC datetime (the queue's own precision)."""
+    return (moment - _EPOCH) // _MILLISECOND
+
+
+def from_epoch_milliseconds(milliseconds: int) -> datetime:
+    """The naive UTC datetime `milliseconds` after 1970."""
+    return _EPOCH + timedelta(milliseconds=milliseconds)
 
 
 def utcnow() -> datetime:

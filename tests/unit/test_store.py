@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
+import orjson
 import pytest
 
 from releng_hardware.events import PendingEvent, WorkerEvent, parse_message
 from releng_hardware.simulate import backlog
-from releng_hardware.store import DEDUP_WINDOW, Store
+from releng_hardware.store import Run, Store
 from tests.conftest import NOW
 
 T0 = datetime(2026, 11, 20, 12, 0, 0)
@@ -18,10 +19,15 @@ DEADLINE = datetime(2026, 11, 21, 12, 0, 0)
 
 def event(minutes: float = 0, *, state: str = "completed", task: str = "AAAAAAAAQAGAAAAAAAAAAA",
           run: int = 0, host: str = "t-linux64-ms-100", dc: str = "mdc1",
-          worker_type: str = "gecko-t-linux-talos", deadline: datetime | None = DEADLINE) -> WorkerEvent:
+          worker_type: str = "gecko-t-linux-talos", deadline: datetime | None = DEADLINE,
+          reason: str | None = None, started: float | None = None) -> WorkerEvent:
     return WorkerEvent(dc, host, "releng-hardware", worker_type, task, run, state,
-                       None if state == "running" else state, T0 + timedelta(minutes=minutes),
-                       deadline, True)
+                       reason or (None if state == "running" else state), T0 + timedelta(minutes=minutes),
+                       deadline, True, None if started is None else T0 + timedelta(minutes=started))
+
+
+def task(number: int) -> str:
+    return f"TASK{number:04d}QAGAAAAAAAAAAA"
 
 
 def pending(task: str = "BBBBBBBBQAGAAAAAAAAAAA", run: int = 0, deadline: datetime = DEADLINE,
@@ -30,7 +36,8 @@ def pending(task: str = "BBBBBBBBQAGAAAAAAAAAAA", run: int = 0, deadline: dateti
 
 
 def snapshot(store: Store) -> dict:
-    return {m.machine_id: (m.lastseen, dict(m.details)) for m in store.machines()}
+    return {m.machine_id: (m.lastseen, dict(m.details), store.machine(m.machine_id).history)
+            for m in store.machines()}
 
 
 def test_lastseen_is_the_event_time_in_the_proof_of_concept_format(store):
@@ -93,22 +100,24 @@ def test_duplicates_and_reordering_give_the_state_of_one_ordered_pass(fake_redis
 
     assert snapshot(shuffled) == snapshot(ordered)
     assert ordered.pending_counts(NOW) == shuffled.pending_counts(NOW)
-    assert sum(d["completed"] + d["failed"] + d["exception"] for _, d in snapshot(ordered).values()) == \
+    assert sum(d["completed"] + d["failed"] + d["exception"] for _, d, _ in snapshot(ordered).values()) == \
         sum(1 for e in events if isinstance(e, WorkerEvent) and e.state != "running")
 
 
-def test_dedup_memory_per_machine_is_bounded(store):
+def test_history_per_machine_is_bounded_and_needs_no_run_set(store):
     store.record([event(i, task=f"{i:08d}QAGAAAAAAAAAAA"[-22:].replace("0", "A"), run=i % 5)
-                  for i in range(DEDUP_WINDOW + 50)], now=NOW)
-    assert store.redis.zcard("runs:mdc1:t-linux64-ms-100") == DEDUP_WINDOW
+                  for i in range(store.history_size + 50)], now=NOW)
+    assert len(store.machine("mdc1:t-linux64-ms-100").history) == store.history_size
+    assert not store.redis.exists("runs:mdc1:t-linux64-ms-100")
 
 
-def test_event_older_than_the_dedup_window_is_not_counted_again(store):
-    events = [event(i, task="JJJJJJJJQAGAAAAAAAAAAA", run=i) for i in range(DEDUP_WINDOW + 1)]
+def test_run_older_than_a_full_history_is_not_counted_again(store):
+    events = [event(i, task="JJJJJJJJQAGAAAAAAAAAAA", run=i) for i in range(store.history_size + 1)]
     store.record(events, now=NOW)
-    before = store.machine("mdc1:t-linux64-ms-100").details["completed"]
-    store.record([events[0]], now=NOW)
-    assert store.machine("mdc1:t-linux64-ms-100").details["completed"] == before
+    before = store.machine("mdc1:t-linux64-ms-100")
+    result = store.record([events[0]], now=NOW)
+    assert result.duplicates == 1
+    assert store.machine("mdc1:t-linux64-ms-100") == before
 
 
 def test_machine_known_only_from_the_proof_of_concept_hash_keeps_working(store):
@@ -177,3 +186,116 @@ def test_hostname_lookup_finds_every_datacenter(store):
     store.record([event(1, dc="mdc1"), event(2, dc="mdc2"), event(3, host="t-linux64-ms-1000")], now=NOW)
     assert store.machine_ids_for_hostname("t-linux64-ms-100") == ["mdc1:t-linux64-ms-100", "mdc2:t-linux64-ms-100"]
     assert store.machine_ids_for_hostname("nope") == []
+
+
+# -- per-machine history -------------------------------------------------------------
+
+MACHINE = "mdc1:t-linux64-ms-100"
+
+
+def at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat(timespec="microseconds")
+
+
+def test_history_has_one_entry_per_run_and_the_resolution_replaces_the_start(store):
+    store.record([event(1, state="running", task=task(1))], now=NOW)
+    assert store.machine(MACHINE).history == (
+        Run(task(1), 0, "running", None, at(1), None),)
+    store.record([event(9, state="failed", task=task(1), started=1)], now=NOW)
+    assert store.machine(MACHINE).history == (
+        Run(task(1), 0, "failed", "failed", at(1), at(9)),)
+
+
+def test_resolution_without_its_start_keeps_the_start_of_the_running_entry(store):
+    store.record([event(1, state="running", task=task(1))], now=NOW)
+    store.record([event(9, state="exception", reason="worker-shutdown", task=task(1))], now=NOW)
+    assert store.machine(MACHINE).history[0] == Run(task(1), 0, "exception", "worker-shutdown", at(1), at(9))
+
+
+def test_history_is_newest_first_by_resolution_else_start(store):
+    store.record([
+        event(1, state="running", task=task(1)),
+        event(5, state="completed", task=task(1), started=1),
+        event(6, state="running", task=task(2)),
+        event(2, state="exception", reason="canceled", task=task(3), run=2, started=0),
+    ], now=NOW)
+    runs = store.machine(MACHINE).history
+    assert [(run.task_id, run.state, run.reason_resolved) for run in runs] == [
+        (task(2), "running", None), (task(1), "completed", "completed"), (task(3), "exception", "canceled")]
+    assert runs[2].run_id == 2
+
+
+def test_record_keeps_the_ended_runs_outcomes_newest_first(store):
+    store.record([
+        event(1, task=task(1)),
+        event(2, state="failed", task=task(2)),
+        event(3, state="exception", reason="claim-expired", task=task(3)),
+        event(4, state="exception", reason="superseded", task=task(4)),
+        event(5, state="exception", reason="worker-shutdown", task=task(5)),
+        event(6, state="running", task=task(6)),
+    ], now=NOW)
+    assert store.machine(MACHINE).details["outcomes"] == "exlfc"
+
+
+def test_redelivery_and_a_late_start_change_nothing(store):
+    store.record([event(1, state="running", task=task(1)), event(5, task=task(1), started=1)], now=NOW)
+    before, version = snapshot(store), store.data_version()
+    result = store.record([event(1, state="running", task=task(1)), event(5, task=task(1), started=1)],
+                          now=NOW)
+    assert (result.written, result.duplicates) == (0, 2)
+    assert (snapshot(store), store.data_version()) == (before, version)
+
+
+def test_redelivered_start_of_a_run_still_running_changes_nothing(store):
+    store.record([event(1, state="running", task=task(1))], now=NOW)
+    before, version = snapshot(store), store.data_version()
+    assert store.record([event(1, state="running", task=task(1))], now=NOW).duplicates == 1
+    assert (snapshot(store), store.data_version()) == (before, version)
+
+
+def test_resolution_before_its_start_gives_the_same_history_and_record(fake_redis):
+    start, end = event(1, state="running", task=task(1)), event(5, state="failed", task=task(1), started=1)
+    in_order, reordered = Store(fake_redis, "in-order:"), Store(fake_redis, "reordered:")
+    in_order.record([start], now=NOW)
+    in_order.record([end], now=NOW)
+    reordered.record([end], now=NOW)
+    reordered.record([start], now=NOW)
+    assert snapshot(reordered) == snapshot(in_order)
+    assert snapshot(in_order)[MACHINE][1]["firstseen"] == at(1)
+
+
+def test_history_follows_recent_tasks_but_keeps_what_the_rules_need(fake_redis):
+    assert Store(fake_redis, recent_tasks=40).history_size > 40
+    assert Store(fake_redis, recent_tasks=5).history_size == Store(fake_redis).history_size > 20
+
+
+def _old_version_machine(store: Store) -> WorkerEvent:
+    """A machine as the version before the history left it: a record and a run set."""
+    old = event(1, task=task(1))
+    store.redis.hset("machines", MACHINE, at(1))
+    store.redis.hset("machine_records", MACHINE, orjson.dumps({
+        "completed": 1, "failed": 0, "exception": 0, "firstseen": at(1), "provisioner": "releng-hardware",
+        "worker_type": "gecko-t-linux-talos", "task_id": task(1), "run_id": 0, "state": "completed",
+        "task_time": at(1), "reason_resolved": "completed"}))
+    store.redis.zadd(f"runs:{MACHINE}", {f"{task(1)}/0/completed": 1763640060.0})
+    return old
+
+
+def test_old_version_run_set_still_recognises_its_redeliveries(store):
+    old = _old_version_machine(store)
+    store.record([event(3, task=task(2))], now=NOW)
+    result = store.record([old], now=NOW)
+    record = store.machine(MACHINE)
+    assert result.duplicates == 1
+    assert record.details["completed"] == 2
+    assert [run.task_id for run in record.history] == [task(2)]
+    assert record.details["task_id"] == task(2)
+
+
+def test_old_version_run_set_goes_once_the_history_covers_it(store):
+    _old_version_machine(store)
+    store.record([event(10 + i, task=task(10 + i)) for i in range(store.history_size)], now=NOW)
+    assert not store.redis.exists(f"runs:{MACHINE}")
+    details = store.machine(MACHINE).details
+    assert "legacy_runs" not in details
+    assert details["completed"] == 1 + store.history_size
