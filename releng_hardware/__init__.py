@@ -5,6 +5,7 @@ How the package is organised. Imports flow down this list, never up:
     identifiers  Taskcluster's identifier rule and the machine id <dc>:<host> (one definition)
     times        the lastseen format, time parsing, durations, the clock-skew limit
     config       settings: parsed once from a mapping, documented, verified at start-up
+    problems     the problem rules: pure functions of a machine's facts; a run's outcome code
     events       pure parsing: a queue message in, a WorkerEvent / PendingEvent / Skip out
     store        every Redis key and Lua script; atomic, monotonic batch writes; reads
     listener     kombu wiring: queue, bindings, batching, acks, reconnects, signals

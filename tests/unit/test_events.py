@@ -46,8 +46,6 @@ def test_running_message_gives_the_run_start_as_lastseen():
     ("task-completed", "completed", "completed"),
     ("task-failed-retry-run", "failed", "failed"),
     ("task-exception-worker-shutdown", "exception", "worker-shutdown"),
-    ("task-exception-claim-expired", "exception", "claim-expired"),
-    ("task-exception-canceled", "exception", "canceled"),
 ])
 def test_resolutions_give_the_run_resolution_time(name, state, reason):
     message = queue_message(name)
@@ -55,8 +53,22 @@ def test_resolutions_give_the_run_resolution_time(name, state, reason):
     run = message["body"]["status"]["runs"][message["body"]["runId"]]
     assert isinstance(event, WorkerEvent)
     assert (event.state, event.reason_resolved) == (state, reason)
-    assert event.lastseen == datetime.fromisoformat(run["resolved"].replace("Z", ""))
+    assert event.lastseen == event.event_time == datetime.fromisoformat(run["resolved"].replace("Z", ""))
     assert event.time_from_message
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("task-exception-claim-expired", "claim-expired"),
+    ("task-exception-canceled", "canceled"),
+])
+def test_queue_resolutions_give_the_machine_s_last_claim(name, reason):
+    message = queue_message(name)
+    event = parse(message)
+    run = message["body"]["status"]["runs"][message["body"]["runId"]]
+    assert (event.state, event.reason_resolved) == ("exception", reason)
+    # the worker last claimed it when it started: takenUntil is started + the claim timeout
+    assert event.lastseen == event.started == datetime.fromisoformat(run["started"].replace("Z", ""))
+    assert event.event_time == datetime.fromisoformat(run["resolved"].replace("Z", ""))
 
 
 def test_retry_run_reads_the_run_named_by_run_id_not_the_first():
