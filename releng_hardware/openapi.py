@@ -56,8 +56,9 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
             "schema": schema}
 
 
-def _duration(description: str) -> dict[str, Any]:
-    return {"type": "string", "pattern": DURATION_PATTERN, "description": description,
+DURATION = {"type": "string", "pattern": DURATION_PATTERN,
+            "description": "a duration: seconds, or a number with s, m, h or d "
+                           "(at most nine digits on each side of the point)",
             "examples": ["90", "90s", "15m", "6h", "2d"]}
 
 
@@ -70,14 +71,21 @@ MACHINE_QUERY = [
            {"type": "string", "pattern": IDENTIFIER_PATTERN}),
     _query("state", "only machines whose last task is in this state",
            {"type": "string", "enum": list(STATES)}),
-    _query("stale", "only machines not seen for at least this long",
-           _duration("a duration: seconds, or a number with s, m, h or d")),
-    _query("seen_within", "only machines seen within this long",
-           _duration("a duration: seconds, or a number with s, m, h or d")),
+    _query("stale", "only machines not seen for at least this long", DURATION),
+    _query("seen_within", "only machines seen within this long", DURATION),
     _query("sort", "order: by last seen (oldest first), -lastseen (newest first), hostname "
                    "(default) or -machine", {"type": "string", "enum": list(SORT_KEYS),
                                              "default": "machine"}),
 ]
+
+
+def _or_empty(parameter: dict[str, Any]) -> dict[str, Any]:
+    # the dashboard's form submits an unselected <select> as `name=`, which means "any"
+    return {**parameter, "schema": {"anyOf": [parameter["schema"], {
+        "const": "", "description": "empty: any (what the page's own form sends when unset)"}]}}
+
+
+DASHBOARD_QUERY = [_or_empty(parameter) for parameter in MACHINE_QUERY]
 
 
 def _schemas() -> dict[str, Any]:
@@ -261,7 +269,7 @@ def build_document() -> dict[str, Any]:
                 "summary": "Counts per datacenter x worker type, and pending tasks per worker type",
                 "parameters": [
                     _query("stale_after", "stale threshold for this request (default STALE_AFTER)",
-                           _duration("a duration: seconds, or a number with s, m, h or d")),
+                           DURATION),
                     IF_NONE_MATCH,
                 ],
                 "responses": {
@@ -273,7 +281,7 @@ def build_document() -> dict[str, Any]:
             }},
             "/": {"get": {
                 "summary": "The dashboard page; takes the filters of /machines except format",
-                "parameters": list(MACHINE_QUERY),
+                "parameters": DASHBOARD_QUERY,
                 "responses": {
                     "200": {"description": "the dashboard",
                             "content": {"text/html": {"schema": {"type": "string"}}}},

@@ -13,9 +13,11 @@ LASTSEEN_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 # A time further ahead than this is a broken clock, and would pin lastseen in the
 # future, since lastseen never moves backwards.
 MAX_CLOCK_SKEW = timedelta(hours=1)
-# Settings and query parameters write durations as 90, 90s, 15m, 6h or 2d.
-# ASCII only, so the pattern means the same to Python and to the OpenAPI document's readers.
-DURATION_PATTERN = r"^ *([0-9]+(?:\.[0-9]+)?) *([smhd]?) *$"
+# Settings and query parameters write durations as 90, 90s, 15m, 6h or 2d, with at most nine
+# digits on each side of the point: every such duration is finite, and the OpenAPI document
+# states the whole rule by this one pattern. ASCII only, so it means the same to Python and to
+# the document's readers.
+DURATION_PATTERN = r"^ *([0-9]{1,9}(?:\.[0-9]{1,9})?) *([smhd]?) *$"
 _DURATION = re.compile(DURATION_PATTERN)
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -24,7 +26,8 @@ def parse_duration(text: str) -> float:
     """Seconds in '90', '90s', '15m', '6h' or '2d'; ValueError otherwise."""
     match = _DURATION.fullmatch(text)
     if not match:
-        raise ValueError(f"{text!r} is not a duration like 90, 90s, 15m, 6h or 2d")
+        raise ValueError(f"{text[:40]!r} is not a duration like 90, 90s, 15m, 6h or 2d "
+                         "(at most nine digits each side of the point)")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 

@@ -73,6 +73,21 @@ def seen(store: Store, host: str, dc: str = "mdc1", *, ago: timedelta, state: st
                               DEADLINE, True)], now=NOW)
 
 
+def record_every_shape(store: Store) -> None:
+    """A fleet with every shape a machine takes: running, resolved, stale with work waiting,
+    one hostname in two datacenters, preloaded, legacy (lastseen alone, no fraction)."""
+    from releng_hardware.events import PendingEvent
+    seen(store, "t-linux64-ms-100", ago=timedelta(minutes=5), state="running")
+    seen(store, "t-w1064-ms-281", dc="mdc2", ago=timedelta(hours=7), state="exception",
+         task="CCCCCCCCQAGAAAAAAAAAAA", worker_type="gecko-t-win10-64-hw")
+    seen(store, "t-linux64-ms-100", dc="mdc2", ago=timedelta(days=3), task="DDDDDDDDQAGAAAAAAAAAAA")
+    store.record([PendingEvent("releng-hardware", "gecko-t-win10-64-hw", "EEEEEEEEQAGAAAAAAAAAAA", 0,
+                               NOW, DEADLINE)], now=NOW)
+    store.preload({"mdc3:t-mac-ms-001": NOW - timedelta(hours=1)})
+    store.redis.hset(store.machines_key, "mdc3:t-legacy-1", "2018-11-08T08:47:50")
+    store.listener_heartbeat(NOW)
+
+
 # -- unit: fakeredis ---------------------------------------------------------
 
 @pytest.fixture

@@ -53,7 +53,8 @@ def test_lists_and_durations_are_parsed():
     assert (config.stale_after, config.port, config.batch_size, config.prefetch) == (5400, 5000, 10, 20)
 
 
-@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("15m", 900), ("6h", 21600), ("2d", 172800)])
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("15m", 900), ("6h", 21600), ("2d", 172800),
+                                           ("1.5h", 5400), (" 999999999d ", 999999999 * 86400)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -65,6 +66,7 @@ def test_durations(text, seconds):
     ({"PORT": "70000"}, "PORT"),
     ({"STALE_AFTER": "soon"}, "STALE_AFTER"),
     ({"STALE_AFTER": "0"}, "STALE_AFTER"),
+    ({"STALE_AFTER": "1234567890s"}, "STALE_AFTER"),  # ten digits: past what a duration may say
     ({"PROVISIONER_IDS": "a b"}, "PROVISIONER_IDS"),
     ({"PROVISIONER_IDS": ","}, "PROVISIONER_IDS"),
     ({"BATCH_SIZE": "-1"}, "BATCH_SIZE"),

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from releng_hardware.dashboard import DASHBOARD_PARAMS
-from releng_hardware.events import PendingEvent
 from releng_hardware.api import MACHINE_PARAMS
-from tests.conftest import DEADLINE, NOW, seen
+from tests.conftest import record_every_shape
 
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
@@ -186,16 +184,8 @@ def test_documented_query_parameters_are_the_ones_the_views_accept(document):
 
 @pytest.fixture
 def fleet(store):
-    """Every shape a machine takes: running, resolved, stale with work waiting, preloaded, legacy."""
-    seen(store, "t-linux64-ms-100", ago=timedelta(minutes=5), state="running")
-    seen(store, "t-w1064-ms-281", dc="mdc2", ago=timedelta(hours=7), state="exception",
-         task="CCCCCCCCQAGAAAAAAAAAAA", worker_type="gecko-t-win10-64-hw")
-    seen(store, "t-linux64-ms-100", dc="mdc2", ago=timedelta(days=3), task="DDDDDDDDQAGAAAAAAAAAAA")
-    store.record([PendingEvent("releng-hardware", "gecko-t-win10-64-hw", "EEEEEEEEQAGAAAAAAAAAAA", 0,
-                               NOW, DEADLINE)], now=NOW)
-    store.preload({"mdc3:t-mac-ms-001": NOW - timedelta(hours=1)})
-    store.redis.hset("machines", "mdc3:t-legacy-1", "2018-11-08T08:47:50")
-    store.listener_heartbeat(NOW)
+    """Every shape a machine takes (see record_every_shape)."""
+    record_every_shape(store)
     return store
 
 
