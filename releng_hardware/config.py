@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .identifiers import is_identifier
 from .times import parse_duration
@@ -45,7 +46,16 @@ def _provisioners(text: str) -> tuple[str, ...]:
 def _redis_url(text: str) -> str:
     if urlsplit(text).scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must start with redis://, rediss:// or unix://")
-    return text
+    return _with_valid_port(text)
+
+
+def _with_valid_port(url: str) -> str:
+    # a bad port would otherwise fail later, in a client that may print the whole URL
+    try:
+        urlsplit(url).port
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
+    return url
 
 
 def _tls_verify(text: str) -> str:
@@ -58,7 +68,7 @@ def _tls_verify(text: str) -> str:
 def _amqp_url(text: str) -> str:
     if urlsplit(text).scheme not in ("amqp", "amqps"):
         raise ValueError("must start with amqp:// or amqps://")
-    return text
+    return _with_valid_port(text)
 
 
 def _root_url(text: str) -> str:
@@ -211,11 +221,21 @@ def settings_table() -> list[tuple[str, str, str]]:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, fit for logs and errors."""
+    """The URL with its password, and query values that may be secrets, replaced by ***.
+
+    Fit for logs and errors; never raises, whatever the URL.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    netloc = f"{user}:***@{host}" if colon else parts.netloc
+    query = "&".join(
+        f"{name}=***" if _SECRET_NAME.search(name) else f"{name}{equals}{value}"
+        for name, equals, value in (pair.partition("=") for pair in parts.query.split("&") if pair))
+    # replaced in place: urlunsplit would drop the empty host of unix:///path
+    masked = url.replace(parts.netloc, netloc, 1) if netloc != parts.netloc else url
+    return masked.replace(f"?{parts.query}", f"?{query}", 1) if query != parts.query else masked
+
+
+# query parameters that carry credentials (redis-py reads ?password=, brokers ?token=)
+_SECRET_NAME = re.compile(r"pass|secret|token|key|auth|cred", re.IGNORECASE)
