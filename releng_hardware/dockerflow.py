@@ -58,7 +58,10 @@ def load_version(root: Path) -> dict[str, str]:
     """version.json when the build wrote one, else what the checkout tells."""
     path = root / "version.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        version = json.loads(path.read_text())
+        # a build that cloned with a token may have written it into the source too
+        version["source"] = public_source_url(str(version.get("source", ""))) or "unknown"
+        return version
     commit = (os.environ.get("SOURCE_VERSION") or os.environ.get("HEROKU_SLUG_COMMIT")
               or _git(root, "rev-parse", "HEAD"))
     return {

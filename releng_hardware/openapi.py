@@ -11,7 +11,7 @@ from .fleet import CSV_COLUMNS, SORT_KEYS, STATES
 from .identifiers import IDENTIFIER, MACHINE_REF
 from .store import LISTENER_COUNTERS
 from .times import DURATION_PATTERN
-from .responses import json_response
+from .responses import MAX_URL_LENGTH, json_response
 
 bp = Blueprint("openapi", __name__)
 
@@ -219,7 +219,8 @@ def build_document() -> dict[str, Any]:
             "title": "releng-hardware",
             "version": __version__,
             "description": "When each Taskcluster hardware machine was last seen doing work. "
-                           "Read-only; JSON endpoints allow any origin.",
+                           "Read-only; JSON endpoints allow any origin. A URL longer than "
+                           f"{MAX_URL_LENGTH} characters is answered 414 on every path.",
         },
         "paths": {
             "/machines": {"get": {

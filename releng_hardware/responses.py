@@ -19,6 +19,10 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
 REDIS_OUTAGES: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError,
                                                redis.BusyLoadingError)
 RETRY_AFTER_SECONDS = 5
+# No request of this API needs a longer URL (a machine id is at most 80 characters, every
+# parameter a short word): a longer one is refused before anything is parsed or echoed.
+# gunicorn itself refuses request lines over 4094 bytes.
+MAX_URL_LENGTH = 2048
 
 
 class ApiError(Exception):

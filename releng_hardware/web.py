@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestURITooLarge
 
 from . import api, dashboard, dockerflow, metrics, openapi
 from .config import Config
 from .params import BadParameter
-from .responses import (REDIS_ERRORS, REDIS_OUTAGES, RETRY_AFTER_SECONDS, ApiError,
-                        error_response)
+from .responses import (MAX_URL_LENGTH, REDIS_ERRORS, REDIS_OUTAGES, RETRY_AFTER_SECONDS,
+                        ApiError, error_response)
 from .store import Store, open_redis
 from .times import utcnow
 
@@ -34,6 +34,7 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
     }
     for blueprint in (api.bp, dockerflow.bp, dashboard.bp, metrics.bp, openapi.bp):
         app.register_blueprint(blueprint)
+    app.before_request(_refuse_long_urls)
     app.after_request(_common_headers)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(BadParameter, _bad_parameter)
@@ -42,6 +43,11 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
         app.register_error_handler(error_class, _redis_down)
     app.register_error_handler(Exception, _unexpected)
     return app
+
+
+def _refuse_long_urls() -> None:
+    if len(request.path) + len(request.query_string) > MAX_URL_LENGTH:
+        raise RequestURITooLarge(f"a URL of this service is at most {MAX_URL_LENGTH} characters")
 
 
 def _common_headers(response: Response) -> Response:

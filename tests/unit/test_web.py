@@ -304,6 +304,16 @@ def test_version_endpoint_serves_the_origin_without_its_token(tmp_path, fake_red
     assert "ghp_secret" not in str(version)
 
 
+def test_version_json_written_by_a_build_is_served_without_a_token(tmp_path):
+    import json
+    from releng_hardware.dockerflow import load_version
+    (tmp_path / "version.json").write_text(json.dumps({
+        "source": "https://x-access-token:ghp_secret@github.com/mozilla/releng-hardware",
+        "version": "1.2.3", "commit": "abc", "build": "42"}))
+    assert load_version(tmp_path) == {"source": "https://github.com/mozilla/releng-hardware",
+                                      "version": "1.2.3", "commit": "abc", "build": "42"}
+
+
 RECENT = (NOW - timedelta(seconds=30)).isoformat(timespec="microseconds")
 
 
@@ -328,3 +338,40 @@ def test_heartbeat_keeps_its_shape_with_a_corrupt_stored_time(client, fake_redis
     if problem:
         assert problem in body["details"]["listener"]["problem"]
     assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize("url", [
+    "/machines?datacenter=" + "x" * 3000, "/machines/" + "x" * 3000, "/summary?" + "a=1&" * 600,
+    "/nothing-here/" + "x" * 3000, "/metrics?" + "x" * 3000, "/__heartbeat__?" + "x" * 3000,
+])
+def test_an_overlong_url_is_a_json_414_before_anything_is_parsed(client, fleet, url):
+    response = client.get(url)
+    assert response.status_code == 414 and response.mimetype == "application/json"
+    assert response.get_json()["error"] == "request_uri_too_long"
+    assert len(response.get_data()) < 200  # nothing of the URL is echoed
+
+
+def test_the_dashboard_answers_an_overlong_url_with_its_own_414_page(client, fleet):
+    response = client.get("/?datacenter=" + "x" * 3000)
+    assert response.status_code == 414 and response.mimetype == "text/html"
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+INJECTED = "x%0d%0aSet-Cookie:%20stolen=1%0d%0a%0d%0a<script>alert(1)</script>"
+
+
+@pytest.mark.parametrize("url", [
+    f"/machines?datacenter={INJECTED}", f"/machines?sort={INJECTED}", f"/machines?format={INJECTED}",
+    f"/machines?{INJECTED}=1", f"/machines/{INJECTED}", f"/machines/mdc1:{INJECTED}",
+    f"/summary?stale_after={INJECTED}", f"/?datacenter={INJECTED}", f"/?{INJECTED}=1",
+    f"/{INJECTED}", f"/metrics?{INJECTED}",
+])
+def test_parameters_echoed_back_never_reach_a_header_or_raw_html(client, fleet, url):
+    response = client.get(url)
+    assert response.status_code < 500
+    for name, value in response.headers.items():
+        assert "stolen" not in name + value and "\n" not in value and "\r" not in value, name
+    if response.mimetype == "text/html":
+        assert "<script>alert" not in response.get_data(as_text=True)
+    else:  # JSON (never sniffed as HTML) or the metrics text, which ignores queries
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
