@@ -82,13 +82,13 @@ def _wants_csv(format_arg: str | None) -> bool:
 
 
 def machines_etag(version: int, machines: list[dict]) -> str:
-    """Changes with the data, the query and each machine's stale flags, but not with ages alone.
+    """Changes with the data, the query and each machine's problems, but not with ages alone.
 
     age_seconds grows every second; a weak ETag lets a poller keep its copy
-    (ages follow from lastseen and the Date header) until something real changes.
+    (ages follow from lastseen and the Date header) until something real changes,
+    such as a machine going stale or its task becoming hung as time passes.
     """
-    flags = "".join("i" if m["idle_with_work_waiting"] else ("s" if m["stale"] else "-")
-                    for m in machines)
+    flags = "|".join(" ".join(m["problems"]) for m in machines)
     source = f"{version}|{request.query_string.decode('latin-1')}|{request.accept_mimetypes}|{flags}"
     return digest(source.encode())
 

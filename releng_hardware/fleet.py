@@ -7,23 +7,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Container, Mapping
+from typing import Any, Container, Mapping, Sequence
 
 from .identifiers import split_machine_id
 from .params import choice_param, duration_param, identifier_param
-from .store import MachineRecord
+from .problems import PROBLEMS, MachineFacts, Thresholds, machine_problems
+from .store import MachineRecord, Run
 from .times import format_lastseen, parse_time
 
 STATES = ("running", "completed", "failed", "exception")
 SORT_KEYS = ("lastseen", "-lastseen", "machine", "-machine")
+# `problem=any` selects the machines with at least one problem.
+ANY_PROBLEM = "any"
+PROBLEM_FILTERS = (ANY_PROBLEM, *PROBLEMS)
 # The /machines query parameters that select and order machines (the page takes the same).
 MACHINE_FILTERS = ("datacenter", "worker_type", "provisioner", "state", "stale", "seen_within",
-                   "sort")
+                   "problem", "sort")
 CSV_COLUMNS = (
     "id", "datacenter", "machine", "lastseen", "age_seconds", "firstseen", "provisioner",
     "worker_type", "last_task_id", "last_task_run_id", "last_task_state",
     "last_task_reason_resolved", "last_task_url", "completed", "failed", "exception",
-    "idle_with_work_waiting",
+    "idle_with_work_waiting", "problems",
 )
 
 
@@ -37,6 +41,7 @@ class MachineQuery:
     state: str | None = None
     stale: float | None = None
     seen_within: float | None = None
+    problem: str | None = None
     sort: str = "machine"
 
     @classmethod
@@ -51,6 +56,8 @@ class MachineQuery:
         for name in ("stale", "seen_within"):
             if name in args:
                 values[name] = duration_param(name, args[name])
+        if "problem" in args:
+            values["problem"] = choice_param("problem", args["problem"], PROBLEM_FILTERS)
         if "sort" in args:
             values["sort"] = choice_param("sort", args["sort"], SORT_KEYS)
         return cls(**values)
@@ -70,14 +77,18 @@ def _lastseen_and_age(lastseen: str, now: datetime) -> tuple[str, float | None]:
 
 
 def machine_json(record: MachineRecord, now: datetime, root_url: str,
-                 busy_queues: Container[str] = (), stale_after: float | None = None) -> dict:
+                 busy_queues: Container[str] = (), limits: Thresholds = Thresholds()) -> dict:
     """One machine as the API shows it."""
     get = record.details.get
     datacenter, hostname = split_machine_id(record.machine_id)
     lastseen, age = _lastseen_and_age(record.lastseen, now)
     task_id = get("task_id")
     provisioner, worker_type = get("provisioner"), get("worker_type")
-    stale = age is not None and stale_after is not None and age >= stale_after
+    state = get("state")
+    problems = machine_problems(
+        MachineFacts(age, f"{provisioner}/{worker_type}", get("outcomes", ""), state,
+                     get("reason_resolved"), get("task_time")),
+        now, limits, busy_queues)
     return {
         "id": record.machine_id,
         "machine": hostname,
@@ -90,16 +101,25 @@ def machine_json(record: MachineRecord, now: datetime, root_url: str,
         "last_task": None if task_id is None else {
             "task_id": task_id,
             "run_id": get("run_id"),
-            "state": get("state"),
+            "state": state,
             "reason_resolved": get("reason_resolved"),
             "time": get("task_time"),
             "url": f"{root_url}/tasks/{task_id}",
         },
         "counts": {"completed": get("completed", 0), "failed": get("failed", 0),
                    "exception": get("exception", 0)},
-        "stale": stale,
-        "idle_with_work_waiting": stale and f"{provisioner}/{worker_type}" in busy_queues,
+        "stale": "stale" in problems,
+        "idle_with_work_waiting": "idle_with_work_waiting" in problems,
+        "problems": problems,
     }
+
+
+def recent_tasks(history: Sequence[Run], limit: int, root_url: str) -> list[dict]:
+    """A machine's newest runs as the API shows them, newest first, at most `limit`."""
+    return [{"task_id": run.task_id, "run_id": run.run_id, "state": run.state,
+             "reason_resolved": run.reason_resolved, "started": run.started,
+             "resolved": run.resolved, "url": f"{root_url}/tasks/{run.task_id}/runs/{run.run_id}"}
+            for run in history[:limit]]
 
 
 def busy_queues(pending: Mapping[str, int]) -> set[str]:
@@ -119,11 +139,14 @@ def select(machines: list[dict], query: MachineQuery) -> list[dict]:
             and (query.state is None or (last_task is not None and last_task["state"] == query.state))
             and (query.stale is None or (age is not None and age >= query.stale))
             and (query.seen_within is None or (age is not None and age <= query.seen_within))
+            and (query.problem is None or (
+                bool(machine["problems"]) if query.problem == ANY_PROBLEM
+                else query.problem in machine["problems"]))
         )
 
     filtered = any(value is not None for value in (
         query.datacenter, query.worker_type, query.provisioner, query.state, query.stale,
-        query.seen_within))
+        query.seen_within, query.problem))
     selected = [machine for machine in machines if keep(machine)] if filtered else list(machines)
     field = query.sort.lstrip("-")
     if field == "machine":
@@ -136,7 +159,10 @@ def select(machines: list[dict], query: MachineQuery) -> list[dict]:
 
 
 def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float) -> dict:
-    """Counts per datacenter x provisioner x worker type, and the work waiting per worker type."""
+    """Counts per datacenter x provisioner x worker type, and the work waiting per worker type.
+
+    The machines were judged stale against `stale_after`, which the summary reports.
+    """
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
     for machine in machines:
         # the provisioner is part of the key: two provisioners may share a worker type name,
@@ -148,20 +174,24 @@ def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float
                 "datacenter": key[0], "worker_type": key[2] or None, "provisioner": key[1] or None,
                 "total": 0, "seen_within_1h": 0, "stale": 0, "last_task_exception": 0,
                 "idle_with_work_waiting": 0, "pending_tasks": 0,
+                "problems": dict.fromkeys(PROBLEMS, 0),
             }
         age = machine["age_seconds"]
         group["total"] += 1
         group["seen_within_1h"] += age is not None and age <= 3600
-        group["stale"] += age is not None and age >= stale_after
+        group["stale"] += machine["stale"]
         last_task = machine["last_task"]
         group["last_task_exception"] += last_task is not None and last_task["state"] == "exception"
         group["idle_with_work_waiting"] += machine["idle_with_work_waiting"]
+        for code in machine["problems"]:
+            group["problems"][code] += 1
     for (_, provisioner, worker_type), group in groups.items():
         group["pending_tasks"] = pending.get(f"{provisioner}/{worker_type}", 0)
     rows = [groups[key] for key in sorted(groups)]
-    totals = {name: sum(group[name] for group in rows)
-              for name in ("total", "seen_within_1h", "stale", "last_task_exception",
-                           "idle_with_work_waiting")}
+    totals: dict[str, Any] = {name: sum(group[name] for group in rows)
+                              for name in ("total", "seen_within_1h", "stale", "last_task_exception",
+                                           "idle_with_work_waiting")}
+    totals["problems"] = {code: sum(group["problems"][code] for group in rows) for code in PROBLEMS}
     return {
         "stale_after_seconds": stale_after,
         "totals": totals,
@@ -179,6 +209,7 @@ def csv_row(machine: dict) -> list[Any]:
         task.get("task_id"), task.get("run_id"), task.get("state"), task.get("reason_resolved"),
         task.get("url"), machine["counts"]["completed"], machine["counts"]["failed"],
         machine["counts"]["exception"], machine["idle_with_work_waiting"],
+        " ".join(machine["problems"]),
     ]
 
 

@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from .config import Config
 from .fleet import listener_report_time, seconds_since
+from .problems import PROBLEMS
 from .snapshot import read_fleet
 from .store import LISTENER_COUNTERS, Store
 
@@ -57,14 +58,23 @@ class FleetCollector(Collector):
             "releng_hardware_machines_idle_with_work_waiting",
             "Stale machines whose worker type has pending tasks",
             labels=["datacenter", "worker_type"])
+        problems = GaugeMetricFamily(
+            "releng_hardware_machine_problems",
+            "Machines with each problem, per datacenter and worker type",
+            labels=["problem", "datacenter", "worker_type"])
         counts: dict[tuple[str, str], dict[str, int]] = {}
+        problem_counts: dict[tuple[str, str], dict[str, int]] = {}
         for machine in machines:
-            group = counts.setdefault((machine["datacenter"], machine["worker_type"] or ""), {
+            key = (machine["datacenter"], machine["worker_type"] or "")
+            group = counts.setdefault(key, {
                 "stale": 0, "idle": 0, **{name: 0 for name, _ in STALENESS_BUCKETS}})
             bucket = staleness_bucket(machine["age_seconds"])
             group[bucket] = group.get(bucket, 0) + 1
             group["stale"] += machine["stale"]
             group["idle"] += machine["idle_with_work_waiting"]
+            with_problem = problem_counts.setdefault(key, dict.fromkeys(PROBLEMS, 0))
+            for code in machine["problems"]:
+                with_problem[code] += 1
         for (datacenter, worker_type), group in sorted(counts.items()):
             # Every bucket, zeros included, so a rate or ratio never meets a missing series.
             for name in (*(name for name, _ in STALENESS_BUCKETS),
@@ -72,9 +82,13 @@ class FleetCollector(Collector):
                 by_bucket.add_metric([datacenter, worker_type, name], group[name])
             stale.add_metric([datacenter, worker_type], group["stale"])
             idle.add_metric([datacenter, worker_type], group["idle"])
+            # zeros too: an alert's ratio needs every problem's series of every pool
+            for code, count in problem_counts[(datacenter, worker_type)].items():
+                problems.add_metric([code, datacenter, worker_type], count)
         yield by_bucket
         yield stale
         yield idle
+        yield problems
         yield GaugeMetricFamily("releng_hardware_stale_after_seconds",
                                 "The STALE_AFTER threshold in seconds", value=self.config.stale_after)
 

@@ -7,7 +7,8 @@ from typing import Any
 from flask import Blueprint, Response
 
 from . import __version__
-from .fleet import CSV_COLUMNS, SORT_KEYS, STATES
+from .fleet import CSV_COLUMNS, PROBLEM_FILTERS, SORT_KEYS, STATES
+from .problems import PROBLEMS
 from .identifiers import IDENTIFIER, MACHINE_REF
 from .store import LISTENER_COUNTERS
 from .times import DURATION_PATTERN
@@ -73,6 +74,8 @@ MACHINE_QUERY = [
            {"type": "string", "enum": list(STATES)}),
     _query("stale", "only machines not seen for at least this long", DURATION),
     _query("seen_within", "only machines seen within this long", DURATION),
+    _query("problem", "only machines with this problem, or with any problem (any)",
+           {"type": "string", "enum": list(PROBLEM_FILTERS)}),
     _query("sort", "order: by last seen (oldest first), -lastseen (newest first), hostname "
                    "(default) or -machine", {"type": "string", "enum": list(SORT_KEYS),
                                              "default": "machine"}),
@@ -86,6 +89,61 @@ def _or_empty(parameter: dict[str, Any]) -> dict[str, Any]:
 
 
 DASHBOARD_QUERY = [_or_empty(parameter) for parameter in MACHINE_QUERY]
+
+
+PROBLEM_COUNTS = {
+    "type": "object",
+    "description": "per problem code, the number of machines that have it",
+    "required": list(PROBLEMS),
+    "properties": {code: {"type": "integer", "minimum": 0} for code in PROBLEMS},
+    "additionalProperties": False,
+}
+
+
+def _machine_schema(*, detail: bool) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "required": ["id", "machine", "datacenter", "lastseen", "age_seconds", "firstseen",
+                     "provisioner", "worker_type", "last_task", "counts", "stale",
+                     "idle_with_work_waiting", "problems"],
+        "properties": {
+            "id": {"type": "string", "description": "<datacenter>:<hostname>",
+                   "examples": ["mdc1:t-linux64-ms-100"]},
+            "machine": {"type": "string", "description": "the hostname (worker id)"},
+            "datacenter": {"type": "string", "description": "the worker group"},
+            "lastseen": {"type": "string", "description": "naive UTC, six fraction digits",
+                         "examples": [LASTSEEN_EXAMPLE]},
+            "age_seconds": _nullable("number", description="now - lastseen"),
+            "firstseen": _nullable("string"),
+            "provisioner": _nullable("string"),
+            "worker_type": _nullable("string"),
+            "last_task": {"anyOf": [_ref("LastTask"), {"type": "null"}]},
+            "counts": {
+                "type": "object",
+                "description": "runs resolved on the machine since tracking began",
+                "required": ["completed", "failed", "exception"],
+                "properties": {name: {"type": "integer", "minimum": 0}
+                               for name in ("completed", "failed", "exception")},
+                "additionalProperties": False,
+            },
+            "stale": {"type": "boolean", "description": "not seen for STALE_AFTER"},
+            "idle_with_work_waiting": {
+                "type": "boolean",
+                "description": "stale while its worker type has pending tasks"},
+            "problems": {
+                "type": "array",
+                "items": {"type": "string", "enum": list(PROBLEMS)},
+                "description": "what is wrong with the machine, sorted; empty when all is well"},
+        },
+        "additionalProperties": False,
+    }
+    if detail:
+        schema["required"].append("recent_tasks")
+        schema["properties"]["recent_tasks"] = {
+            "type": "array", "items": _ref("RecentTask"),
+            "description": "the newest runs, newest first by resolved, else started; "
+                           "at most RECENT_TASKS"}
+    return schema
 
 
 def _schemas() -> dict[str, Any]:
@@ -119,35 +177,22 @@ def _schemas() -> dict[str, Any]:
             },
             "additionalProperties": False,
         },
-        "Machine": {
+        "Machine": _machine_schema(detail=False),
+        "MachineDetail": _machine_schema(detail=True),
+        "RecentTask": {
             "type": "object",
-            "required": ["id", "machine", "datacenter", "lastseen", "age_seconds", "firstseen",
-                         "provisioner", "worker_type", "last_task", "counts", "stale",
-                         "idle_with_work_waiting"],
+            "required": ["task_id", "run_id", "state", "reason_resolved", "started", "resolved",
+                         "url"],
             "properties": {
-                "id": {"type": "string", "description": "<datacenter>:<hostname>",
-                       "examples": ["mdc1:t-linux64-ms-100"]},
-                "machine": {"type": "string", "description": "the hostname (worker id)"},
-                "datacenter": {"type": "string", "description": "the worker group"},
-                "lastseen": {"type": "string", "description": "naive UTC, six fraction digits",
-                             "examples": [LASTSEEN_EXAMPLE]},
-                "age_seconds": _nullable("number", description="now - lastseen"),
-                "firstseen": _nullable("string"),
-                "provisioner": _nullable("string"),
-                "worker_type": _nullable("string"),
-                "last_task": {"anyOf": [_ref("LastTask"), {"type": "null"}]},
-                "counts": {
-                    "type": "object",
-                    "description": "runs resolved on the machine since tracking began",
-                    "required": ["completed", "failed", "exception"],
-                    "properties": {name: {"type": "integer", "minimum": 0}
-                                   for name in ("completed", "failed", "exception")},
-                    "additionalProperties": False,
-                },
-                "stale": {"type": "boolean", "description": "not seen for STALE_AFTER"},
-                "idle_with_work_waiting": {
-                    "type": "boolean",
-                    "description": "stale while its worker type has pending tasks"},
+                "task_id": {"type": "string"},
+                "run_id": {"type": "integer", "minimum": 0},
+                "state": {"type": "string", "enum": list(STATES)},
+                "reason_resolved": _nullable("string", description="null while running"),
+                "started": _nullable("string", description="when the run started (UTC), "
+                                                          "to the millisecond"),
+                "resolved": _nullable("string", description="when it ended (UTC); null while "
+                                                           "running"),
+                "url": {"type": "string", "description": "the run in the Taskcluster UI"},
             },
             "additionalProperties": False,
         },
@@ -155,7 +200,7 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["datacenter", "worker_type", "provisioner", "total", "seen_within_1h",
                          "stale", "last_task_exception", "idle_with_work_waiting",
-                         "pending_tasks"],
+                         "pending_tasks", "problems"],
             "properties": {
                 "datacenter": {"type": "string"},
                 "worker_type": _nullable("string"),
@@ -163,6 +208,7 @@ def _schemas() -> dict[str, Any]:
                 **{name: {"type": "integer", "minimum": 0} for name in (
                     "total", "seen_within_1h", "stale", "last_task_exception",
                     "idle_with_work_waiting", "pending_tasks")},
+                "problems": PROBLEM_COUNTS,
             },
             "additionalProperties": False,
         },
@@ -174,10 +220,13 @@ def _schemas() -> dict[str, Any]:
                 "totals": {
                     "type": "object",
                     "required": ["total", "seen_within_1h", "stale", "last_task_exception",
-                                 "idle_with_work_waiting"],
-                    "properties": {name: {"type": "integer", "minimum": 0} for name in (
-                        "total", "seen_within_1h", "stale", "last_task_exception",
-                        "idle_with_work_waiting")},
+                                 "idle_with_work_waiting", "problems"],
+                    "properties": {
+                        **{name: {"type": "integer", "minimum": 0} for name in (
+                            "total", "seen_within_1h", "stale", "last_task_exception",
+                            "idle_with_work_waiting")},
+                        "problems": PROBLEM_COUNTS,
+                    },
                     "additionalProperties": False,
                 },
                 "groups": {"type": "array", "items": _ref("SummaryGroup")},
@@ -258,7 +307,7 @@ def build_document() -> dict[str, Any]:
                                  "hostname": {"value": "t-linux64-ms-100"}},
                 }],
                 "responses": {
-                    "200": _json(_ref("Machine"), "the machine"),
+                    "200": _json(_ref("MachineDetail"), "the machine and its recent tasks"),
                     "400": _error("not a machine id or hostname"),
                     "404": _error("never seen since tracking began"),
                     "409": _error("the hostname exists in several datacenters; "
@@ -298,6 +347,8 @@ def build_document() -> dict[str, Any]:
                 "description": "Families: releng_hardware_machines, "
                                "releng_hardware_machines_stale, "
                                "releng_hardware_machines_idle_with_work_waiting, "
+                               "releng_hardware_machine_problems (problem: "
+                               f"{', '.join(PROBLEMS)}), "
                                "releng_hardware_stale_after_seconds, releng_hardware_pending_tasks, "
                                "releng_hardware_listener_messages_total (outcome: "
                                f"{', '.join(LISTENER_COUNTERS)}), "

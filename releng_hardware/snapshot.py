@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from .config import Config
-from .fleet import busy_queues, machine_json
+from .fleet import busy_queues, machine_json, recent_tasks
+from .problems import Thresholds
 from .store import MachineRecord, Store
 
 
@@ -14,13 +15,18 @@ def read_fleet(store: Store, config: Config, now: datetime,
     """Every machine as the API shows it, and the pending tasks per queue, at `now`."""
     pending = store.pending_counts(now)
     busy = busy_queues(pending)
-    threshold = config.stale_after if stale_after is None else stale_after
-    machines = [machine_json(record, now, config.taskcluster_root_url, busy, threshold)
+    limits = Thresholds.from_config(config, stale_after)
+    machines = [machine_json(record, now, config.taskcluster_root_url, busy, limits)
                 for record in store.machines()]
     return machines, pending
 
 
 def read_machine(store: Store, config: Config, record: MachineRecord, now: datetime) -> dict:
-    """One machine as the API shows it at `now`, flagged against the work waiting now."""
+    """One machine as the API shows it at `now`, with its recent tasks, judged against the work
+    waiting now."""
     busy = busy_queues(store.pending_counts(now))
-    return machine_json(record, now, config.taskcluster_root_url, busy, config.stale_after)
+    machine = machine_json(record, now, config.taskcluster_root_url, busy,
+                           Thresholds.from_config(config))
+    machine["recent_tasks"] = recent_tasks(record.history, config.recent_tasks,
+                                           config.taskcluster_root_url)
+    return machine

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from releng_hardware.events import PendingEvent
+from releng_hardware.problems import PROBLEMS
 from releng_hardware.times import LASTSEEN_FORMAT
 from tests.conftest import DEADLINE, NOW, make_config, seen
 
@@ -188,6 +189,7 @@ def test_summary_counts_per_datacenter_and_worker_type(client, fleet):
         "datacenter": "mdc1", "worker_type": "gecko-t-linux-talos", "provisioner": "releng-hardware",
         "total": 2, "seen_within_1h": 1, "stale": 1, "last_task_exception": 1,
         "idle_with_work_waiting": 1, "pending_tasks": 1,
+        "problems": {**dict.fromkeys(PROBLEMS, 0), "idle_with_work_waiting": 1, "stale": 1},
     }
     assert groups[("mdc2", "gecko-t-win10-64-hw")]["pending_tasks"] == 0
     assert body["totals"]["total"] == 4 and body["totals"]["stale"] == 2
