@@ -1,23 +1,29 @@
-"""The dashboard page at `/`: the /machines and /summary data as one server-rendered HTML page."""
+"""The dashboard: the page at `/` (the /machines and /summary data as one server-rendered page,
+the machines that need attention first, a page at a time) and a page per machine."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from .config import Config
 from .fleet import MACHINE_FILTERS, MachineQuery, select, summary
-from .params import BadParameter
+from .identifiers import is_identifier, split_machine_id
+from .params import BadParameter, positive_int_param
 from .responses import REDIS_ERRORS, RETRY_AFTER_SECONDS, ApiError, query_args
-from .snapshot import read_fleet
+from .snapshot import read_fleet, read_machine
 
 bp = Blueprint("dashboard", __name__)
 
 REFRESH_SECONDS = 60
-# The page takes exactly the filters of /machines, so its URL is also an API query.
-DASHBOARD_PARAMS = MACHINE_FILTERS
+# Rows per page: a fleet of 100,000 machines must still open quickly, on a phone too.
+PAGE_SIZE = 200
+# The page takes exactly the filters of /machines, so its URL less `page` is also an API query.
+DASHBOARD_PARAMS = (*MACHINE_FILTERS, "page")
 # The page loads nothing from anywhere else: it must work on a laptop without network.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; script-src 'self'; "
                            "img-src 'self'; form-action 'self'; base-uri 'none'; "
@@ -69,8 +75,8 @@ def choices(values: list[str | None], selected: str | None) -> list[str]:
     return sorted({value for value in (*values, selected) if value})
 
 
-def page_url(args: dict[str, str], **changes: str | None) -> str:
-    """This page's URL with some parameters changed (None removes one)."""
+def page_url(args: dict[str, str], **changes: str | int | None) -> str:
+    """This page's URL with some parameters changed (None removes one); `page` only when given."""
     merged = {**args, **changes}
     return url_for("dashboard.index", **{name: merged[name] for name in DASHBOARD_PARAMS
                                          if merged.get(name) is not None})
@@ -88,16 +94,65 @@ def row_class(machine: dict) -> str:
     return "fresh" if age <= 3600 else "quiet"
 
 
+def needs_attention(machine: dict) -> bool:
+    """Whether a person on duty should look at this machine."""
+    return machine["stale"]
+
+
+class Section(NamedTuple):
+    """A run of rows under one heading: the machines that need attention, or the others."""
+
+    key: str
+    title: str
+    total: int
+    machines: list[dict]
+
+
+@dataclass(frozen=True)
+class Pagination:
+    """Which slice of the ordered machines a page shows (its number clamped to the last page)."""
+
+    number: int
+    count: int
+    start: int
+    stop: int
+    total: int
+
+    @classmethod
+    def of(cls, total: int, requested: int, size: int = PAGE_SIZE) -> "Pagination":
+        """Page `requested` (from 1) of `total` rows; past the end means the last page."""
+        count = max(1, -(-total // size))
+        number = min(requested, count)
+        start = (number - 1) * size
+        return cls(number, count, start, min(start + size, total), total)
+
+
+def attention_sections(machines: list[dict], pagination: Pagination) -> list[Section]:
+    """The machines needing attention, then the others, each in the query's order, cut to the page."""
+    attention = [machine for machine in machines if needs_attention(machine)]
+    others = [machine for machine in machines if not needs_attention(machine)]
+    sections, offset = [], 0
+    for key, title, group in (("attention", "Needs attention", attention),
+                              ("others", "Everything else", others)):
+        shown = group[max(0, pagination.start - offset):max(0, pagination.stop - offset)]
+        if shown:
+            sections.append(Section(key, title, len(group), shown))
+        offset += len(group)
+    return sections
+
+
 @bp.get("/")
 def index() -> Response:
-    """The dashboard: summary, filters and the machines they select."""
+    """The dashboard: summary, filters, and the machines they select, those needing attention first."""
     args = query_args(DASHBOARD_PARAMS, drop_empty=True)
+    requested_page = positive_int_param("page", args.pop("page")) if "page" in args else 1
     query = MachineQuery.from_args(args)
     ext = current_app.extensions["releng_hardware"]
     config: Config = ext["config"]
     now: datetime = ext["clock"]()
     machines, pending = read_fleet(ext["store"], config, now)
     shown = select(machines, query)
+    pagination = Pagination.of(len(shown), requested_page)
     fleet_summary = summary(machines, pending, config.stale_after)
     datacenters = choices([m["datacenter"] for m in machines], query.datacenter)
     worker_types = choices([m["worker_type"] for m in machines], query.worker_type)
@@ -105,7 +160,8 @@ def index() -> Response:
         "dashboard.html",
         args=args,
         query=query,
-        machines=shown,
+        sections=attention_sections(shown, pagination),
+        pagination=pagination,
         total=len(machines),
         summary=fleet_summary,
         datacenters=datacenters,
@@ -114,6 +170,33 @@ def index() -> Response:
         stale_after=duration_text(config.stale_after),
         api_url=url_for("api.machines", **args),
         page_url=lambda **changes: page_url(args, **changes),
+        now=now,
+        refresh=REFRESH_SECONDS,
+    )
+    return _html(html)
+
+
+@bp.get("/machine/<machine_id>")
+def machine_page(machine_id: str) -> Response:
+    """One machine: what it is, when it was seen, its last task and counters."""
+    query_args(())
+    datacenter, hostname = split_machine_id(machine_id)
+    if not (is_identifier(datacenter) and is_identifier(hostname)):
+        raise ApiError(400, "bad_machine_id",
+                       "a machine page is /machine/<datacenter>:<hostname>, made of letters, "
+                       "digits, - and _")
+    ext = current_app.extensions["releng_hardware"]
+    config: Config = ext["config"]
+    now: datetime = ext["clock"]()
+    store = ext["store"]
+    record = store.machine(machine_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"{machine_id} has not been seen since tracking began")
+    html = render_template(
+        "machine.html",
+        machine=read_machine(store, config, record, now),
+        stale_after=duration_text(config.stale_after),
+        api_url=url_for("api.machine", machine_id=machine_id),
         now=now,
         refresh=REFRESH_SECONDS,
     )
@@ -142,7 +225,7 @@ def _bad_parameter(exc: BadParameter) -> Response:
 
 @bp.errorhandler(ApiError)
 def _api_error(exc: ApiError) -> Response:
-    return _error_page(exc.status, "Bad request", exc.message)
+    return _error_page(exc.status, "Not found" if exc.status == 404 else "Bad request", exc.message)
 
 
 def _redis_down(exc: Exception) -> Response:

@@ -35,6 +35,10 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
     return response
 
 
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
 def _nullable(type_name: str, **extra: Any) -> dict[str, Any]:
     return {"type": [type_name, "null"], **extra}
 
@@ -88,7 +92,11 @@ def _or_empty(parameter: dict[str, Any]) -> dict[str, Any]:
         "const": "", "description": "empty: any (what the page's own form sends when unset)"}]}}
 
 
-DASHBOARD_QUERY = [_or_empty(parameter) for parameter in MACHINE_QUERY]
+DASHBOARD_QUERY = [_or_empty(parameter) for parameter in (
+    *MACHINE_QUERY,
+    _query("page", "which page of the machines to show (the last one when past it)",
+           {"type": "integer", "minimum": 1, "maximum": 999_999_999, "default": 1}),
+)]
 
 
 PROBLEM_COUNTS = {
@@ -330,16 +338,30 @@ def build_document() -> dict[str, Any]:
                 },
             }},
             "/": {"get": {
-                "summary": "The dashboard page; takes the filters of /machines except format",
+                "summary": "The dashboard page; takes the filters of /machines except format, "
+                           "shows the machines needing attention first, a page at a time",
                 "parameters": DASHBOARD_QUERY,
                 "responses": {
-                    "200": {"description": "the dashboard",
-                            "content": {"text/html": {"schema": {"type": "string"}}}},
-                    "400": {"description": "a query parameter is unknown, repeated or invalid",
-                            "content": {"text/html": {"schema": {"type": "string"}}}},
-                    "503": {"description": "Redis is not answering; the page retries by itself",
-                            "headers": RETRY_AFTER,
-                            "content": {"text/html": {"schema": {"type": "string"}}}},
+                    "200": _html("the dashboard"),
+                    "400": _html("a query parameter is unknown, repeated or invalid"),
+                    "503": {**_html("Redis is not answering; the page retries by itself"),
+                            "headers": RETRY_AFTER},
+                },
+            }},
+            "/machine/{machine_id}": {"get": {
+                "summary": "The page of one machine",
+                "parameters": [{
+                    "name": "machine_id", "in": "path", "required": True,
+                    "schema": {"type": "string", "maxLength": 77,
+                               "pattern": f"^{IDENTIFIER}:{IDENTIFIER}$"},
+                    "examples": {"id": {"value": "mdc1:t-linux64-ms-100"}},
+                }],
+                "responses": {
+                    "200": _html("the machine's page"),
+                    "400": _html("not <datacenter>:<hostname>, or a query parameter given"),
+                    "404": _html("never seen since tracking began"),
+                    "503": {**_html("Redis is not answering; the page retries by itself"),
+                            "headers": RETRY_AFTER},
                 },
             }},
             "/metrics": {"get": {

@@ -31,6 +31,13 @@ def identifier_param(name: str, value: str) -> str:
     return value
 
 
+def positive_int_param(name: str, text: str) -> int:
+    """A whole number from 1, written in plain digits."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
+        raise BadParameter(name, "must be a whole number from 1")
+    return int(text)
+
+
 def choice_param(name: str, value: str, choices: Iterable[str]) -> str:
     """One of a fixed set of values."""
     choices = tuple(choices)

@@ -58,10 +58,11 @@ def run(datacenter: str, host: str, worker_type: str, ago: timedelta, state: str
 
 
 def small_fleet(store: Store) -> None:
-    """One fresh machine in mdc1 and one stale machine in mdc2."""
+    """Two fresh machines in mdc1 and one stale machine in mdc2."""
     rng = random.Random(1)
     store.record([
         run("mdc1", "t-linux64-ms-100", "gecko-t-linux-talos", timedelta(minutes=4), "completed", rng),
+        run("mdc1", "t-linux64-ms-102", "gecko-t-linux-talos", timedelta(minutes=40), "completed", rng),
         run("mdc2", "t-w1064-ms-281", "gecko-t-win10-64-hw", timedelta(hours=9), "exception", rng,
             "worker-shutdown"),
     ], now=NOW)
@@ -178,7 +179,8 @@ def test_page_loads_and_marks_the_stale_machine(browser, server):
     browser.get(server.url + "/")
     assert browser.title == "Machines · releng-hardware"
     found = rows(browser)
-    assert set(found) == {"mdc1:t-linux64-ms-100", "mdc2:t-w1064-ms-281"}
+    # the stale machine needs attention: it comes first
+    assert list(found) == ["mdc2:t-w1064-ms-281", "mdc1:t-linux64-ms-100", "mdc1:t-linux64-ms-102"]
     assert "stale" in found["mdc2:t-w1064-ms-281"]
     assert "stale" not in found["mdc1:t-linux64-ms-100"]
     # the marking shows: the stale row is painted, the fresh one is not
@@ -225,16 +227,17 @@ def test_stale_only_checkbox_uses_the_configured_threshold(browser, server):
     assert list(rows(browser)) == ["mdc2:t-w1064-ms-281"]
 
 
-def test_sorting_by_last_seen_puts_the_oldest_first_then_the_newest(browser, server):
+def test_sorting_by_last_seen_orders_each_section_oldest_first_then_newest(browser, server):
     from selenium.webdriver.common.by import By
+    stale, fresh, older = "mdc2:t-w1064-ms-281", "mdc1:t-linux64-ms-100", "mdc1:t-linux64-ms-102"
     browser.get(server.url + "/")
-    assert list(rows(browser)) == ["mdc1:t-linux64-ms-100", "mdc2:t-w1064-ms-281"]
+    assert list(rows(browser)) == [stale, fresh, older]
     browser.find_element(By.ID, "sort-lastseen").click()
     wait_for_url(browser, "sort=lastseen")
-    assert list(rows(browser)) == ["mdc2:t-w1064-ms-281", "mdc1:t-linux64-ms-100"]
+    assert list(rows(browser)) == [stale, older, fresh]
     browser.find_element(By.ID, "sort-lastseen").click()
     wait_for_url(browser, "sort=-lastseen")
-    assert list(rows(browser)) == ["mdc1:t-linux64-ms-100", "mdc2:t-w1064-ms-281"]
+    assert list(rows(browser)) == [stale, fresh, older]
 
 
 def test_last_seen_shows_the_utc_time_on_hover(browser, server):
@@ -255,6 +258,52 @@ def test_on_a_phone_only_the_tables_scroll_sideways(browser, server):
         browser.save_screenshot(str(ARTIFACTS / "dashboard-phone.png"))
     finally:
         browser.set_window_size(1280, 900)
+
+
+def test_a_hostname_opens_the_machine_page_and_back(browser, server):
+    from selenium.webdriver.common.by import By
+    browser.get(server.url + "/?datacenter=mdc2")
+    browser.find_element(By.LINK_TEXT, "t-w1064-ms-281").click()
+    wait_for_url(browser, "/machine/mdc2:t-w1064-ms-281")
+    assert browser.title == "t-w1064-ms-281 · releng-hardware"
+    facts = browser.find_element(By.ID, "facts").text
+    assert "9h ago" in facts and "stale" in facts and "worker-shutdown" in facts
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "machine.png"))
+    browser.find_element(By.ID, "back").click()
+    wait_for_url(browser, server.url + "/")
+    assert len(rows(browser)) == 3
+
+
+@pytest.fixture(scope="module")
+def big_server() -> Iterator[Served]:
+    """The app with two and a half pages of machines, some stale."""
+    require_chromium()
+    from releng_hardware.dashboard import PAGE_SIZE
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    Store(redis).preload({
+        f"mdc{1 + number % 2}:t-linux64-ms-{number:04}":
+            NOW - (timedelta(days=1) if number % 20 == 0 else timedelta(minutes=number % 50))
+        for number in range(2 * PAGE_SIZE + PAGE_SIZE // 2)})
+    with Served(redis) as served:
+        yield served
+
+
+def test_a_big_fleet_opens_on_its_first_page_and_pages_keep_the_filters(browser, big_server):
+    from selenium.webdriver.common.by import By
+
+    from releng_hardware.dashboard import PAGE_SIZE
+    browser.get(big_server.url + "/?datacenter=mdc1")
+    first = rows(browser)
+    assert len(first) == PAGE_SIZE
+    attention = browser.find_elements(By.CSS_SELECTOR, "#section-attention tr.machine")
+    assert attention and [row.get_attribute("data-id") for row in attention] == list(first)[:len(attention)]
+    browser.find_element(By.ID, "next-bottom").click()
+    wait_for_url(browser, "page=2")
+    assert browser.current_url == big_server.url + "/?datacenter=mdc1&page=2"
+    second = rows(browser)
+    assert second and not set(second) & set(first)
+    assert all(machine_id.startswith("mdc1:") for machine_id in second)
 
 
 def docs_screenshot(path: Path) -> None:

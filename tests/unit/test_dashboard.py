@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from releng_hardware.dashboard import duration_text, relative_age
+from releng_hardware.dashboard import PAGE_SIZE, duration_text, needs_attention, relative_age
 from releng_hardware.events import PendingEvent
 from tests.conftest import DEADLINE, NOW, make_config, seen
 
@@ -47,6 +47,7 @@ class Page(HTMLParser):
         self._cell: list[str] | None = None
         self._select: str | None = None
         self._in_tbody = False
+        self._section: str | None = None
         self.feed(html)
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
@@ -55,9 +56,10 @@ class Page(HTMLParser):
             self._table = attr.get("id")
         elif tag == "tbody":
             self._in_tbody = True
+            self._section = attr.get("id")
         elif tag == "tr" and self._in_tbody:
             self._row = {"class": attr.get("class", "").split(), "id": attr.get("data-id"),
-                         "cells": [], "links": [], "titles": []}
+                         "cells": [], "links": [], "titles": [], "section": self._section}
         elif tag == "td" and self._row is not None:
             self._cell = []
         elif tag == "a":
@@ -109,6 +111,10 @@ class Page(HTMLParser):
         """Machine ids in table order."""
         return [row["id"] for row in self.rows]
 
+    def section(self, name: str) -> list[str]:
+        """Machine ids of one section of the table ("attention" or "others"), in order."""
+        return [row["id"] for row in self.rows if row["section"] == f"section-{name}"]
+
 
 def page(client, url: str = "/") -> Page:
     """GET a dashboard URL that must succeed, parsed."""
@@ -134,7 +140,7 @@ def test_last_seen_is_a_relative_age_from_the_app_clock_with_utc_time_on_hover(c
 
 def test_last_task_state_links_to_taskcluster(client, fleet):
     row = page(client).row("mdc2:t-w1064-ms-281")
-    assert row["links"] == ["https://firefox-ci-tc.services.mozilla.com/tasks/CCCCCCCCQAGAAAAAAAAAAA"]
+    assert row["links"][-1] == "https://firefox-ci-tc.services.mozilla.com/tasks/CCCCCCCCQAGAAAAAAAAAAA"
     assert row["cells"][5] == "exception worker-shutdown"
 
 
@@ -163,7 +169,12 @@ def test_stale_follows_the_configured_threshold(app_factory, fleet):
 def test_page_shows_exactly_what_the_api_returns_for_the_same_query(client, fleet, query):
     api = client.get(f"/machines?{query}")
     assert api.status_code == 200
-    assert page(client, f"/?{query}").ids == [machine["id"] for machine in api.get_json()]
+    machines = api.get_json()
+    dashboard = page(client, f"/?{query}")
+    # the same machines in the same order, those needing attention lifted to the top
+    assert dashboard.section("attention") == [m["id"] for m in machines if needs_attention(m)]
+    assert dashboard.section("others") == [m["id"] for m in machines if not needs_attention(m)]
+    assert dashboard.ids == dashboard.section("attention") + dashboard.section("others")
 
 
 def test_stale_only_view_of_one_datacenter(client, fleet):
@@ -295,3 +306,127 @@ def test_filter_choices_never_offer_an_empty_value_for_machines_without_worker_t
     assert [value for value, _ in dashboard.options["worker_type"]][1:] == [
         "gecko-t-linux-talos", "gecko-t-win10-64-hw"]
     assert [value for value, _ in dashboard.options["datacenter"]][1:] == ["mdc1", "mdc2", "mdc3"]
+
+
+# -- the machines needing attention first, a page at a time --------------------------
+
+def test_machines_needing_attention_come_first_under_their_own_heading(client, fleet):
+    html = client.get("/").get_data(as_text=True)
+    dashboard = Page(html)
+    assert dashboard.section("attention") == ["mdc2:t-linux64-ms-100", "mdc2:t-w1064-ms-281"]
+    assert dashboard.section("others") == ["mdc1:t-linux64-ms-100", "mdc1:t-linux64-ms-101"]
+    assert re.search(r"Needs attention <span class=\"section-count\">2 machines</span>", html)
+    assert re.search(r"Everything else <span class=\"section-count\">2 machines</span>", html)
+    assert "<strong>2 need attention</strong>" in html
+
+
+def test_hostnames_link_to_the_machine_page(client, fleet):
+    row = page(client).row("mdc2:t-w1064-ms-281")
+    assert row["links"][0] == "/machine/mdc2:t-w1064-ms-281"
+
+
+@pytest.fixture
+def big_fleet(store):
+    """Two and a quarter pages of machines, 30 of them stale, in two datacenters."""
+    store.preload({f"mdc{1 + number % 2}:t-linux64-ms-{number:04}":
+                   NOW - (timedelta(days=1) if number % 15 == 0 else timedelta(minutes=number % 50))
+                   for number in range(2 * PAGE_SIZE + 50)})
+    return store
+
+
+def follow_pages(client, url: str) -> tuple[list[str], list[str]]:
+    """Every machine id over the pages from `url` on, following the Next links; the URLs visited."""
+    ids, urls = [], []
+    while url:
+        dashboard = page(client, url)
+        ids += dashboard.ids
+        urls.append(url)
+        url = dashboard.links.get("next-bottom")
+    return ids, urls
+
+
+def test_a_big_fleet_is_shown_a_page_at_a_time_attention_first(client, big_fleet):
+    first = page(client, "/")
+    assert len(first.ids) == PAGE_SIZE
+    assert first.ids[:30] == first.section("attention") and len(first.section("attention")) == 30
+    ids, urls = follow_pages(client, "/")
+    assert urls == ["/", "/?page=2", "/?page=3"]
+    api = client.get("/machines").get_json()
+    assert ids == ([m["id"] for m in api if needs_attention(m)]
+                   + [m["id"] for m in api if not needs_attention(m)])
+    last = page(client, "/?page=3")
+    assert len(last.ids) == 50 and last.section("attention") == []
+    assert "next-bottom" not in last.links and last.links["prev-bottom"] == "/?page=2"
+    assert page(client, "/?page=2").links["prev-top"] == "/"
+
+
+def test_page_links_keep_the_filters_and_filters_return_to_the_first_page(client, big_fleet):
+    ids, urls = follow_pages(client, "/?datacenter=mdc2&sort=-lastseen")
+    assert urls == ["/?datacenter=mdc2&sort=-lastseen", "/?datacenter=mdc2&sort=-lastseen&page=2"]
+    assert sorted(ids) == sorted(m["id"] for m in client.get("/machines?datacenter=mdc2").get_json())
+    second = page(client, urls[1])
+    # a new order or filter starts over at page 1, and the JSON link is a valid API query
+    assert second.links["sort-machine"] == "/?datacenter=mdc2&sort=machine"
+    html = client.get(urls[1]).get_data(as_text=True)
+    assert 'href="/machines?datacenter=mdc2&amp;sort=-lastseen">this view as JSON' in html
+    assert not any(field.get("name") == "page" for field in second.inputs)
+
+
+def test_a_page_past_the_end_shows_the_last_page(client, big_fleet):
+    assert page(client, "/?page=99").ids == page(client, "/?page=3").ids
+    assert "Page 3 of 3" in client.get("/?page=99").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x", "1.5", "²", "9999999999"])
+def test_a_bad_page_number_is_an_html_400_naming_it(client, fleet, value):
+    response = client.get(f"/?page={value}")
+    assert response.status_code == 400 and response.mimetype == "text/html"
+    assert "page" in response.get_data(as_text=True)
+
+
+def test_one_page_needs_no_page_links(client, fleet):
+    html = client.get("/").get_data(as_text=True)
+    assert 'class="pager"' not in html
+    assert "Showing 1–4 of 4 matching machines" in html
+
+
+# -- the machine page -----------------------------------------------------------------
+
+def test_machine_page_says_what_the_machine_is_and_did(client, fleet):
+    response = client.get("/machine/mdc2:t-w1064-ms-281")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    html = response.get_data(as_text=True)
+    facts = dict(re.findall(r"<dt>(.*?)</dt><dd[^>]*>(.*?)</dd>", " ".join(html.split())))
+    assert re.sub(r"<[^>]+>", "", facts["Last seen"]).split(" · ") == [
+        "7h ago 2026-11-20 08:00:00 UTC", "stale (not seen for 6h)", "work waiting"]
+    assert 'href="/?datacenter=mdc2&amp;worker_type=gecko-t-win10-64-hw"' in facts["Worker type"]
+    assert "https://firefox-ci-tc.services.mozilla.com/tasks/CCCCCCCCQAGAAAAAAAAAAA" in facts["Last task"]
+    assert "worker-shutdown" in facts["Last task"]
+    assert facts["Runs"] == "0 completed · 0 failed · 1 exception"
+    assert 'href="/machines/mdc2:t-w1064-ms-281"' in html
+    assert Page(html).resources == ["/static/favicon.svg", "/static/dashboard.css"]
+
+
+def test_machine_page_of_a_preloaded_machine_shows_what_is_known(client, store):
+    store.preload({"mdc3:t-mac-ms-001": NOW - timedelta(hours=1)})
+    html = client.get("/machine/mdc3:t-mac-ms-001").get_data(as_text=True)
+    assert "1h ago" in html and "none recorded" in html
+
+
+@pytest.mark.parametrize("url, status", [
+    ("/machine/mdc1:t-never-seen", 404), ("/machine/t-linux64-ms-100", 400),
+    ("/machine/mdc1:bad!host", 400), ("/machine/mdc2:t-w1064-ms-281?page=2", 400),
+])
+def test_machine_page_errors_are_html(client, fleet, url, status):
+    response = client.get(url)
+    assert response.status_code == status and response.mimetype == "text/html"
+    assert re.search(r'<p class="message">.+</p>', response.get_data(as_text=True))
+
+
+def test_machine_page_escapes_what_comes_from_redis(client, store):
+    store.redis.hset("machines", "mdc1:t-odd", "2026-11-20T14:00:00.000000")
+    store.redis.hset("machine_records", "mdc1:t-odd",
+                     '{"worker_type": "<b>wt</b>", "task_id": "\\"><img src=x>", "state": "failed"}')
+    html = client.get("/machine/mdc1:t-odd").get_data(as_text=True)
+    assert "<b>wt</b>" not in html and "<img src=x>" not in html and "&lt;b&gt;wt&lt;/b&gt;" in html

@@ -176,6 +176,7 @@ def test_documented_query_parameters_are_the_ones_the_views_accept(document):
     assert parameter_names(document, "/summary") == {"stale_after"}
     assert parameter_names(document, "/") == set(DASHBOARD_PARAMS)
     assert parameter_names(document, "/machines/{machine_id}", "path") == {"machine_id"}
+    assert parameter_names(document, "/machine/{machine_id}", "path") == {"machine_id"}
 
 
 # -- real responses against the document -----------------------------------------
@@ -228,6 +229,13 @@ CASES = [
     Case("/?stale=6h&datacenter=mdc2", "/", 200),
     Case("/?stale=later", "/", 400),
     Case("/", "/", 503, redis_down=True),
+    Case("/?page=2", "/", 200),
+    Case("/?page=0", "/", 400),
+    Case("/machine/mdc1:t-linux64-ms-100", "/machine/{machine_id}", 200),
+    Case("/machine/mdc3:t-mac-ms-001", "/machine/{machine_id}", 200),
+    Case("/machine/t-linux64-ms-100", "/machine/{machine_id}", 400),
+    Case("/machine/mdc1:t-never-seen", "/machine/{machine_id}", 404),
+    Case("/machine/mdc1:t-linux64-ms-100", "/machine/{machine_id}", 503, redis_down=True),
     Case("/metrics", "/metrics", 200),
     Case("/metrics", "/metrics", 503, redis_down=True),
     Case("/__heartbeat__", "/__heartbeat__", 200),
