@@ -10,6 +10,7 @@ from . import __version__
 from .fleet import CSV_COLUMNS, PROBLEM_FILTERS, SORT_KEYS, STATES
 from .problems import PROBLEMS
 from .identifiers import IDENTIFIER, MACHINE_REF
+from .params import POSITIVE_INT
 from .store import LISTENER_COUNTERS
 from .times import DURATION_PATTERN
 from .responses import MAX_URL_LENGTH, json_response
@@ -95,7 +96,8 @@ def _or_empty(parameter: dict[str, Any]) -> dict[str, Any]:
 DASHBOARD_QUERY = [_or_empty(parameter) for parameter in (
     *MACHINE_QUERY,
     _query("page", "which page of the machines to show (the last one when past it)",
-           {"type": "integer", "minimum": 1, "maximum": 999_999_999, "default": 1}),
+           {"type": "string", "pattern": f"^{POSITIVE_INT.pattern}$", "default": "1",
+            "description": "a whole number from 1"}),
 )]
 
 

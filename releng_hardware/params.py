@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 from .identifiers import is_identifier
 from .times import parse_duration
+
+# A page number: nine digits are more pages than any fleet has.
+POSITIVE_INT = re.compile(r"[1-9][0-9]{0,8}")
 
 
 class BadParameter(ValueError):
@@ -32,8 +36,8 @@ def identifier_param(name: str, value: str) -> str:
 
 
 def positive_int_param(name: str, text: str) -> int:
-    """A whole number from 1, written in plain digits."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
+    """A whole number from 1, in plain digits without leading zeros (at most nine)."""
+    if POSITIVE_INT.fullmatch(text) is None:
         raise BadParameter(name, "must be a whole number from 1")
     return int(text)
 

@@ -377,7 +377,7 @@ def test_a_page_past_the_end_shows_the_last_page(client, big_fleet):
     assert "Page 3 of 3" in client.get("/?page=99").get_data(as_text=True)
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "x", "1.5", "²", "9999999999"])
+@pytest.mark.parametrize("value", ["0", "-1", "x", "1.5", "²", "9999999999", "02"])
 def test_a_bad_page_number_is_an_html_400_naming_it(client, fleet, value):
     response = client.get(f"/?page={value}")
     assert response.status_code == 400 and response.mimetype == "text/html"
