@@ -46,19 +46,14 @@ def test_configuration_errors_never_show_the_secret(environ):
     assert str(error.value).startswith(next(iter(environ)))
 
 
-def run(script: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script], cwd=ROOT, input=b"[]",
-                          env={"PATH": "/usr/bin:/bin", "REDIS_TIMEOUT": "1s", **env},
-                          capture_output=True, timeout=timeout)
-
-
+@pytest.mark.parametrize("command", [["preload_redis.py"], ["-m", "releng_hardware.inventory", "load"]])
 @pytest.mark.parametrize("redis_url", [
     f"redis://:{SECRET}@127.0.0.1:1/0",
     f"redis://127.0.0.1:1/0?password={SECRET}",
 ])
-def test_preload_names_an_unreachable_redis_without_its_password(redis_url):
+def test_loads_name_an_unreachable_redis_without_its_password(command, redis_url):
     data = b'[{"machine": "a", "datacenter": "mdc1", "lastseen": "2026-11-20T08:00:00"}]'
-    result = subprocess.run([sys.executable, "preload_redis.py"], cwd=ROOT, input=data,
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, input=data,
                             env={"PATH": "/usr/bin:/bin", "REDIS_URL": redis_url, "REDIS_TIMEOUT": "1s"},
                             capture_output=True, timeout=30)
     assert result.returncode == 1
