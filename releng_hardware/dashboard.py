@@ -14,7 +14,7 @@ from .config import Config
 from .fleet import MACHINE_FILTERS, MachineQuery, select, summary
 from .identifiers import is_identifier, split_machine_id
 from .params import BadParameter, positive_int_param
-from .responses import REDIS_ERRORS, RETRY_AFTER_SECONDS, ApiError, query_args
+from .responses import REDIS_ERRORS, RETRY_AFTER_SECONDS, ApiError, log_redis_error, query_args
 from .snapshot import read_fleet, read_machine
 
 bp = Blueprint("dashboard", __name__)
@@ -229,7 +229,7 @@ def _api_error(exc: ApiError) -> Response:
 
 
 def _redis_down(exc: Exception) -> Response:
-    current_app.logger.warning("Redis unavailable: %s", exc)
+    log_redis_error(exc)
     # The error page refreshes too, so a page left open recovers by itself.
     response = _error_page(503, "Data store unavailable",
                            "Redis is not answering; this page retries every minute.",

@@ -6,6 +6,7 @@ Blueprints import from here; this module imports no view, so imports flow one wa
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any, Mapping
 
 import orjson
@@ -23,6 +24,8 @@ RETRY_AFTER_SECONDS = 5
 # parameter a short word): a longer one is refused before anything is parsed or echoed.
 # gunicorn itself refuses request lines over 4094 bytes.
 MAX_URL_LENGTH = 2048
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -44,6 +47,14 @@ def error_response(status: int, error: str, message: str,
     """The one JSON error shape: {"error", "message", "status", ...}."""
     return json_response({"error": error, "message": message, "status": status, **extra}, status,
                          headers)
+
+
+def log_redis_error(exc: Exception) -> None:
+    """One line per Redis failure: a warning for an outage, an error when it needs an operator."""
+    # redis-py makes NOAUTH and WRONGPASS connection errors, but no retry mends a wrong password
+    outage = isinstance(exc, REDIS_OUTAGES) and not isinstance(exc, redis.AuthenticationError)
+    log.log(logging.WARNING if outage else logging.ERROR, "Redis unavailable on %s: %s: %s",
+            request.path[:200], type(exc).__name__, str(exc)[:200])
 
 
 def query_args(allowed: tuple[str, ...] | frozenset[str] | set[str], *,

@@ -12,8 +12,8 @@ from werkzeug.exceptions import HTTPException, RequestURITooLarge
 from . import api, dashboard, dockerflow, metrics, openapi
 from .config import Config
 from .params import BadParameter
-from .responses import (MAX_URL_LENGTH, REDIS_ERRORS, REDIS_OUTAGES, RETRY_AFTER_SECONDS,
-                        ApiError, error_response)
+from .responses import (MAX_URL_LENGTH, REDIS_ERRORS, RETRY_AFTER_SECONDS, ApiError,
+                        error_response, log_redis_error)
 from .store import Store, open_redis
 from .times import utcnow
 
@@ -75,10 +75,7 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _redis_down(exc: Exception) -> Response:
-    # an outage comes and goes; any other Redis error (READONLY, OOM, NOAUTH) needs an operator
-    level = logging.WARNING if isinstance(exc, REDIS_OUTAGES) else logging.ERROR
-    log.log(level, "Redis unavailable on %s: %s: %s", request.path[:200], type(exc).__name__,
-            str(exc)[:200])
+    log_redis_error(exc)
     return error_response(503, "redis_unavailable", "the data store is not answering; retry shortly",
                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 

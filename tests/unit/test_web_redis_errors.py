@@ -7,6 +7,7 @@ error under test, through redis-py's real reply parser.
 
 from __future__ import annotations
 
+import logging
 import socketserver
 import threading
 from typing import Iterator
@@ -33,6 +34,7 @@ REPLIES = {
 DATA_PATHS = ("/machines", "/machines?format=csv", "/machines/mdc1:t-linux64-ms-100",
               "/machines/t-linux64-ms-100", "/summary", "/metrics")
 REDIS_FREE_PATHS = ("/__lbheartbeat__", "/__version__", "/openapi.json")
+OUTAGES = {"loading", "hang up"}  # they pass; every other reply needs an operator
 
 
 class FailingRedis(socketserver.ThreadingTCPServer):
@@ -75,6 +77,7 @@ class _Handler(socketserver.StreamRequestHandler):
 @pytest.fixture(params=sorted(REPLIES))
 def failing_redis(request) -> Iterator[FailingRedis]:
     server = FailingRedis(REPLIES[request.param])
+    server.name = request.param
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield server
     server.shutdown()
@@ -115,3 +118,14 @@ def test_heartbeat_keeps_its_dockerflow_shape(failing_client):
 def test_what_needs_no_redis_keeps_answering(failing_client):
     for path in REDIS_FREE_PATHS:
         assert failing_client.get(path).status_code == 200, path
+
+
+def test_each_failure_is_logged_once_as_a_warning_for_an_outage_else_as_an_error(
+        failing_redis, failing_client, caplog):
+    caplog.set_level(logging.WARNING, logger="releng_hardware")
+    for path in ("/machines", "/"):
+        caplog.clear()
+        failing_client.get(path)
+        [record] = [r for r in caplog.records if r.getMessage().startswith("Redis unavailable")]
+        expected = logging.WARNING if failing_redis.name in OUTAGES else logging.ERROR
+        assert (record.levelno, path) == (expected, path), record.getMessage()
