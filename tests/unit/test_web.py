@@ -366,6 +366,7 @@ INJECTED = "x%0d%0aSet-Cookie:%20stolen=1%0d%0a%0d%0a<script>alert(1)</script>"
     f"/machines?datacenter={INJECTED}", f"/machines?sort={INJECTED}", f"/machines?format={INJECTED}",
     f"/machines?{INJECTED}=1", f"/machines/{INJECTED}", f"/machines/mdc1:{INJECTED}",
     f"/summary?stale_after={INJECTED}", f"/?datacenter={INJECTED}", f"/?{INJECTED}=1",
+    f"/machine/{INJECTED}", f"/machine/mdc1:t-1?{INJECTED}=1",
     f"/{INJECTED}", f"/metrics?{INJECTED}",
 ])
 def test_parameters_echoed_back_never_reach_a_header_or_raw_html(client, fleet, url):

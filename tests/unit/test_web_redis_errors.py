@@ -100,11 +100,12 @@ def test_every_data_endpoint_answers_503_json(failing_client):
 
 
 def test_the_dashboard_answers_an_html_503_that_retries(failing_client):
-    response = failing_client.get("/")
-    assert response.status_code == 503
-    assert response.mimetype == "text/html"
-    assert "Data store unavailable" in response.get_data(as_text=True)
-    assert response.headers["Retry-After"].isdigit()
+    for path in ("/", "/machine/mdc1:t-linux64-ms-100"):
+        response = failing_client.get(path)
+        assert response.status_code == 503, path
+        assert response.mimetype == "text/html"
+        assert "Data store unavailable" in response.get_data(as_text=True)
+        assert response.headers["Retry-After"].isdigit()
 
 
 def test_heartbeat_keeps_its_dockerflow_shape(failing_client):
