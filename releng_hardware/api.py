@@ -8,7 +8,9 @@ import io
 import orjson
 from flask import Blueprint, Response, current_app, request
 
-from .fleet import CSV_COLUMNS, MACHINE_FILTERS, MachineQuery, csv_row, select, summary
+from .fleet import (CSV_FIELDS, MACHINE_FILTERS, MachineQuery, csv_columns, csv_row, is_poll,
+                    lastseen_machines, lastseen_rows, needs_records, parse_fields, poll_machines,
+                    project, select, summary)
 from .identifiers import MAX_MACHINE_REF, is_machine_ref
 from .params import duration_param
 from .responses import ApiError, conditional, digest, json_response, query_args
@@ -16,24 +18,39 @@ from .snapshot import read_fleet, read_machine
 
 bp = Blueprint("api", __name__)
 
-MACHINE_PARAMS = frozenset({*MACHINE_FILTERS, "format"})
+MACHINE_PARAMS = frozenset({*MACHINE_FILTERS, "fields", "format"})
 SUMMARY_PARAMS = frozenset({"stale_after"})
 FORMATS = ("json", "csv")
 
 
 @bp.get("/machines")
 def machines() -> Response:
-    """Every machine seen, filtered and sorted as asked, as JSON or CSV."""
+    """Every machine seen, filtered and sorted as asked, as JSON or CSV, with the fields asked."""
     args = query_args(MACHINE_PARAMS)
     query = MachineQuery.from_args({name: args[name] for name in MACHINE_FILTERS if name in args})
+    fields = parse_fields(args["fields"]) if "fields" in args else None
     wants_csv = _wants_csv(args.get("format"))
     ext = current_app.extensions["releng_hardware"]
-    store = ext["store"]
+    store, now = ext["store"], ext["clock"]()
     data_version = store.data_version()  # before the data: a newer ETag never labels older data
-    selected = select(read_fleet(store, ext["config"], ext["clock"]())[0], query)
-    etag = machines_etag(data_version, selected)
+    if fields is not None and is_poll(query, fields):
+        selected = poll_machines(store.lastseen_by_machine(), now, query)
+        state = ""  # without problems or a time filter only the data changes this answer
+    elif fields is not None and not needs_records(query, fields):
+        rows = lastseen_rows(store.lastseen_by_machine(), now, query, "age_seconds" in fields)
+        selected = lastseen_machines(rows, fields)
+        # a time filter changes the selection as time passes, without a data change
+        state = ("" if query.stale is None and query.seen_within is None
+                 else digest("\n".join(row[2] for row in rows).encode()))
+    else:
+        selected = select(read_fleet(store, ext["config"], now)[0], query)
+        state = problem_flags(selected)
+        if fields is not None:
+            selected = project(selected, fields)
+    etag = machines_etag(data_version, state)
     if wants_csv:
-        return conditional(csv_text(selected).encode(), "text/csv", etag, weak=True)
+        return conditional(csv_text(selected, fields or CSV_FIELDS).encode(), "text/csv", etag,
+                           weak=True)
     return conditional(orjson.dumps(selected), "application/json", etag, weak=True)
 
 
@@ -81,22 +98,26 @@ def _wants_csv(format_arg: str | None) -> bool:
     return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
 
 
-def machines_etag(version: int, machines: list[dict]) -> str:
-    """Changes with the data, the query and each machine's problems, but not with ages alone.
+def machines_etag(version: int, state: str) -> str:
+    """Changes with the data, the query and `state`, what time changes in the answer.
 
     age_seconds grows every second; a weak ETag lets a poller keep its copy
     (ages follow from lastseen and the Date header) until something real changes,
     such as a machine going stale or its task becoming hung as time passes.
     """
-    flags = "|".join(" ".join(m["problems"]) for m in machines)
-    source = f"{version}|{request.query_string.decode('latin-1')}|{request.accept_mimetypes}|{flags}"
+    source = f"{version}|{request.query_string.decode('latin-1')}|{request.accept_mimetypes}|{state}"
     return digest(source.encode())
 
 
-def csv_text(machines: list[dict]) -> str:
-    """The machines as CSV with a header row."""
+def problem_flags(machines: list[dict]) -> str:
+    """Each machine's problems, which change as time passes."""
+    return "|".join(" ".join(m["problems"]) for m in machines)
+
+
+def csv_text(machines: list[dict], fields: tuple[str, ...] = CSV_FIELDS) -> str:
+    """The machines as CSV with a header row, one column per field (several for some)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    writer.writerows(csv_row(machine) for machine in machines)
+    writer.writerow(csv_columns(fields))
+    writer.writerows(csv_row(machine, fields) for machine in machines)
     return out.getvalue()

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Container, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Callable, Container, Iterable, Mapping, Sequence
 
 from .identifiers import split_machine_id
-from .params import choice_param, duration_param, identifier_param
+from .params import BadParameter, choice_param, duration_param, identifier_param
 from .problems import PROBLEMS, MachineFacts, Thresholds, machine_problems
 from .store import MachineRecord, Run
 from .times import format_lastseen, parse_time
@@ -23,12 +24,23 @@ PROBLEM_FILTERS = (ANY_PROBLEM, *PROBLEMS)
 # The /machines query parameters that select and order machines (the page takes the same).
 MACHINE_FILTERS = ("datacenter", "worker_type", "provisioner", "state", "stale", "seen_within",
                    "problem", "sort")
-CSV_COLUMNS = (
-    "id", "datacenter", "machine", "lastseen", "age_seconds", "firstseen", "provisioner",
-    "worker_type", "last_task_id", "last_task_run_id", "last_task_state",
-    "last_task_reason_resolved", "last_task_url", "completed", "failed", "exception",
-    "idle_with_work_waiting", "problems",
+# Every field of a machine as the API serves it, in the order it serves them.
+MACHINE_FIELDS = (
+    "id", "machine", "datacenter", "lastseen", "age_seconds", "firstseen", "provisioner",
+    "worker_type", "last_task", "counts", "stale", "idle_with_work_waiting", "problems",
 )
+# The fields that follow from a machine's id and lastseen alone: a /machines asking for no
+# other reads the `machines` hash only and builds nothing it would throw away.
+LASTSEEN_FIELDS = frozenset({"id", "machine", "datacenter", "lastseen", "age_seconds"})
+# The fields the CSV form has when /machines does not name them, and the columns of each.
+CSV_FIELDS = (
+    "id", "datacenter", "machine", "lastseen", "age_seconds", "firstseen", "provisioner",
+    "worker_type", "last_task", "counts", "idle_with_work_waiting", "problems",
+)
+_LAST_TASK_CELLS = ("task_id", "run_id", "state", "reason_resolved", "url")
+_COUNTS = ("completed", "failed", "exception")
+_CSV_COLUMNS_OF = {"last_task": tuple(f"last_task_{name}" for name in _LAST_TASK_CELLS),
+                   "counts": _COUNTS}
 
 
 @dataclass(frozen=True)
@@ -63,8 +75,13 @@ class MachineQuery:
         return cls(**values)
 
 
+def _in_lastseen_format(lastseen: str) -> bool:
+    # the one format everything here writes is 26 characters; anything else came from elsewhere
+    return len(lastseen) == 26
+
+
 def _lastseen_and_age(lastseen: str, now: datetime) -> tuple[str, float | None]:
-    if len(lastseen) == 26:  # the one format everything here writes: the C parser suffices
+    if _in_lastseen_format(lastseen):  # the C parser suffices
         try:
             return lastseen, round((now - datetime.fromisoformat(lastseen)).total_seconds(), 3)
         except (ValueError, TypeError):
@@ -130,15 +147,13 @@ def busy_queues(pending: Mapping[str, int]) -> set[str]:
 def select(machines: list[dict], query: MachineQuery) -> list[dict]:
     """The machines matching every filter of the query, in its order."""
     def keep(machine: dict) -> bool:
-        age = machine["age_seconds"]
         last_task = machine["last_task"]
         return (
             (query.datacenter is None or machine["datacenter"] == query.datacenter)
             and (query.worker_type is None or machine["worker_type"] == query.worker_type)
             and (query.provisioner is None or machine["provisioner"] == query.provisioner)
             and (query.state is None or (last_task is not None and last_task["state"] == query.state))
-            and (query.stale is None or (age is not None and age >= query.stale))
-            and (query.seen_within is None or (age is not None and age <= query.seen_within))
+            and _age_matches(machine["age_seconds"], query)
             and (query.problem is None or (
                 bool(machine["problems"]) if query.problem == ANY_PROBLEM
                 else query.problem in machine["problems"]))
@@ -156,6 +171,112 @@ def select(machines: list[dict], query: MachineQuery) -> list[dict]:
         selected.sort(key=lambda machine: (machine["lastseen"], machine["id"]),
                       reverse=query.sort.startswith("-"))
     return selected
+
+
+def parse_fields(text: str) -> tuple[str, ...]:
+    """The `fields` parameter: machine fields separated by commas, each named once in the answer."""
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",")))
+    unknown = [name for name in names if name not in MACHINE_FIELDS]
+    if not names or unknown:
+        raise BadParameter("fields", f"unknown field {(unknown or [''])[0][:40]!r}; "
+                                     f"fields are {', '.join(MACHINE_FIELDS)}")
+    return names
+
+
+def project(machines: list[dict], fields: Sequence[str]) -> list[dict]:
+    """The machines with only the given fields, in that order."""
+    return [{name: machine[name] for name in fields} for machine in machines]
+
+
+def needs_records(query: MachineQuery, fields: Iterable[str]) -> bool:
+    """False when the query and the fields need nothing but each machine's id and lastseen."""
+    return (query.worker_type is not None or query.provisioner is not None
+            or query.state is not None or query.problem is not None
+            or not LASTSEEN_FIELDS.issuperset(fields))
+
+
+# A machine known by its id and lastseen only, as a plain tuple (ten thousand per poll):
+# (hostname, datacenter, id, lastseen, age_seconds), so that it sorts by hostname, then datacenter.
+LastseenRow = tuple[str, str, str, str, "float | None"]
+_LASTSEEN_ROW_FIELDS = ("machine", "datacenter", "id", "lastseen", "age_seconds")
+
+
+def lastseen_rows(lastseen_by_id: Mapping[str, str], now: datetime, query: MachineQuery,
+                  with_age: bool = False) -> list[LastseenRow]:
+    """What select gives for a query that needs no records, from the ids and lastseen alone.
+
+    No machine object is built and thrown away, and ages are computed only when asked or
+    filtered on.
+    """
+    by_age = query.stale is not None or query.seen_within is not None
+    if with_age or by_age:
+        rows = []
+        for machine_id, stored in lastseen_by_id.items():
+            datacenter, hostname = split_machine_id(machine_id)
+            lastseen, age = _lastseen_and_age(stored, now)
+            if _age_matches(age, query):
+                rows.append((hostname, datacenter, machine_id, lastseen, age))
+    else:
+        rows = [(hostname, datacenter, machine_id,
+                 stored if _in_lastseen_format(stored) else _lastseen_and_age(stored, now)[0], None)
+                for machine_id, stored in lastseen_by_id.items()
+                for datacenter, hostname in (split_machine_id(machine_id),)]
+    if query.datacenter is not None:
+        rows = [row for row in rows if row[1] == query.datacenter]
+    reverse = query.sort.startswith("-")
+    if query.sort.lstrip("-") == "machine":
+        _sort_by_hostname(rows, itemgetter(0), itemgetter(0, 1), reverse)
+    else:
+        rows.sort(key=itemgetter(3, 2), reverse=reverse)
+    return rows
+
+
+def lastseen_machines(rows: list[LastseenRow], fields: Sequence[str]) -> list[dict]:
+    """The rows as machines with only the fields (all of LASTSEEN_FIELDS), in that order."""
+    index = tuple(_LASTSEEN_ROW_FIELDS.index(name) for name in fields)
+    return [{name: row[at] for name, at in zip(fields, index)} for row in rows]
+
+
+def _sort_by_hostname(machines: list, hostname: Callable, hostname_datacenter: Callable,
+                      reverse: bool) -> None:
+    machines.sort(key=hostname, reverse=reverse)
+    # the hostname alone sorts in half the time; only a hostname in two datacenters
+    # needs the second key
+    if len(set(map(hostname, machines))) < len(machines):
+        machines.sort(key=hostname_datacenter, reverse=reverse)
+
+
+# The proof of concept's fields: what its pollers ask for, ten thousand machines a poll.
+POLL_FIELDS = ("machine", "datacenter", "lastseen")
+
+
+def is_poll(query: MachineQuery, fields: Sequence[str]) -> bool:
+    """True when poll_machines answers the query: the poll's fields, by hostname, by datacenter."""
+    return (tuple(fields) == POLL_FIELDS and query.sort.lstrip("-") == "machine"
+            and query == MachineQuery(datacenter=query.datacenter, sort=query.sort))
+
+
+def poll_machines(lastseen_by_id: Mapping[str, str], now: datetime,
+                  query: MachineQuery) -> list[dict]:
+    """The answer to a query is_poll accepts, built straight from the ids and lastseen.
+
+    A dict per machine and a sort, as cheap as serving these fields gets.
+    """
+    machines = [
+        {"machine": hostname, "datacenter": datacenter,
+         "lastseen": stored if _in_lastseen_format(stored) else _lastseen_and_age(stored, now)[0]}
+        for machine_id, stored in lastseen_by_id.items()
+        for datacenter, hostname in (split_machine_id(machine_id),)
+        if query.datacenter is None or datacenter == query.datacenter
+    ]
+    _sort_by_hostname(machines, itemgetter("machine"), itemgetter("machine", "datacenter"),
+                      query.sort.startswith("-"))
+    return machines
+
+
+def _age_matches(age: float | None, query: MachineQuery) -> bool:
+    return ((query.stale is None or (age is not None and age >= query.stale))
+            and (query.seen_within is None or (age is not None and age <= query.seen_within)))
 
 
 def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float) -> dict:
@@ -200,17 +321,29 @@ def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float
     }
 
 
-def csv_row(machine: dict) -> list[Any]:
-    """A machine flattened into CSV_COLUMNS."""
-    task = machine["last_task"] or {}
-    return [
-        machine["id"], machine["datacenter"], machine["machine"], machine["lastseen"],
-        machine["age_seconds"], machine["firstseen"], machine["provisioner"], machine["worker_type"],
-        task.get("task_id"), task.get("run_id"), task.get("state"), task.get("reason_resolved"),
-        task.get("url"), machine["counts"]["completed"], machine["counts"]["failed"],
-        machine["counts"]["exception"], machine["idle_with_work_waiting"],
-        " ".join(machine["problems"]),
-    ]
+def csv_columns(fields: Sequence[str] = CSV_FIELDS) -> tuple[str, ...]:
+    """The CSV header of the fields: one column per field, several for last_task and counts."""
+    return tuple(column for name in fields for column in _CSV_COLUMNS_OF.get(name, (name,)))
+
+
+CSV_COLUMNS = csv_columns()
+
+
+def csv_row(machine: dict, fields: Sequence[str] = CSV_FIELDS) -> list[Any]:
+    """A machine flattened into csv_columns(fields); its problems joined by spaces."""
+    row: list[Any] = []
+    for name in fields:
+        value = machine[name]
+        if name == "last_task":
+            task = value or {}
+            row += [task.get(cell) for cell in _LAST_TASK_CELLS]
+        elif name == "counts":
+            row += [value[count] for count in _COUNTS]
+        elif name == "problems":
+            row.append(" ".join(value))
+        else:
+            row.append(value)
+    return row
 
 
 def listener_report_time(listener: Mapping[str, str]) -> str:

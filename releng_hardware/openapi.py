@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from . import __version__
-from .fleet import CSV_COLUMNS, PROBLEM_FILTERS, SORT_KEYS, STATES
+from .fleet import CSV_COLUMNS, MACHINE_FIELDS, PROBLEM_FILTERS, SORT_KEYS, STATES
 from .problems import PROBLEMS
 from .identifiers import IDENTIFIER, MACHINE_REF
 from .params import POSITIVE_INT
@@ -18,6 +18,8 @@ from .responses import MAX_URL_LENGTH, json_response
 bp = Blueprint("openapi", __name__)
 
 IDENTIFIER_PATTERN = f"^{IDENTIFIER}$"
+_FIELD = f"(?:{'|'.join(MACHINE_FIELDS)})"
+FIELDS_PATTERN = f"^ *{_FIELD} *(?:, *{_FIELD} *)*$"
 LASTSEEN_EXAMPLE = "2026-11-20T14:55:00.000000"
 
 
@@ -113,9 +115,7 @@ PROBLEM_COUNTS = {
 def _machine_schema(*, detail: bool) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "type": "object",
-        "required": ["id", "machine", "datacenter", "lastseen", "age_seconds", "firstseen",
-                     "provisioner", "worker_type", "last_task", "counts", "stale",
-                     "idle_with_work_waiting", "problems"],
+        "required": list(MACHINE_FIELDS),
         "properties": {
             "id": {"type": "string", "description": "<datacenter>:<hostname>",
                    "examples": ["mdc1:t-linux64-ms-100"]},
@@ -189,6 +189,12 @@ def _schemas() -> dict[str, Any]:
         },
         "Machine": _machine_schema(detail=False),
         "MachineDetail": _machine_schema(detail=True),
+        "MachineFields": {
+            "type": "object",
+            "description": "a machine with only the fields asked for with `fields`",
+            "properties": _machine_schema(detail=False)["properties"],
+            "additionalProperties": False,
+        },
         "RecentTask": {
             "type": "object",
             "required": ["task_id", "run_id", "state", "reason_resolved", "started", "resolved",
@@ -285,6 +291,11 @@ def build_document() -> dict[str, Any]:
             "/machines": {"get": {
                 "summary": "Machines matching every filter given",
                 "parameters": [*MACHINE_QUERY,
+                               _query("fields", "only these fields of each machine, "
+                                                "separated by commas (default: every field); "
+                                                "in CSV, last_task and counts are several columns",
+                                      {"type": "string", "pattern": FIELDS_PATTERN,
+                                       "examples": ["machine,datacenter,lastseen"]}),
                                _query("format", "json (default) or csv; Accept: text/csv works too",
                                       {"type": "string", "enum": ["json", "csv"]}),
                                IF_NONE_MATCH],
@@ -293,11 +304,12 @@ def build_document() -> dict[str, Any]:
                         "description": "the machines, in the order asked",
                         "headers": ETAG,
                         "content": {
-                            "application/json": {"schema": {"type": "array",
-                                                            "items": _ref("Machine")}},
+                            "application/json": {"schema": {"type": "array", "items": {
+                                "anyOf": [_ref("Machine"), _ref("MachineFields")]}}},
                             "text/csv": {
                                 "schema": {"type": "string",
-                                           "description": f"CRLF lines; columns {csv_header}"},
+                                           "description": f"CRLF lines; columns {csv_header}, "
+                                                          "or those of the fields asked"},
                                 "example": csv_header + "\r\n",
                             },
                         },

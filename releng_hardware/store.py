@@ -464,6 +464,10 @@ class Store:
         """The machines that should exist: id -> worker type or None; empty when none is loaded."""
         return _inventory(self.redis.hgetall(self.inventory_key))
 
+    def lastseen_by_machine(self) -> dict[str, str]:
+        """Every machine's lastseen as stored, without what it did (one HGETALL)."""
+        return self.redis.hgetall(self.machines_key)
+
     def data_version(self) -> int:
         """A number that changes whenever machine data changes; read it before the data."""
         return int(self.redis.get(self.version_key) or 0)

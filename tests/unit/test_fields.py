@@ -1,0 +1,121 @@
+"""`/machines?fields=...`: only the fields asked, in JSON and CSV, the same machines as without."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+
+from releng_hardware.fleet import MACHINE_FIELDS
+from tests.conftest import NOW, seen
+
+POLL = "machine,datacenter,lastseen"
+
+
+@pytest.fixture
+def fleet(store):
+    """Hostnames in two datacenters, a stale machine, a preloaded one and a legacy lastseen."""
+    seen(store, "t-linux64-ms-100", ago=timedelta(minutes=5), task="AAAAAAAAQAGAAAAAAAAAAA")
+    seen(store, "t-linux64-ms-101", ago=timedelta(hours=7), task="BBBBBBBBQAGAAAAAAAAAAA",
+         state="exception")
+    seen(store, "t-w1064-ms-281", dc="mdc2", ago=timedelta(hours=2),
+         worker_type="gecko-t-win10-64-hw", task="CCCCCCCCQAGAAAAAAAAAAA", state="failed")
+    seen(store, "t-linux64-ms-100", dc="mdc2", ago=timedelta(days=3), task="DDDDDDDDQAGAAAAAAAAAAA")
+    store.preload({"mdc3:t-mac-ms-001": NOW - timedelta(hours=1)})
+    store.redis.hset("machines", "mdc3:t-legacy-1", "2018-11-08T08:47:50")
+    return store
+
+
+def test_fields_returns_only_those_fields_in_the_order_asked(client, fleet):
+    body = client.get("/machines?fields=lastseen,id").get_json()
+    assert [list(machine) for machine in body] == [["lastseen", "id"]] * 6
+    assert body[0] == {"lastseen": "2018-11-08T08:47:50.000000", "id": "mdc3:t-legacy-1"}
+    nested = client.get("/machines?fields=id,last_task,counts&datacenter=mdc2").get_json()
+    assert nested[0]["last_task"]["task_id"] == "DDDDDDDDQAGAAAAAAAAAAA"
+    assert nested[1]["counts"] == {"completed": 0, "failed": 1, "exception": 0}
+
+
+@pytest.mark.parametrize("query", [
+    "", "&sort=-machine", "&sort=lastseen", "&sort=-lastseen", "&datacenter=mdc2",
+    "&stale=6h", "&seen_within=3h", "&stale=1h&seen_within=3d&sort=-lastseen",
+    "&worker_type=gecko-t-linux-talos", "&state=failed", "&provisioner=releng-hardware",
+])
+@pytest.mark.parametrize("fields", [POLL, "datacenter,machine,lastseen", "lastseen,id", "id,age_seconds",
+                                    "lastseen,stale", "machine,counts"])
+def test_fields_select_the_same_machines_in_the_same_order_as_the_full_answer(client, fleet,
+                                                                              query, fields):
+    names = fields.split(",")
+    full = client.get(f"/machines?{query.lstrip('&')}").get_json()
+    sparse = client.get(f"/machines?fields={fields}{query}").get_json()
+    assert sparse == [{name: machine[name] for name in names} for machine in full]
+
+
+def test_the_three_field_poll_reads_no_machine_records(client, fleet, monkeypatch):
+    # the pollers' request must not build full machine objects only to throw them away
+    from releng_hardware.store import Store
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("read every machine record")
+    monkeypatch.setattr(Store, "machines", refuse)
+    body = client.get(f"/machines?fields={POLL}").get_json()
+    assert body[:2] == [
+        {"machine": "t-legacy-1", "datacenter": "mdc3", "lastseen": "2018-11-08T08:47:50.000000"},
+        {"machine": "t-linux64-ms-100", "datacenter": "mdc1",
+         "lastseen": "2026-11-20T14:55:00.000000"},
+    ]
+    assert [m["datacenter"] for m in body[1:3]] == ["mdc1", "mdc2"]  # same hostname: by datacenter
+    # a field from the records does read them (the app turns the refusal into a 500)
+    assert client.get("/machines?fields=machine,worker_type").status_code == 500
+
+
+def test_fields_shape_the_csv_columns(client, fleet):
+    text = client.get(f"/machines?format=csv&fields={POLL}&datacenter=mdc1").get_data(as_text=True)
+    assert text.split("\r\n")[:2] == ["machine,datacenter,lastseen",
+                                      "t-linux64-ms-100,mdc1,2026-11-20T14:55:00.000000"]
+    rows = list(csv.DictReader(io.StringIO(client.get(
+        "/machines?format=csv&fields=id,last_task,counts,stale&datacenter=mdc2").get_data(as_text=True))))
+    assert list(rows[0]) == ["id", "last_task_task_id", "last_task_run_id", "last_task_state",
+                             "last_task_reason_resolved", "last_task_url", "completed", "failed",
+                             "exception", "stale"]
+    assert (rows[1]["id"], rows[1]["last_task_state"], rows[1]["failed"]) == (
+        "mdc2:t-w1064-ms-281", "failed", "1")
+
+
+def test_every_field_can_be_asked_and_repeats_count_once(client, fleet):
+    every = client.get("/machines?fields=" + ",".join(MACHINE_FIELDS)).get_json()
+    assert every == client.get("/machines").get_json()
+    assert client.get("/machines?fields=id,%20id").get_json()[0] == {"id": "mdc3:t-legacy-1"}
+
+
+@pytest.mark.parametrize("value", ["colour", "id,colour", "", "id,,machine", "ID"])
+def test_an_unknown_field_is_a_400_naming_the_parameter(client, fleet, value):
+    response = client.get(f"/machines?fields={value}")
+    assert response.status_code == 400
+    body = response.get_json()
+    assert (body["error"], body["parameter"]) == ("bad_parameter", "fields")
+    assert "lastseen" in body["message"]  # it lists the fields there are
+
+
+def test_the_poll_answers_304_until_the_data_changes(client, fleet, app_factory):
+    url = f"/machines?fields={POLL}"
+    etag = client.get(url).headers["ETag"]
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    # ages grow, the answer does not change
+    later = app_factory(now=NOW + timedelta(days=2)).test_client()
+    assert later.get(url, headers={"If-None-Match": etag}).status_code == 304
+    assert client.get(url + "&sort=lastseen", headers={"If-None-Match": etag}).status_code == 200
+    seen(fleet, "t-new-1", ago=timedelta(minutes=1), task="ZZZZZZZZQAGAAAAAAAAAAA")
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 200
+
+
+def test_a_time_filter_changes_the_etag_when_time_changes_the_selection(fleet, app_factory):
+    url = f"/machines?fields={POLL}&stale=3h&seen_within=4h"
+    first = app_factory(now=NOW + timedelta(hours=1.5)).test_client().get(url)
+    assert [m["machine"] for m in first.get_json()] == ["t-w1064-ms-281"]
+    # an hour later as many machines, but another one: the count alone would not see it
+    later = app_factory(now=NOW + timedelta(hours=2.5)).test_client()
+    response = later.get(url, headers={"If-None-Match": first.headers["ETag"]})
+    assert response.status_code == 200
+    assert [m["machine"] for m in response.get_json()] == ["t-mac-ms-001"]
