@@ -26,6 +26,13 @@ POOLS = (
 )
 RESOLUTIONS = (("completed", "completed", 0.86), ("failed", "failed", 0.09),
                ("exception", "worker-shutdown", 0.03), ("exception", "claim-expired", 0.02))
+# How broken hardware misbehaves, one way per faulty machine, from a moment on:
+# dies in the middle of a task (the queue expires its claim), fails every task it
+# takes (a black hole), hangs in a task that never ends, or crashes often.
+FAULTS = ("dies_mid_task", "black_hole", "hangs", "flaky")
+FLAKY_RESOLUTIONS = (("exception", "worker-shutdown", 0.25), ("exception", "internal-error", 0.15),
+                     ("completed", "completed", 0.6))
+CLAIM_TIMEOUT = timedelta(minutes=20)
 
 
 @dataclass(frozen=True)
@@ -120,12 +127,20 @@ class QueueSimulator:
     def __init__(self, machines: list[Machine], start: datetime, *, seed: int = 1,
                  provisioner_id: str = "releng-hardware", task_seconds: tuple[float, float] = (60, 1800),
                  no_worker_rate: float = 0.01, dead_share: float = 0.0,
-                 dies_within: timedelta = timedelta(hours=12)) -> None:
+                 dies_within: timedelta = timedelta(hours=12), fault_share: float = 0.0) -> None:
         self.machines = machines
         self.rng = random.Random(seed)
         # a share of the fleet stops working at some point, as broken hardware does
         self.dies_at = {machine: start + dies_within * self.rng.random()
                         for machine in machines if self.rng.random() < dead_share}
+        # and another share goes wrong, each of the FAULTS ways in turn, early enough in
+        # `dies_within` for a hung task to have hung for hours by its end
+        self.faults: dict[Machine, tuple[str, datetime]] = {}
+        if fault_share:
+            healthy = [machine for machine in machines if machine not in self.dies_at]
+            faulty = self.rng.sample(healthy, min(len(healthy), round(fault_share * len(machines))))
+            for kind, machine in zip(itertools.cycle(FAULTS), faulty):
+                self.faults[machine] = (kind, start + dies_within * self.rng.uniform(0, 0.6))
         self.provisioner_id = provisioner_id
         self.task_seconds = task_seconds
         self.no_worker_rate = no_worker_rate
@@ -161,20 +176,43 @@ class QueueSimulator:
             return out
         return schedule
 
+    def _fault(self, machine: Machine, now: datetime) -> str | None:
+        kind, since = self.faults.get(machine, (None, now))
+        return kind if now >= since else None
+
     def _start(self, machine: Machine, task: _Task) -> Callable[[datetime], list[Message]]:
         def start(now: datetime) -> list[Message]:
             task.runs[-1].update({"state": "running", "workerGroup": machine.worker_group,
                                   "workerId": machine.worker_id, "started": _fmt(now),
-                                  "takenUntil": _fmt(now + timedelta(minutes=20))})
-            self._at(now + timedelta(seconds=self.rng.uniform(*self.task_seconds)),
-                     self._resolve(machine, task))
+                                  "takenUntil": _fmt(now + CLAIM_TIMEOUT)})
+            fault = self._fault(machine, now)
+            if fault == "dies_mid_task":
+                self._at(now + CLAIM_TIMEOUT, self._claim_expires(machine, task))
+            elif fault == "black_hole":
+                self._at(now + timedelta(seconds=self.rng.uniform(5, 60)),
+                         self._resolve(machine, task, RESOLUTIONS[1:2]))
+            elif fault != "hangs":  # a hung task never ends, and its machine takes no other
+                self._at(now + timedelta(seconds=self.rng.uniform(*self.task_seconds)),
+                         self._resolve(machine, task,
+                                       FLAKY_RESOLUTIONS if fault == "flaky" else RESOLUTIONS))
             return [_message("task-running", task, self.provisioner_id, machine)]
         return start
 
-    def _resolve(self, machine: Machine, task: _Task) -> Callable[[datetime], list[Message]]:
+    def _claim_expires(self, machine: Machine, task: _Task) -> Callable[[datetime], list[Message]]:
+        def expire(now: datetime) -> list[Message]:
+            # the worker died and stopped reclaiming: the queue resolves the run, and the
+            # machine is never heard of again
+            task.runs[-1].update({"state": "exception", "reasonResolved": "claim-expired",
+                                  "resolved": _fmt(now)})
+            return [_message("task-exception", task, self.provisioner_id, machine)]
+        return expire
+
+    def _resolve(self, machine: Machine, task: _Task,
+                 resolutions: tuple[tuple[str, str, float], ...] = RESOLUTIONS,
+                 ) -> Callable[[datetime], list[Message]]:
         def resolve(now: datetime) -> list[Message]:
             roll, state, reason = self.rng.random(), "completed", "completed"
-            for state, reason, share in RESOLUTIONS:
+            for state, reason, share in resolutions:
                 if roll < share:
                     break
                 roll -= share
@@ -222,11 +260,13 @@ def backlog(count: int, machines: int = 1000, *, end: datetime, seed: int = 1,
 def live(machines: list[Machine], start: datetime, *, seed: int = 1,
          task_seconds: tuple[float, float] = (20, 120), provisioner_id: str = "releng-hardware",
          history: timedelta = timedelta(hours=12), dead_share: float = 0.1,
+         fault_share: float = 0.15,
          sleep: Callable[[float], None] = time.sleep) -> Iterator[Message]:
-    """The last `history` at once (some machines dying on the way), then messages in real time."""
+    """The last `history` at once (some machines dying or going wrong on the way), then messages
+    in real time."""
     simulator = QueueSimulator(machines, start - history, seed=seed, task_seconds=task_seconds,
                                provisioner_id=provisioner_id, dead_share=dead_share,
-                               dies_within=history)
+                               dies_within=history, fault_share=fault_share)
     started = time.monotonic()
     for moment, message in simulator.messages():
         wait = (moment - start).total_seconds() - (time.monotonic() - started)

@@ -90,3 +90,28 @@ def test_dead_machines_stop_working_and_leave_work_waiting():
             assert seen.get(machine_id, NOW - timedelta(days=1)) <= simulator.dies_at[machine] + timedelta(hours=1)
         else:
             assert seen[machine_id] > NOW - timedelta(hours=1)
+
+
+def test_live_fleet_shows_every_problem_once_recorded(store):
+    from releng_hardware.config import Config
+    from releng_hardware.problems import PROBLEMS
+    from releng_hardware.snapshot import read_fleet
+
+    simulator = QueueSimulator(fleet(40), NOW - timedelta(hours=12), dead_share=0.1, fault_share=0.15,
+                               task_seconds=(20, 120))
+    events = []
+    for moment, message in simulator.messages():
+        if moment > NOW:
+            break
+        event = parse_message(message.exchange, message.routing_key, message.encoded(), NOW)
+        if isinstance(event, (WorkerEvent, PendingEvent)):
+            events.append(event)
+    for start in range(0, len(events), 500):
+        store.record(events[start:start + 500], now=NOW)
+    machines, _ = read_fleet(store, Config(), NOW)
+    by_problem = Counter(code for machine in machines for code in machine["problems"])
+    assert set(by_problem) == set(PROBLEMS)
+    healthy = sum(not machine["problems"] for machine in machines)
+    assert healthy >= len(machines) // 2
+    kinds = Counter(kind for kind, _ in simulator.faults.values())
+    assert set(kinds) == {"dies_mid_task", "black_hole", "hangs", "flaky"}
