@@ -20,7 +20,7 @@ from kombu import Connection, Producer
 from releng_hardware.config import Config
 from releng_hardware.events import PendingEvent, WorkerEvent, parse_message
 from releng_hardware.simulate import Message, declare_exchanges
-from releng_hardware.store import Store, open_redis
+from releng_hardware.store import Run, Store, open_redis
 from releng_hardware.times import utcnow
 from tests.conftest import AMQP_URL, wait_for
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 AMQP_PORT = 5672
 
-MachineState = dict[str, tuple[str, dict[str, Any]]]
+MachineState = dict[str, tuple[str, dict[str, Any], tuple[Run, ...]]]
 
 
 def free_port() -> int:
@@ -266,8 +266,10 @@ def events_of(messages: Iterable[Message], provisioner_id: str) -> list[WorkerEv
 
 
 def machine_state(store: Store) -> MachineState:
-    """Every machine's lastseen and details (counters, last task) as the store holds them."""
-    return {record.machine_id: (record.lastseen, dict(record.details)) for record in store.machines()}
+    """Every machine's lastseen, details (counters, last task) and run history as the store holds them."""
+    return {record.machine_id: (record.lastseen, dict(record.details),
+                                tuple(store.machine(record.machine_id).history))
+            for record in store.machines()}
 
 
 def reference_state(messages: Sequence[Message], provisioner_id: str, store: Store,
