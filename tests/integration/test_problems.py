@@ -15,6 +15,7 @@ from releng_hardware.times import format_lastseen, utcnow
 from releng_hardware.web import create_app
 from tests.conftest import wait_for
 from tests.integration.support import diff_states, machine_state, reference_state
+from tests.unit.test_api_problems import SICK_FLEET_PROBLEMS
 
 pytestmark = pytest.mark.integration
 
@@ -102,14 +103,7 @@ def test_each_problem_is_found_from_real_messages(amqp_config, real_store, real_
 
     client = create_app(amqp_config, redis=real_redis).test_client()
     found = {m["machine"]: m["problems"] for m in client.get("/machines").get_json()}
-    assert found == {
-        "t-healthy": [],
-        "t-black-hole": ["consecutive_failures", "low_success_rate"],
-        "t-flaky": ["exceptions"],
-        "t-lost": ["lost_mid_task"],
-        "t-hung": ["hung_task"],
-        "t-gone": ["idle_with_work_waiting", "stale"],
-    }
+    assert found == SICK_FLEET_PROBLEMS
     assert [m["machine"] for m in client.get("/machines?problem=lost_mid_task").get_json()] == ["t-lost"]
     assert sum(client.get("/summary").get_json()["totals"]["problems"].values()) == 7
     flaky = client.get("/machines/mdc1:t-flaky").get_json()["recent_tasks"]

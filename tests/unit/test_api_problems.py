@@ -55,15 +55,19 @@ def problems_by_id(response) -> dict[str, list[str]]:
     return {machine["id"].split(":")[1]: machine["problems"] for machine in response.get_json()}
 
 
+# What a sick fleet shows: one machine per problem (the integration test builds the same one).
+SICK_FLEET_PROBLEMS = {
+    "t-healthy": [],
+    "t-black-hole": ["consecutive_failures", "low_success_rate"],
+    "t-flaky": ["exceptions"],
+    "t-lost": ["lost_mid_task"],
+    "t-hung": ["hung_task"],
+    "t-gone": ["idle_with_work_waiting", "stale"],
+}
+
+
 def test_every_machine_carries_its_problems(client, sick_fleet):
-    assert problems_by_id(client.get("/machines")) == {
-        "t-healthy": [],
-        "t-black-hole": ["consecutive_failures", "low_success_rate"],
-        "t-flaky": ["exceptions"],
-        "t-lost": ["lost_mid_task"],
-        "t-hung": ["hung_task"],
-        "t-gone": ["idle_with_work_waiting", "stale"],
-    }
+    assert problems_by_id(client.get("/machines")) == SICK_FLEET_PROBLEMS
 
 
 def test_problem_filter_selects_machines_with_that_problem_or_any(client, sick_fleet):
