@@ -91,6 +91,10 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def _duration_or_zero(text: str) -> float:
+    return parse_duration(text)
+
+
 def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str,
              shown: str | None = None) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse, "doc": doc, "shown": shown})
@@ -160,6 +164,10 @@ class Config:
     hung_after: float = _setting(
         "HUNG_AFTER", 3 * 3600.0, _duration,
         "a newest run running longer than this is a hung_task problem", "3h")
+    retention: float = _setting(
+        "RETENTION", 30 * 86400.0, _duration_or_zero,
+        "machines not seen for this long are removed with their history, unless in the "
+        "inventory; 0 keeps them forever", "30d")
     taskcluster_root_url: str = _setting(
         "TASKCLUSTER_ROOT_URL", "https://firefox-ci-tc.services.mozilla.com", _root_url,
         "Taskcluster deployment that task links point to")

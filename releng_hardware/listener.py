@@ -23,7 +23,7 @@ from kombu.mixins import ConsumerMixin
 
 from .config import Config, mask_url
 from .events import Skip, bindings, parse_message
-from .store import BatchResult, Store
+from .store import BatchResult, Store, SweepStep
 from .times import utcnow
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,11 @@ REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingErro
 # Batches being written while the next one is read: enough to keep Redis and the broker
 # busy at once, few enough that a stall holds little unacknowledged work.
 MAX_WRITES_IN_FLIGHT = 2
+# The retention sweep runs here, in the one process that writes, as a bounded step on the
+# heartbeat's 30 s tick: each step examines this many machines (a few milliseconds of Redis
+# time), so a pass over 100,000 machines takes 20 steps, ten minutes, with one listener,
+# and less with several (they share the cursor).
+SWEEP_STEP = 5000
 
 
 def declare_queue(config: Config) -> Queue:
@@ -133,6 +138,7 @@ class Listener(ConsumerMixin):
         self._writer = Writer()
         self._batch_started = 0.0
         self._last_heartbeat = 0.0
+        self._sweep: Future | None = None
         self._channel: Any = None
 
     # -- kombu hooks --------------------------------------------------------
@@ -183,6 +189,15 @@ class Listener(ConsumerMixin):
             self._last_heartbeat = self.monotonic()
             if not self._batch:
                 self._with_redis(lambda: self.store.listener_heartbeat(self.clock()))
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Start one step of the retention sweep on the writer, unless one is under way."""
+        if not self.config.retention or (self._sweep is not None and not self._sweep.done()):
+            return
+        cutoff = self.clock() - timedelta(seconds=self.config.retention)
+        self._sweep = self._writer.submit(lambda: self.store.remove_expired(cutoff, SWEEP_STEP))
+        self._sweep.add_done_callback(lambda done: _log_sweep(done, cutoff))
 
     def on_connection_error(self, exc: Exception, interval: float) -> None:
         log.warning("broker connection error: %s; retrying in %.1fs", exc, interval)
@@ -366,6 +381,18 @@ class Listener(ConsumerMixin):
     def stop(self, *_: Any) -> None:
         """Ask the loop to stop at its next turn (used as the SIGTERM/SIGINT handler)."""
         self.should_stop = True
+
+
+def _log_sweep(done: Future, cutoff: datetime) -> None:
+    exc = done.exception()
+    if exc is not None:
+        # the next tick tries again: nothing is lost by skipping a step
+        log.warning("retention sweep step failed: %s", exc)
+        return
+    step: SweepStep = done.result()
+    if step.removed:
+        log.info("removed %d machines not seen since %s (retention)", step.removed,
+                 cutoff.isoformat(timespec="seconds"))
 
 
 def _log_write_failure(exc: Exception, next_step: str) -> None:

@@ -19,6 +19,8 @@ Layout (each name behind the configured key prefix):
 - `inventory`         hash  machine id -> worker type ("" for none): the machines that should
                             exist; absent when no inventory is loaded
 - `version`           int   bumped by every write that changed machine data (for ETags)
+- `retention_cursor`  str   where the sweep for machines past RETENTION goes on in `machines`
+                            (an HSCAN cursor shared by every listener)
 
 Writes go through Lua scripts, so each batch is atomic and two listeners on
 one queue cannot interleave a read-compare-write. Loads (preload, and any other
@@ -194,6 +196,31 @@ end
 return {written, duplicates, ignored}
 """
 
+# One bounded step of the retention sweep: HSCAN a few entries of `machines` from the
+# shared cursor and remove the machines seen before the cutoff, unless in the inventory,
+# with every per-machine entry and key the store has.
+_REMOVE_EXPIRED = r"""
+local machines, records, history, inventory = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local cursor_key, version = KEYS[5], KEYS[6]
+local prefix, cutoff, count = ARGV[1], ARGV[2], ARGV[3]
+local reply = redis.call('HSCAN', machines, redis.call('GET', cursor_key) or '0', 'COUNT', count)
+local entries, removed = reply[2], 0
+for i = 1, #entries, 2 do
+  local id, seen = entries[i], entries[i + 1]
+  -- lastseen strings sort as the times they write
+  if seen < cutoff and redis.call('HEXISTS', inventory, id) == 0 then
+    redis.call('HDEL', machines, id)
+    redis.call('HDEL', records, id)
+    redis.call('HDEL', history, id)
+    redis.call('DEL', prefix .. 'runs:' .. id)
+    removed = removed + 1
+  end
+end
+redis.call('SET', cursor_key, reply[1])
+if removed > 0 then redis.call('INCR', version) end
+return {removed, #entries / 2, reply[1]}
+"""
+
 _PRELOAD = r"""
 local written, kept = 0, 0
 for i = 1, #ARGV, 2 do
@@ -228,6 +255,16 @@ class Run(NamedTuple):
     reason_resolved: str | None
     started: str | None
     resolved: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SweepStep:
+    """What one step of the retention sweep did."""
+
+    removed: int
+    examined: int
+    # True when this step ended a pass over every machine
+    wrapped: bool
 
 
 class MachineRecord(NamedTuple):
@@ -312,8 +349,10 @@ class Store:
         self.pending_queues_key = prefix + "pending_queues"
         self.version_key = prefix + "version"
         self.inventory_key = prefix + "inventory"
+        self.retention_cursor_key = prefix + "retention_cursor"
         self._record_batch = client.register_script(_RECORD_BATCH)
         self._preload = client.register_script(_PRELOAD)
+        self._remove_expired = client.register_script(_REMOVE_EXPIRED)
 
     # -- writes -------------------------------------------------------------
 
@@ -434,6 +473,19 @@ class Store:
                 pipe.hset(self.inventory_key, mapping=dict(items[start:start + chunk]))
             pipe.incr(self.version_key)
         self._all_or_nothing(apply, self.inventory_key)
+
+    def remove_expired(self, cutoff: datetime, count: int = 1000) -> SweepStep:
+        """One bounded step of the retention sweep: of about `count` machines, remove those
+        not seen since `cutoff` and not in the inventory, with their history.
+
+        Each step goes on where the last one stopped, whichever listener ran it; a pass
+        over every machine takes len(machines) / count steps. Atomic, like every write.
+        """
+        removed, examined, cursor = self._remove_expired(
+            keys=[self.machines_key, self.records_key, self.history_key, self.inventory_key,
+                  self.retention_cursor_key, self.version_key],
+            args=[self.prefix, format_lastseen(cutoff), count])
+        return SweepStep(int(removed), int(examined), cursor in ("0", b"0"))
 
     def listener_connected(self, now: datetime, queue: str) -> None:
         """Note that a listener (re)connected to its queue."""

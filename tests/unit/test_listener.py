@@ -255,3 +255,25 @@ def test_pulse_connection_verifies_certificate_and_host_name():
     assert connection.ssl == {"server_hostname": None, "cert_reqs": ssl.CERT_REQUIRED}
     assert connection.heartbeat == 60 and connection.port == 5671
     assert tls_options("amqp://guest:guest@localhost:5672/") is None
+
+
+def test_each_heartbeat_tick_runs_one_retention_step_on_the_writer(make_listener, store):
+    from datetime import timedelta
+    store.preload({"mdc1:gone-1": NOW - timedelta(days=31), "mdc1:kept-1": NOW - timedelta(days=29)})
+    listener = make_listener(retention=30 * 86400.0)
+    ticks = iter([100.0, 100.0, 110.0])
+    listener.monotonic = lambda: next(ticks)
+    listener.on_iteration()
+    listener._sweep.result(timeout=5)
+    assert set(store.lastseen_by_machine()) == {"mdc1:kept-1"}
+    first = listener._sweep
+    listener.on_iteration()  # 10 s later: not yet the next step
+    assert listener._sweep is first
+
+
+def test_retention_zero_never_sweeps(make_listener, store):
+    from datetime import timedelta
+    store.preload({"mdc1:old-1": NOW - timedelta(days=3650)})
+    listener = make_listener(retention=0.0)
+    listener.on_iteration()
+    assert listener._sweep is None and list(store.lastseen_by_machine()) == ["mdc1:old-1"]
