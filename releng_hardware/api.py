@@ -15,6 +15,7 @@ from .identifiers import MAX_MACHINE_REF, is_machine_ref
 from .params import duration_param
 from .responses import ApiError, conditional, digest, json_response, query_args
 from .snapshot import read_fleet, read_machine
+from .store import Store
 
 bp = Blueprint("api", __name__)
 
@@ -43,7 +44,9 @@ def machines() -> Response:
         state = ("" if query.stale is None and query.seen_within is None
                  else digest("\n".join(row[2] for row in rows).encode()))
     else:
-        selected = select(read_fleet(store, ext["config"], now)[0], query)
+        fleet = read_fleet(store, ext["config"], now)
+        selected = select(fleet.machines + fleet.never_seen if query.include_never_seen
+                          else fleet.machines, query)
         state = problem_flags(selected)
         if fields is not None:
             selected = project(selected, fields)
@@ -67,15 +70,22 @@ def machine(machine_id: str) -> Response:
     if ":" not in machine_id:
         candidates = store.machine_ids_for_hostname(machine_id)
         if not candidates:
-            raise ApiError(404, "not_found", f"{machine_id} has not been seen since tracking began")
+            raise _not_seen(store, machine_id)
         if len(candidates) > 1:
             raise ApiError(409, "ambiguous_hostname",
                            f"{machine_id} exists in several datacenters", candidates=candidates)
         machine_id = candidates[0]
     record = store.machine(machine_id)
     if record is None:
-        raise ApiError(404, "not_found", f"{machine_id} has not been seen since tracking began")
+        raise _not_seen(store, machine_id)
     return json_response(read_machine(store, ext["config"], record, now))
+
+
+def _not_seen(store: Store, machine_ref: str) -> ApiError:
+    """The 404 of a machine never seen, saying whether the inventory expects it."""
+    expected = bool(store.inventory_lists(machine_ref))
+    return ApiError(404, "not_found", f"{machine_ref}{' is in the inventory but' if expected else ''} "
+                                      "has not been seen since tracking began", in_inventory=expected)
 
 
 @bp.get("/summary")
@@ -86,8 +96,9 @@ def fleet_summary() -> Response:
     config = ext["config"]
     stale_after = (duration_param("stale_after", args["stale_after"])
                    if "stale_after" in args else config.stale_after)
-    machines, pending = read_fleet(ext["store"], config, ext["clock"](), stale_after)
-    return conditional(orjson.dumps(summary(machines, pending, stale_after)), "application/json")
+    fleet = read_fleet(ext["store"], config, ext["clock"](), stale_after)
+    counts = summary(fleet.machines + fleet.never_seen, fleet.pending, stale_after, fleet.inventory)
+    return conditional(orjson.dumps(counts), "application/json")
 
 
 def _wants_csv(format_arg: str | None) -> bool:

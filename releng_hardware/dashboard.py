@@ -84,6 +84,8 @@ def page_url(args: dict[str, str], **changes: str | int | None) -> str:
 
 def row_class(machine: dict) -> str:
     """The CSS class that colours a machine's row by how long it has been silent."""
+    if machine["lastseen"] is None:
+        return "never-seen"
     if machine["idle_with_work_waiting"]:
         return "idle-waiting"
     if machine["stale"]:
@@ -96,7 +98,7 @@ def row_class(machine: dict) -> str:
 
 def needs_attention(machine: dict) -> bool:
     """Whether a person on duty should look at this machine."""
-    return machine["stale"]
+    return machine["stale"] or "never_seen" in machine["problems"]
 
 
 class Section(NamedTuple):
@@ -150,10 +152,12 @@ def index() -> Response:
     ext = current_app.extensions["releng_hardware"]
     config: Config = ext["config"]
     now: datetime = ext["clock"]()
-    machines, pending = read_fleet(ext["store"], config, now)
+    fleet = read_fleet(ext["store"], config, now)
+    # the machines that should exist but never showed up belong on the page for the people on duty
+    machines = fleet.machines + fleet.never_seen
     shown = select(machines, query)
     pagination = Pagination.of(len(shown), requested_page)
-    fleet_summary = summary(machines, pending, config.stale_after)
+    fleet_summary = summary(machines, fleet.pending, config.stale_after, fleet.inventory)
     datacenters = choices([m["datacenter"] for m in machines], query.datacenter)
     worker_types = choices([m["worker_type"] for m in machines], query.worker_type)
     html = render_template(
@@ -164,11 +168,12 @@ def index() -> Response:
         pagination=pagination,
         total=len(machines),
         summary=fleet_summary,
+        inventory=bool(fleet.inventory),  # its columns only when there is one
         datacenters=datacenters,
         worker_types=worker_types,
         stale_value=args.get("stale", duration_text(config.stale_after)),
         stale_after=duration_text(config.stale_after),
-        api_url=url_for("api.machines", **args),
+        api_url=url_for("api.machines", **{**args, "include": "never_seen"}),
         page_url=lambda **changes: page_url(args, **changes),
         now=now,
         refresh=REFRESH_SECONDS,

@@ -23,7 +23,13 @@ ANY_PROBLEM = "any"
 PROBLEM_FILTERS = (ANY_PROBLEM, *PROBLEMS)
 # The /machines query parameters that select and order machines (the page takes the same).
 MACHINE_FILTERS = ("datacenter", "worker_type", "provisioner", "state", "stale", "seen_within",
-                   "problem", "sort")
+                   "problem", "sort", "include")
+# What /machines adds to the machines seen when asked: `never_seen` is the inventory's
+# machines that have not been seen since tracking began.
+INCLUDES = ("never_seen",)
+# The counts of /summary, per group and in its totals (beside `problems`).
+SUMMARY_COUNTS = ("total", "expected", "never_seen", "seen_within_1h", "stale", "last_task_exception",
+                  "idle_with_work_waiting")
 # Every field of a machine as the API serves it, in the order it serves them.
 MACHINE_FIELDS = (
     "id", "machine", "datacenter", "lastseen", "age_seconds", "firstseen", "provisioner",
@@ -55,6 +61,7 @@ class MachineQuery:
     seen_within: float | None = None
     problem: str | None = None
     sort: str = "machine"
+    include_never_seen: bool = False
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> "MachineQuery":
@@ -72,6 +79,10 @@ class MachineQuery:
             values["problem"] = choice_param("problem", args["problem"], PROBLEM_FILTERS)
         if "sort" in args:
             values["sort"] = choice_param("sort", args["sort"], SORT_KEYS)
+        if "include" in args:
+            values["include_never_seen"] = choice_param("include", args["include"], INCLUDES) == "never_seen"
+        if values.get("problem") in (ANY_PROBLEM, "never_seen"):
+            values["include_never_seen"] = True  # asking for them, or for every problem, includes them
         return cls(**values)
 
 
@@ -80,7 +91,9 @@ def _in_lastseen_format(lastseen: str) -> bool:
     return len(lastseen) == 26
 
 
-def _lastseen_and_age(lastseen: str, now: datetime) -> tuple[str, float | None]:
+def _lastseen_and_age(lastseen: str | None, now: datetime) -> tuple[str | None, float | None]:
+    if lastseen is None:  # an inventory machine never seen
+        return None, None
     if _in_lastseen_format(lastseen):  # the C parser suffices
         try:
             return lastseen, round((now - datetime.fromisoformat(lastseen)).total_seconds(), 3)
@@ -94,8 +107,12 @@ def _lastseen_and_age(lastseen: str, now: datetime) -> tuple[str, float | None]:
 
 
 def machine_json(record: MachineRecord, now: datetime, root_url: str,
-                 busy_queues: Container[str] = (), limits: Thresholds = Thresholds()) -> dict:
-    """One machine as the API shows it."""
+                 busy_queues: Container[str] = (), limits: Thresholds = Thresholds(), *,
+                 in_inventory: bool | None = None) -> dict:
+    """One machine as the API shows it; `in_inventory` is None when no inventory is loaded.
+
+    A record without a lastseen is an inventory machine never seen.
+    """
     get = record.details.get
     datacenter, hostname = split_machine_id(record.machine_id)
     lastseen, age = _lastseen_and_age(record.lastseen, now)
@@ -104,7 +121,8 @@ def machine_json(record: MachineRecord, now: datetime, root_url: str,
     state = get("state")
     problems = machine_problems(
         MachineFacts(age, f"{provisioner}/{worker_type}", get("outcomes", ""), state,
-                     get("reason_resolved"), get("task_time")),
+                     get("reason_resolved"), get("task_time"), record.lastseen is not None,
+                     in_inventory),
         now, limits, busy_queues)
     return {
         "id": record.machine_id,
@@ -139,6 +157,18 @@ def recent_tasks(history: Sequence[Run], limit: int, root_url: str) -> list[dict
             for run in history[:limit]]
 
 
+def never_seen_records(inventory: Mapping[str, str | None], seen: Container[str],
+                       provisioner: str | None) -> list[MachineRecord]:
+    """The inventory's machines not in `seen`, as records without a lastseen.
+
+    They carry the inventory's worker type, and `provisioner` (the one the listener
+    follows, when it follows only one), so they count in the same summary group as the
+    machines of their pool that were seen.
+    """
+    return [MachineRecord(machine_id, None, {"worker_type": worker_type, "provisioner": provisioner})
+            for machine_id, worker_type in inventory.items() if machine_id not in seen]
+
+
 def busy_queues(pending: Mapping[str, int]) -> set[str]:
     """The `<provisioner>/<workerType>` queues with tasks waiting."""
     return {queue for queue, count in pending.items() if count > 0}
@@ -168,7 +198,8 @@ def select(machines: list[dict], query: MachineQuery) -> list[dict]:
         selected.sort(key=lambda machine: (machine["machine"], machine["datacenter"]),
                       reverse=query.sort.startswith("-"))
     else:
-        selected.sort(key=lambda machine: (machine["lastseen"], machine["id"]),
+        # a machine never seen is older than any seen
+        selected.sort(key=lambda machine: (machine["lastseen"] or "", machine["id"]),
                       reverse=query.sort.startswith("-"))
     return selected
 
@@ -191,7 +222,7 @@ def project(machines: list[dict], fields: Sequence[str]) -> list[dict]:
 def needs_records(query: MachineQuery, fields: Iterable[str]) -> bool:
     """False when the query and the fields need nothing but each machine's id and lastseen."""
     return (query.worker_type is not None or query.provisioner is not None
-            or query.state is not None or query.problem is not None
+            or query.state is not None or query.problem is not None or query.include_never_seen
             or not LASTSEEN_FIELDS.issuperset(fields))
 
 
@@ -279,10 +310,12 @@ def _age_matches(age: float | None, query: MachineQuery) -> bool:
             and (query.seen_within is None or (age is not None and age <= query.seen_within)))
 
 
-def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float) -> dict:
+def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float,
+            inventory: Container[str] = ()) -> dict:
     """Counts per datacenter x provisioner x worker type, and the work waiting per worker type.
 
-    The machines were judged stale against `stale_after`, which the summary reports.
+    `machines` may hold the inventory's machines never seen (no lastseen): they count as
+    `expected` and `never_seen`, never in `total`, which is the machines seen.
     """
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
     for machine in machines:
@@ -293,10 +326,15 @@ def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float
         if group is None:
             group = groups[key] = {
                 "datacenter": key[0], "worker_type": key[2] or None, "provisioner": key[1] or None,
-                "total": 0, "seen_within_1h": 0, "stale": 0, "last_task_exception": 0,
-                "idle_with_work_waiting": 0, "pending_tasks": 0,
+                **dict.fromkeys(SUMMARY_COUNTS, 0), "pending_tasks": 0,
                 "problems": dict.fromkeys(PROBLEMS, 0),
             }
+        group["expected"] += machine["id"] in inventory
+        for code in machine["problems"]:
+            group["problems"][code] += 1
+        if machine["lastseen"] is None:
+            group["never_seen"] += 1
+            continue
         age = machine["age_seconds"]
         group["total"] += 1
         group["seen_within_1h"] += age is not None and age <= 3600
@@ -304,14 +342,10 @@ def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float
         last_task = machine["last_task"]
         group["last_task_exception"] += last_task is not None and last_task["state"] == "exception"
         group["idle_with_work_waiting"] += machine["idle_with_work_waiting"]
-        for code in machine["problems"]:
-            group["problems"][code] += 1
     for (_, provisioner, worker_type), group in groups.items():
         group["pending_tasks"] = pending.get(f"{provisioner}/{worker_type}", 0)
     rows = [groups[key] for key in sorted(groups)]
-    totals: dict[str, Any] = {name: sum(group[name] for group in rows)
-                              for name in ("total", "seen_within_1h", "stale", "last_task_exception",
-                                           "idle_with_work_waiting")}
+    totals: dict[str, Any] = {name: sum(group[name] for group in rows) for name in SUMMARY_COUNTS}
     totals["problems"] = {code: sum(group["problems"][code] for group in rows) for code in PROBLEMS}
     return {
         "stale_after_seconds": stale_after,

@@ -43,7 +43,7 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """Every metric family, computed from Redis at `now`."""
-        machines, pending = read_fleet(self.store, self.config, self.now)
+        fleet = read_fleet(self.store, self.config, self.now)
         listener = self.store.listener_status()
 
         by_bucket = GaugeMetricFamily(
@@ -64,14 +64,16 @@ class FleetCollector(Collector):
             labels=["problem", "datacenter", "worker_type"])
         counts: dict[tuple[str, str], dict[str, int]] = {}
         problem_counts: dict[tuple[str, str], dict[str, int]] = {}
-        for machine in machines:
-            key = (machine["datacenter"], machine["worker_type"] or "")
-            group = counts.setdefault(key, {
+        for machine in fleet.machines:
+            group = counts.setdefault((machine["datacenter"], machine["worker_type"] or ""), {
                 "stale": 0, "idle": 0, **{name: 0 for name, _ in STALENESS_BUCKETS}})
             bucket = staleness_bucket(machine["age_seconds"])
             group[bucket] = group.get(bucket, 0) + 1
             group["stale"] += machine["stale"]
             group["idle"] += machine["idle_with_work_waiting"]
+        # the machines never seen have no age, but they have a problem: never_seen
+        for machine in fleet.machines + fleet.never_seen:
+            key = (machine["datacenter"], machine["worker_type"] or "")
             with_problem = problem_counts.setdefault(key, dict.fromkeys(PROBLEMS, 0))
             for code in machine["problems"]:
                 with_problem[code] += 1
@@ -82,8 +84,9 @@ class FleetCollector(Collector):
                 by_bucket.add_metric([datacenter, worker_type, name], group[name])
             stale.add_metric([datacenter, worker_type], group["stale"])
             idle.add_metric([datacenter, worker_type], group["idle"])
+        for (datacenter, worker_type), with_problem in sorted(problem_counts.items()):
             # zeros too: an alert's ratio needs every problem's series of every pool
-            for code, count in problem_counts[(datacenter, worker_type)].items():
+            for code, count in with_problem.items():
                 problems.add_metric([code, datacenter, worker_type], count)
         yield by_bucket
         yield stale
@@ -95,7 +98,7 @@ class FleetCollector(Collector):
         pending_tasks = GaugeMetricFamily(
             "releng_hardware_pending_tasks", "Tasks waiting for a worker, per worker type",
             labels=["provisioner", "worker_type"])
-        for queue, count in sorted(pending.items()):
+        for queue, count in sorted(fleet.pending.items()):
             provisioner, _, worker_type = queue.partition("/")
             pending_tasks.add_metric([provisioner, worker_type], count)
         yield pending_tasks

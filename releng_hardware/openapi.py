@@ -7,7 +7,8 @@ from typing import Any
 from flask import Blueprint, Response
 
 from . import __version__
-from .fleet import CSV_COLUMNS, MACHINE_FIELDS, PROBLEM_FILTERS, SORT_KEYS, STATES
+from .fleet import (CSV_COLUMNS, INCLUDES, MACHINE_FIELDS, PROBLEM_FILTERS, SORT_KEYS, STATES,
+                    SUMMARY_COUNTS)
 from .problems import PROBLEMS
 from .identifiers import IDENTIFIER, MACHINE_REF
 from .params import POSITIVE_INT
@@ -81,12 +82,29 @@ MACHINE_QUERY = [
            {"type": "string", "enum": list(STATES)}),
     _query("stale", "only machines not seen for at least this long", DURATION),
     _query("seen_within", "only machines seen within this long", DURATION),
-    _query("problem", "only machines with this problem, or with any problem (any)",
+    _query("problem", "only machines with this problem, or with any problem (any); never_seen "
+                      "and any imply include=never_seen",
            {"type": "string", "enum": list(PROBLEM_FILTERS)}),
     _query("sort", "order: by last seen (oldest first), -lastseen (newest first), hostname "
                    "(default) or -machine", {"type": "string", "enum": list(SORT_KEYS),
                                              "default": "machine"}),
+    _query("include", "never_seen: add the inventory's machines that have not been seen since "
+                      "tracking began (lastseen null; having no age, they are left out by stale "
+                      "and seen_within, and come first oldest first)",
+           {"type": "string", "enum": list(INCLUDES)}),
 ]
+# What a count of /summary means, where its name does not say it all.
+COUNT_NOTES = {
+    "total": "machines seen",
+    "expected": "machines in the inventory (0 when none is loaded)",
+    "never_seen": "machines in the inventory not seen since tracking began",
+}
+
+
+def _counts(*names: str) -> dict[str, Any]:
+    return {name: {"type": "integer", "minimum": 0,
+                   **({"description": COUNT_NOTES[name]} if name in COUNT_NOTES else {})}
+            for name in names}
 
 
 def _or_empty(parameter: dict[str, Any]) -> dict[str, Any]:
@@ -121,8 +139,13 @@ def _machine_schema(*, detail: bool) -> dict[str, Any]:
                    "examples": ["mdc1:t-linux64-ms-100"]},
             "machine": {"type": "string", "description": "the hostname (worker id)"},
             "datacenter": {"type": "string", "description": "the worker group"},
-            "lastseen": {"type": "string", "description": "naive UTC, six fraction digits",
-                         "examples": [LASTSEEN_EXAMPLE]},
+            # a machine never seen is listed (include=never_seen), never served alone
+            "lastseen": ({"type": "string", "description": "naive UTC, six fraction digits",
+                          "examples": [LASTSEEN_EXAMPLE]} if detail else
+                         _nullable("string", description="naive UTC, six fraction digits; null "
+                                                         "only for an inventory machine never "
+                                                         "seen (include=never_seen)",
+                                   examples=[LASTSEEN_EXAMPLE])),
             "age_seconds": _nullable("number", description="now - lastseen"),
             "firstseen": _nullable("string"),
             "provisioner": _nullable("string"),
@@ -171,6 +194,9 @@ def _schemas() -> dict[str, Any]:
                             "description": "the parameters the endpoint takes"},
                 "candidates": {"type": "array", "items": {"type": "string"},
                                "description": "machine ids sharing the hostname (409)"},
+                "in_inventory": {"type": "boolean",
+                                 "description": "a machine never seen (404): whether the "
+                                                "inventory expects it"},
             },
             "additionalProperties": False,
         },
@@ -214,16 +240,13 @@ def _schemas() -> dict[str, Any]:
         },
         "SummaryGroup": {
             "type": "object",
-            "required": ["datacenter", "worker_type", "provisioner", "total", "seen_within_1h",
-                         "stale", "last_task_exception", "idle_with_work_waiting",
+            "required": ["datacenter", "worker_type", "provisioner", *SUMMARY_COUNTS,
                          "pending_tasks", "problems"],
             "properties": {
                 "datacenter": {"type": "string"},
                 "worker_type": _nullable("string"),
                 "provisioner": _nullable("string"),
-                **{name: {"type": "integer", "minimum": 0} for name in (
-                    "total", "seen_within_1h", "stale", "last_task_exception",
-                    "idle_with_work_waiting", "pending_tasks")},
+                **_counts(*SUMMARY_COUNTS, "pending_tasks"),
                 "problems": PROBLEM_COUNTS,
             },
             "additionalProperties": False,
@@ -235,12 +258,9 @@ def _schemas() -> dict[str, Any]:
                 "stale_after_seconds": {"type": "number"},
                 "totals": {
                     "type": "object",
-                    "required": ["total", "seen_within_1h", "stale", "last_task_exception",
-                                 "idle_with_work_waiting", "problems"],
+                    "required": [*SUMMARY_COUNTS, "problems"],
                     "properties": {
-                        **{name: {"type": "integer", "minimum": 0} for name in (
-                            "total", "seen_within_1h", "stale", "last_task_exception",
-                            "idle_with_work_waiting")},
+                        **_counts(*SUMMARY_COUNTS),
                         "problems": PROBLEM_COUNTS,
                     },
                     "additionalProperties": False,
@@ -331,7 +351,8 @@ def build_document() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("MachineDetail"), "the machine and its recent tasks"),
                     "400": _error("not a machine id or hostname"),
-                    "404": _error("never seen since tracking began"),
+                    "404": _error("never seen since tracking began; `in_inventory` says whether "
+                                  "the inventory expects it"),
                     "409": _error("the hostname exists in several datacenters; "
                                   "`candidates` lists their ids"),
                     "503": REDIS_DOWN,
@@ -353,7 +374,8 @@ def build_document() -> dict[str, Any]:
             }},
             "/": {"get": {
                 "summary": "The dashboard page; takes the filters of /machines except format, "
-                           "shows the machines needing attention first, a page at a time",
+                           "shows the machines needing attention first, a page at a time, "
+                           "and always shows the inventory's never-seen machines",
                 "parameters": DASHBOARD_QUERY,
                 "responses": {
                     "200": _html("the dashboard"),

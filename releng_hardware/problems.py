@@ -52,6 +52,8 @@ class MachineFacts(NamedTuple):
     newest_state: str | None = None  # the newest run's state ...
     newest_reason: str | None = None  # ... its reasonResolved ...
     newest_time: str | None = None  # ... and its time (started while it runs), naive UTC
+    seen: bool = True  # False for a machine of the inventory never seen since tracking began
+    in_inventory: bool | None = None  # None when no inventory is loaded
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,18 @@ def has_hung_task(facts: MachineFacts, now: datetime, limits: Thresholds,
     return (now - started).total_seconds() > limits.hung_after
 
 
+def is_never_seen(facts: MachineFacts, now: datetime, limits: Thresholds,
+                  busy: Container[str]) -> bool:
+    """In the inventory, and not seen since tracking began: dead, or never set up."""
+    return not facts.seen
+
+
+def is_not_in_inventory(facts: MachineFacts, now: datetime, limits: Thresholds,
+                        busy: Container[str]) -> bool:
+    """Seen, while the loaded inventory does not list it: new, renamed, or a typo in the inventory."""
+    return facts.seen and facts.in_inventory is False
+
+
 Rule = Callable[[MachineFacts, datetime, Thresholds, Container[str]], bool]
 # Every problem code the API knows, with its rule; a new problem is one more entry.
 RULES: dict[str, Rule] = {
@@ -140,6 +154,8 @@ RULES: dict[str, Rule] = {
     "idle_with_work_waiting": is_idle_with_work_waiting,
     "lost_mid_task": is_lost_mid_task,
     "low_success_rate": has_low_success_rate,
+    "never_seen": is_never_seen,
+    "not_in_inventory": is_not_in_inventory,
     "stale": is_stale,
 }
 PROBLEMS = tuple(sorted(RULES))

@@ -275,7 +275,7 @@ class MachineRecord(NamedTuple):
     """
 
     machine_id: str
-    lastseen: str
+    lastseen: str | None  # None only for an inventory machine never seen (built by the views)
     details: Mapping[str, Any]
     history: Sequence[Run] = ()
 
@@ -535,6 +535,20 @@ class Store:
             return None
         return MachineRecord(machine_id, lastseen, orjson.loads(raw) if raw else {},
                              _decode_history(history))
+
+    def inventory_lists(self, machine_ref: str) -> bool | None:
+        """Whether the inventory lists `<dc>:<host>`, or a machine of a bare hostname; None
+        when no inventory is loaded."""
+        if ":" in machine_ref:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.exists(self.inventory_key)
+            pipe.hexists(self.inventory_key, machine_ref)
+            loaded, listed = pipe.execute()
+            return bool(listed) if loaded else None
+        if not self.redis.exists(self.inventory_key):
+            return None
+        return any(True for _ in self.redis.hscan_iter(self.inventory_key, match=f"*:{machine_ref}",
+                                                       count=1000))
 
     def machine_ids_for_hostname(self, hostname: str) -> list[str]:
         """Every `$DC:hostname` id seen for a hostname (several when datacenters share one)."""

@@ -75,7 +75,8 @@ def seen(store: Store, host: str, dc: str = "mdc1", *, ago: timedelta, state: st
 
 def record_every_shape(store: Store) -> None:
     """A fleet with every shape a machine takes: running, resolved, stale with work waiting,
-    one hostname in two datacenters, preloaded, legacy (lastseen alone, no fraction)."""
+    one hostname in two datacenters, preloaded, legacy (lastseen alone, no fraction), and
+    never seen though in the inventory."""
     from releng_hardware.events import PendingEvent
     seen(store, "t-linux64-ms-100", ago=timedelta(minutes=5), state="running")
     seen(store, "t-w1064-ms-281", dc="mdc2", ago=timedelta(hours=7), state="exception",
@@ -86,6 +87,10 @@ def record_every_shape(store: Store) -> None:
     store.preload({"mdc3:t-mac-ms-001": NOW - timedelta(hours=1)})
     store.redis.hset(store.machines_key, "mdc3:t-legacy-1", "2018-11-08T08:47:50")
     store.listener_heartbeat(NOW)
+    # an inventory: one machine seen, two never seen (one without a worker type)
+    store.update_inventory(lambda current: {"mdc1:t-linux64-ms-100": "gecko-t-linux-talos",
+                                            "mdc1:t-linux64-ms-199": "gecko-t-linux-talos",
+                                            "mdc3:t-spare-1": None})
 
 
 # -- unit: fakeredis ---------------------------------------------------------

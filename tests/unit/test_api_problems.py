@@ -144,7 +144,7 @@ def test_summary_counts_machines_per_problem_in_each_group_and_in_total(client, 
                                              "idle_with_work_waiting": 1, "stale": 1}
     assert body["totals"]["problems"] == {
         "consecutive_failures": 1, "exceptions": 1, "hung_task": 1, "idle_with_work_waiting": 1,
-        "lost_mid_task": 1, "low_success_rate": 1, "stale": 1}
+        "lost_mid_task": 1, "low_success_rate": 1, "never_seen": 0, "not_in_inventory": 0, "stale": 1}
 
 
 def test_metrics_gauge_counts_machines_per_problem_datacenter_and_worker_type(client, sick_fleet):

@@ -368,7 +368,7 @@ def test_page_links_keep_the_filters_and_filters_return_to_the_first_page(client
     # a new order or filter starts over at page 1, and the JSON link is a valid API query
     assert second.links["sort-machine"] == "/?datacenter=mdc2&sort=machine"
     html = client.get(urls[1]).get_data(as_text=True)
-    assert 'href="/machines?datacenter=mdc2&amp;sort=-lastseen">this view as JSON' in html
+    assert 'href="/machines?datacenter=mdc2&amp;sort=-lastseen&amp;include=never_seen">this view as JSON' in html
     assert not any(field.get("name") == "page" for field in second.inputs)
 
 

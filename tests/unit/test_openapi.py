@@ -215,6 +215,9 @@ CASES = [
     Case("/machines?fields=colour", "/machines", 400),
     Case("/machines", "/machines", 200, headers={"Accept": "text/csv"}),
     Case("/machines", "/machines", 304, revalidate=True),
+    Case("/machines?include=never_seen&sort=lastseen", "/machines", 200),
+    Case("/machines?include=never_seen&format=csv", "/machines", 200),
+    Case("/machines?include=everything", "/machines", 400),
     Case("/machines?stale=soon", "/machines", 400),
     Case("/machines?colour=red", "/machines", 400),
     Case("/machines", "/machines", 503, redis_down=True),
@@ -224,6 +227,8 @@ CASES = [
     Case("/machines/mdc3:t-legacy-1", "/machines/{machine_id}", 200),
     Case("/machines/bad!id", "/machines/{machine_id}", 400),
     Case("/machines/mdc1:t-never-seen", "/machines/{machine_id}", 404),
+    Case("/machines/mdc1:t-linux64-ms-199", "/machines/{machine_id}", 404),
+    Case("/machines/t-spare-1", "/machines/{machine_id}", 404),
     Case("/machines/t-linux64-ms-100", "/machines/{machine_id}", 409),
     Case("/machines/mdc1:t-linux64-ms-100", "/machines/{machine_id}", 503, redis_down=True),
     Case("/summary", "/summary", 200),
@@ -284,6 +289,10 @@ def test_real_response_matches_the_document(client, fleet, document, fake_server
         assert errors(body, content["application/json"]["schema"], document) == []
         if case.url == "/machines" and case.status == 200:
             assert len(body) == 5  # every shape of machine went through the schema
+        if case.url.startswith("/machines?include=never_seen") and case.status == 200:
+            assert len(body) == 7 and [m["lastseen"] for m in body[:2]] == [None, None]
+        if case.status == 404:
+            assert body["in_inventory"] is (case.url != "/machines/mdc1:t-never-seen")
     elif response.mimetype == "text/csv":
         header_line = response.get_data(as_text=True).split("\r\n")[0]
         fields = parse_qs(urlsplit(case.url).query).get("fields")

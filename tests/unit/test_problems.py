@@ -27,7 +27,7 @@ def problems(machine: MachineFacts, limits: Thresholds = LIMITS, busy=()) -> lis
 
 def test_problem_codes_are_the_api_s_sorted_list():
     assert PROBLEMS == ("consecutive_failures", "exceptions", "hung_task", "idle_with_work_waiting",
-                        "lost_mid_task", "low_success_rate", "stale")
+                        "lost_mid_task", "low_success_rate", "never_seen", "not_in_inventory", "stale")
     assert set(RULES) == set(PROBLEMS)
 
 

@@ -187,8 +187,8 @@ def test_summary_counts_per_datacenter_and_worker_type(client, fleet):
     groups = {(g["datacenter"], g["worker_type"]): g for g in body["groups"]}
     assert groups[("mdc1", "gecko-t-linux-talos")] == {
         "datacenter": "mdc1", "worker_type": "gecko-t-linux-talos", "provisioner": "releng-hardware",
-        "total": 2, "seen_within_1h": 1, "stale": 1, "last_task_exception": 1,
-        "idle_with_work_waiting": 1, "pending_tasks": 1,
+        "total": 2, "expected": 0, "never_seen": 0, "seen_within_1h": 1, "stale": 1,
+        "last_task_exception": 1, "idle_with_work_waiting": 1, "pending_tasks": 1,
         "problems": {**dict.fromkeys(PROBLEMS, 0), "idle_with_work_waiting": 1, "stale": 1},
     }
     assert groups[("mdc2", "gecko-t-win10-64-hw")]["pending_tasks"] == 0
