@@ -108,7 +108,11 @@ def test_live_fleet_shows_every_problem_once_recorded(store):
             events.append(event)
     for start in range(0, len(events), 500):
         store.record(events[start:start + 500], now=NOW)
-    machines, _ = read_fleet(store, Config(), NOW)
+    seen_ids = [record.machine_id for record in store.machines()]
+    # an inventory that misses one machine seen and lists one never seen gives its two problems
+    store.update_inventory(lambda _: {**dict.fromkeys(seen_ids[1:]), "mdc1:t-never-seen-1": None})
+    simulated = read_fleet(store, Config(), NOW)
+    machines = simulated.machines + simulated.never_seen
     by_problem = Counter(code for machine in machines for code in machine["problems"])
     assert set(by_problem) == set(PROBLEMS)
     healthy = sum(not machine["problems"] for machine in machines)
