@@ -21,9 +21,9 @@ NOT_COUNTED_REASONS = frozenset({"canceled", "superseded", "deadline-exceeded"})
 LOST_REASON = "claim-expired"
 _STATE_OF_OUTCOME = {COMPLETED: "completed", FAILED: "failed", EXCEPTION: "exception",
                      LOST: "exception", NOT_COUNTED: "exception", RUNNING: "running"}
-_COUNTED = frozenset({COMPLETED, FAILED, EXCEPTION, LOST})
-_FAILURES = frozenset({FAILED, EXCEPTION, LOST})
-_EXCEPTIONS = frozenset({EXCEPTION, LOST})
+# str.translate tables (C speed: /machines judges every machine per request)
+_COUNTED_ONLY = str.maketrans("", "", NOT_COUNTED)
+_COMPLETED_OR_FAILED_ONLY = str.maketrans("", "", EXCEPTION + LOST + NOT_COUNTED)
 # Mozilla's fleet tools judge a machine on its last 20 tasks.
 WINDOW = 20
 SUCCESS_RATE_MIN_RUNS = 5
@@ -89,21 +89,24 @@ def is_idle_with_work_waiting(facts: MachineFacts, now: datetime, limits: Thresh
     return is_stale(facts, now, limits, busy) and facts.queue in busy
 
 
-def _counted(outcomes: str) -> str:
-    return outcomes.replace(NOT_COUNTED, "") if NOT_COUNTED in outcomes else outcomes
+def _newest_counted(outcomes: str, count: int) -> str:
+    newest = outcomes[:count]
+    return newest if NOT_COUNTED not in newest else outcomes.translate(_COUNTED_ONLY)[:count]
 
 
 def has_consecutive_failures(facts: MachineFacts, now: datetime, limits: Thresholds,
                              busy: Container[str]) -> bool:
     """The newest FAILURE_STREAK counted runs all ended failed or exception."""
-    newest = _counted(facts.outcomes)[:limits.failure_streak]
-    return len(newest) == limits.failure_streak and all(code in _FAILURES for code in newest)
+    newest = _newest_counted(facts.outcomes, limits.failure_streak)
+    return len(newest) == limits.failure_streak and COMPLETED not in newest
 
 
 def has_low_success_rate(facts: MachineFacts, now: datetime, limits: Thresholds,
                          busy: Container[str]) -> bool:
     """Under SUCCESS_RATE_MIN completed over the newest 20 completed or failed runs (5 at least)."""
-    judged = [code for code in facts.outcomes if code in (COMPLETED, FAILED)][:WINDOW]
+    if FAILED not in facts.outcomes:
+        return False
+    judged = facts.outcomes.translate(_COMPLETED_OR_FAILED_ONLY)[:WINDOW]
     return (len(judged) >= SUCCESS_RATE_MIN_RUNS
             and judged.count(COMPLETED) / len(judged) < limits.success_rate_min)
 
@@ -111,8 +114,10 @@ def has_low_success_rate(facts: MachineFacts, now: datetime, limits: Thresholds,
 def has_exceptions(facts: MachineFacts, now: datetime, limits: Thresholds,
                    busy: Container[str]) -> bool:
     """At least EXCEPTIONS_MAX exceptions among the newest 20 counted runs."""
-    window = _counted(facts.outcomes)[:WINDOW]
-    return sum(code in _EXCEPTIONS for code in window) >= limits.exceptions_max
+    if EXCEPTION not in facts.outcomes and LOST not in facts.outcomes:
+        return False
+    window = _newest_counted(facts.outcomes, WINDOW)
+    return window.count(EXCEPTION) + window.count(LOST) >= limits.exceptions_max
 
 
 def is_lost_mid_task(facts: MachineFacts, now: datetime, limits: Thresholds,
