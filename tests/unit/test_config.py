@@ -20,6 +20,8 @@ def test_defaults_match_the_documented_ones():
     assert config.provisioner_ids == ("releng-hardware",)
     assert config.port == 8080
     assert config.stale_after == 6 * 3600
+    assert (config.claim_timeout, config.recent_tasks, config.failure_streak, config.success_rate_min,
+            config.exceptions_max, config.hung_after) == (1200, 20, 3, 0.85, 3, 3 * 3600)
     assert config.taskcluster_root_url == "https://firefox-ci-tc.services.mozilla.com"
 
 
@@ -74,6 +76,12 @@ def test_durations(text, seconds):
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
     ({"TASKCLUSTER_ROOT_URL": "ftp://x"}, "TASKCLUSTER_ROOT_URL"),
     ({"REDIS_TLS_VERIFY": "optional"}, "REDIS_TLS_VERIFY"),
+    ({"SUCCESS_RATE_MIN": "1.5"}, "SUCCESS_RATE_MIN"),
+    ({"SUCCESS_RATE_MIN": "most"}, "SUCCESS_RATE_MIN"),
+    ({"FAILURE_STREAK": "0"}, "FAILURE_STREAK"),
+    ({"RECENT_TASKS": "-3"}, "RECENT_TASKS"),
+    ({"HUNG_AFTER": "forever"}, "HUNG_AFTER"),
+    ({"CLAIM_TIMEOUT": "0"}, "CLAIM_TIMEOUT"),
 ])
 def test_invalid_values_name_their_variable(environ, variable):
     with pytest.raises(ConfigError, match=variable):
