@@ -279,3 +279,12 @@ def test_fields_with_never_seen_machines_take_the_full_path(client, fleet):
     # the proof of concept's poll is unchanged: machines seen only
     assert [m["machine"] for m in client.get(f"/machines?{poll}").get_json()] == [
         "t-linux64-ms-100", "t-linux64-ms-101"]
+
+
+def test_dashboard_never_seen_counts_link_to_the_machines_they_count(client, fleet):
+    load(fleet)
+    shown = page(client, "/?sort=lastseen")
+    assert shown.links["never-seen"] == "/?problem=never_seen&sort=lastseen"
+    assert page(client, shown.links["never-seen"]).ids == ["mdc1:t-linux64-ms-102", "mdc2:t-mac-spare"]
+    html = client.get("/").get_data(as_text=True)
+    assert f'href="/?datacenter=mdc2&amp;problem=never_seen" title="list them">1</a>' in html
