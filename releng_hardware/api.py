@@ -44,9 +44,8 @@ def machines() -> Response:
         state = ("" if query.stale is None and query.seen_within is None
                  else digest("\n".join(row[2] for row in rows).encode()))
     else:
-        fleet = read_fleet(store, ext["config"], now)
-        selected = select(fleet.machines + fleet.never_seen if query.include_never_seen
-                          else fleet.machines, query)
+        fleet = read_fleet(store, ext["config"], now, with_never_seen=query.include_never_seen)
+        selected = select(fleet.machines + fleet.never_seen, query)
         state = problem_flags(selected)
         if fields is not None:
             selected = project(selected, fields)

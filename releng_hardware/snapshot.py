@@ -20,25 +20,30 @@ class Fleet(NamedTuple):
     inventory: dict[str, str | None]  # machine id -> worker type; empty when none is loaded
 
 
-def read_fleet(store: Store, config: Config, now: datetime, stale_after: float | None = None) -> Fleet:
-    """Every machine as the API shows it, the pending tasks per queue and the inventory, at `now`."""
+def read_fleet(store: Store, config: Config, now: datetime, stale_after: float | None = None, *,
+               with_never_seen: bool = True) -> Fleet:
+    """Every machine as the API shows it, the pending tasks per queue and the inventory, at `now`.
+
+    with_never_seen=False leaves `never_seen` empty, for a view that would not show them.
+    """
     pending = store.pending_counts(now)
     inventory = store.inventory()
     busy = busy_queues(pending)
     limits = Thresholds.from_config(config, stale_after)
     records = store.machines()
+    root_url = config.taskcluster_root_url
+    machines = [machine_json(record, now, root_url, busy, limits,
+                             in_inventory=record.machine_id in inventory if inventory else None)
+                for record in records]
+    if not (with_never_seen and inventory):
+        return Fleet(machines, pending, [], inventory)
     seen = {record.machine_id for record in records}
     # the listener records only these provisioners: with one, it is the never-seen machines' too
     provisioner = config.provisioner_ids[0] if len(config.provisioner_ids) == 1 else None
-    root_url = config.taskcluster_root_url
-    return Fleet(
-        [machine_json(record, now, root_url, busy, limits,
-                      in_inventory=record.machine_id in inventory if inventory else None)
-         for record in records],
-        pending,
-        [machine_json(record, now, root_url, busy, limits, in_inventory=True)
-         for record in never_seen_records(inventory, seen, provisioner)],
-        inventory)
+    return Fleet(machines, pending,
+                 [machine_json(record, now, root_url, busy, limits, in_inventory=True)
+                  for record in never_seen_records(inventory, seen, provisioner)],
+                 inventory)
 
 
 def read_machine(store: Store, config: Config, record: MachineRecord, now: datetime) -> dict:
