@@ -11,9 +11,11 @@ from flask import Blueprint, Response, current_app, render_template, request, ur
 from werkzeug.exceptions import HTTPException
 
 from .config import Config
-from .fleet import MACHINE_FILTERS, MachineQuery, select, summary
+from .fleet import ANY_PROBLEM, MACHINE_FILTERS, MachineQuery, select, summary
 from .identifiers import is_identifier, split_machine_id
 from .params import BadParameter, positive_int_param
+from .problems import (COMPLETED, EXCEPTION, FAILED, LOST, NOT_COUNTED, PROBLEMS, RUNNING,
+                       WINDOW, outcome_code)
 from .responses import REDIS_ERRORS, RETRY_AFTER_SECONDS, ApiError, log_redis_error, query_args
 from .snapshot import read_fleet, read_machine
 
@@ -24,6 +26,8 @@ REFRESH_SECONDS = 60
 PAGE_SIZE = 200
 # The page takes exactly the filters of /machines, so its URL less `page` is also an API query.
 DASHBOARD_PARAMS = (*MACHINE_FILTERS, "page")
+# A machine missing from the inventory works; the inventory needs updating, not the machine.
+BOOKKEEPING_PROBLEMS = frozenset({"not_in_inventory"})
 # The page loads nothing from anywhere else: it must work on a laptop without network.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; script-src 'self'; "
                            "img-src 'self'; form-action 'self'; base-uri 'none'; "
@@ -82,23 +86,109 @@ def page_url(args: dict[str, str], **changes: str | int | None) -> str:
                                          if merged.get(name) is not None})
 
 
+class ProblemHelp(NamedTuple):
+    """How the page shows a problem code: a short label, what it means, what to do about it."""
+
+    label: str
+    tone: str  # the badge's colour: "down", "failing" or "inventory"
+    meaning: str
+    action: str
+
+
+def problem_help(config: Config) -> dict[str, ProblemHelp]:
+    """Every problem code the API knows, explained, most urgent first, with the configured
+    thresholds."""
+    stale_after, hung_after = duration_text(config.stale_after), duration_text(config.hung_after)
+    explained = {
+        "idle_with_work_waiting": ProblemHelp(
+            "work waiting", "down",
+            f"Not seen for {stale_after} while its worker type has tasks waiting: it should be "
+            "working and is not.",
+            "Look at these first: is the machine powered and on the network, is its worker "
+            "running? Reboot or reimage it."),
+        "lost_mid_task": ProblemHelp(
+            "lost mid-task", "down",
+            "Its newest run ended claim-expired: the worker stopped reclaiming the task, so the "
+            "machine died, rebooted or lost its network in the middle of it.",
+            "If it is also stale it is down: power-cycle it. If it comes back and does it again, "
+            "suspect the hardware (memory, disk, heat)."),
+        "hung_task": ProblemHelp(
+            "hung task", "down",
+            f"Its newest run has been running for more than {hung_after}.",
+            "Open the task's live log: a hung test or a hung machine? Reboot the machine if it "
+            "does not answer."),
+        "stale": ProblemHelp(
+            "stale", "down", f"Not seen taking or ending a task for {stale_after}.",
+            "Without work waiting its pool may just be quiet; otherwise check that it is up and "
+            "its worker runs."),
+        "consecutive_failures": ProblemHelp(
+            "failing", "failing",
+            f"Its newest {config.failure_streak} counted runs all failed or ended in exception.",
+            "If the same tasks pass on other machines this one eats the queue: quarantine it and "
+            "read its logs. If its whole pool fails, suspect a bad push, not the machine."),
+        "exceptions": ProblemHelp(
+            "exceptions", "failing",
+            f"At least {config.exceptions_max} exceptions among its newest {WINDOW} counted runs.",
+            "The worker or the machine keeps crashing or rebooting: read the reasons below, then "
+            "the worker's logs."),
+        "low_success_rate": ProblemHelp(
+            "low success", "failing",
+            f"Fewer than {config.success_rate_min:.0%} of its newest {WINDOW} completed or failed "
+            "runs completed.",
+            "A flaky machine: compare it with its pool; quarantine and reimage it if it stays well "
+            "below them."),
+        "never_seen": ProblemHelp(
+            "never seen", "inventory",
+            "In the inventory, but never seen taking a task since tracking began.",
+            "Check that it was set up and that its worker is configured and started."),
+        "not_in_inventory": ProblemHelp(
+            "not in inventory", "inventory",
+            "Seen taking tasks, but not in the loaded inventory.",
+            "Add it to the inventory, or find out why a worker runs under this id."),
+    }
+    return {code: help for code, help in explained.items() if code in PROBLEMS}
+
+
 def row_class(machine: dict) -> str:
-    """The CSS class that colours a machine's row by how long it has been silent."""
+    """The CSS class that colours a machine's row: silent the longest, then in trouble otherwise."""
     if machine["lastseen"] is None:
         return "never-seen"
     if machine["idle_with_work_waiting"]:
         return "idle-waiting"
     if machine["stale"]:
         return "stale"
+    if machine["problems"]:
+        return "trouble"
     age = machine["age_seconds"]
     if age is None:
         return "unknown"
     return "fresh" if age <= 3600 else "quiet"
 
 
+# A run's square in the machine's strip is coloured by what its end says about the machine.
+_OUTCOME_CLASS = {COMPLETED: "completed", FAILED: "failed", EXCEPTION: "exception", LOST: "lost",
+                  NOT_COUNTED: "not-counted", RUNNING: "running"}
+
+
+def run_outcome(run: dict) -> str:
+    """The outcome class of one of the machine's recent runs."""
+    return _OUTCOME_CLASS[outcome_code(run["state"], run["reason_resolved"])]
+
+
+def run_duration(run: dict, now: datetime) -> str:
+    """How long a run took, or has been running: '42m', '3h 5m'; empty when unknown."""
+    try:
+        started = datetime.fromisoformat(run["started"])
+        ended = datetime.fromisoformat(run["resolved"]) if run["resolved"] else now
+    except (TypeError, ValueError):
+        return ""
+    return relative_age((ended - started).total_seconds()).removesuffix(" ago")
+
+
 def needs_attention(machine: dict) -> bool:
-    """Whether a person on duty should look at this machine."""
-    return machine["stale"] or "never_seen" in machine["problems"]
+    """Whether a person on duty should look at this machine: it has a problem besides
+    bookkeeping."""
+    return any(code not in BOOKKEEPING_PROBLEMS for code in machine["problems"])
 
 
 class Section(NamedTuple):
@@ -171,6 +261,8 @@ def index() -> Response:
         inventory=bool(fleet.inventory),  # its columns only when there is one
         datacenters=datacenters,
         worker_types=worker_types,
+        problems=problem_help(config),
+        any_problem=ANY_PROBLEM,
         stale_value=args.get("stale", duration_text(config.stale_after)),
         stale_after=duration_text(config.stale_after),
         api_url=url_for("api.machines", **{**args, "include": "never_seen"}),
@@ -183,7 +275,7 @@ def index() -> Response:
 
 @bp.get("/machine/<machine_id>")
 def machine_page(machine_id: str) -> Response:
-    """One machine: what it is, when it was seen, its last task and counters."""
+    """One machine: its problems explained, its recent runs, when it was seen, its counters."""
     query_args(())
     datacenter, hostname = split_machine_id(machine_id)
     if not (is_identifier(datacenter) and is_identifier(hostname)):
@@ -200,8 +292,10 @@ def machine_page(machine_id: str) -> Response:
     html = render_template(
         "machine.html",
         machine=read_machine(store, config, record, now),
+        problems=problem_help(config),
         stale_after=duration_text(config.stale_after),
         api_url=url_for("api.machine", machine_id=machine_id),
+        duration=lambda run: run_duration(run, now),
         now=now,
         refresh=REFRESH_SECONDS,
     )
@@ -221,6 +315,11 @@ def _absolute_time_filter(lastseen: str | None) -> str:
 @bp.app_template_filter("row_class")
 def _row_class_filter(machine: dict) -> str:
     return row_class(machine)
+
+
+@bp.app_template_filter("run_outcome")
+def _run_outcome_filter(run: dict) -> str:
+    return run_outcome(run)
 
 
 @bp.errorhandler(BadParameter)

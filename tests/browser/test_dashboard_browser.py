@@ -13,7 +13,7 @@ import tempfile
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import fakeredis
 import pytest
@@ -50,11 +50,25 @@ def slugid(rng: random.Random) -> str:
 
 
 def run(datacenter: str, host: str, worker_type: str, ago: timedelta, state: str,
-        rng: random.Random, reason: str | None = None) -> WorkerEvent:
-    """One run of a machine, `ago` before NOW."""
+        rng: random.Random, reason: str | None = None,
+        took: timedelta = timedelta(minutes=25)) -> WorkerEvent:
+    """One run of a machine that started (when running) or ended `ago` before NOW."""
+    at = NOW - ago
     return WorkerEvent(datacenter, host, PROVISIONER, worker_type, slugid(rng), 0, state,
-                       None if state == "running" else (reason or state), NOW - ago,
-                       NOW + timedelta(days=1), True)
+                       None if state == "running" else (reason or state), at,
+                       NOW + timedelta(days=1), True,
+                       started=at if state == "running" else at - took, event_time=at)
+
+
+def history(datacenter: str, host: str, worker_type: str, outcomes: str,
+            rng: random.Random, newest_ago: timedelta = timedelta(minutes=5)) -> list[WorkerEvent]:
+    """A machine's runs, oldest first, one every 40 minutes up to `newest_ago`: c(ompleted),
+    f(ailed), e(xception), l(ost: claim-expired), r(unning)."""
+    kinds = {"c": ("completed", None), "f": ("failed", None), "e": ("exception", "worker-shutdown"),
+             "l": ("exception", "claim-expired"), "r": ("running", None)}
+    return [run(datacenter, host, worker_type, newest_ago + timedelta(minutes=40 * age), *kinds[code][:1],
+                rng, kinds[code][1])
+            for age, code in zip(range(len(outcomes) - 1, -1, -1), outcomes)]
 
 
 def small_fleet(store: Store) -> None:
@@ -73,19 +87,24 @@ def realistic_fleet(store: Store) -> None:
     rng = random.Random(4)
     linux, windows, mac = "gecko-t-linux-talos-1804", "gecko-t-win10-64-1803-hw", "gecko-t-osx-1015-r8"
     events: list[Any] = []
-    for datacenter, numbers in (("mdc1", range(240, 247)), ("mdc2", range(512, 516))):
+    for datacenter, numbers in (("mdc1", (242, 243, 245, 246)), ("mdc2", range(512, 516))):
         for number in numbers:
             minutes = rng.choice([1, 2, 3, 6, 9, 14, 23, 41])
             events.append(run(datacenter, f"t-linux64-ms-{number}", linux, timedelta(minutes=minutes),
                               rng.choice(["running", "completed", "completed", "failed"]), rng))
-    for number in (281, 282, 283, 290):
+    for number in (281, 282, 283):
         events.append(run("mdc1", f"t-w1064-ms-{number}", windows,
                           timedelta(minutes=rng.choice([2, 5, 12, 30])),
                           rng.choice(["running", "completed"]), rng))
-    for number in (31, 32, 33):
+    for number in (31, 32):
         events.append(run("mdc2", f"macmini-r8-{number}", mac, timedelta(minutes=rng.choice([3, 8, 17])),
                           "completed", rng))
-    # the ones someone should look at
+    # runs enough to judge them by, and the ones someone should look at
+    events += history("mdc1", "t-linux64-ms-240", linux, "cccfcccccccc", rng)
+    events += history("mdc1", "t-linux64-ms-241", linux, "cfccccccccr", rng)
+    events += history("mdc1", "t-linux64-ms-244", linux, "ccfcffeff", rng, timedelta(minutes=3))
+    events += history("mdc1", "t-w1064-ms-290", windows, "ceccecce", rng, timedelta(minutes=12))
+    events += history("mdc2", "macmini-r8-33", mac, "cccccr", rng, timedelta(hours=4, minutes=10))
     events += [
         run("mdc1", "t-w1064-ms-295", windows, timedelta(hours=7, minutes=41), "exception", rng,
             "worker-shutdown"),
@@ -141,9 +160,14 @@ def open_chromium(user_data_dir: str, width: int = 1280, height: int = 900) -> A
 @pytest.fixture(scope="module")
 def server() -> Iterator[Served]:
     """The app with the small fleet, served over HTTP for the whole module."""
+    yield from serve(small_fleet)
+
+
+def serve(fill: Callable[[Store], None]) -> Iterator[Served]:
+    """The app over a fresh fake Redis that `fill` wrote a fleet into, served until closed."""
     require_chromium()
     redis = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
-    small_fleet(Store(redis))
+    fill(Store(redis))
     with Served(redis) as served:
         yield served
 
@@ -247,17 +271,23 @@ def test_last_seen_shows_the_utc_time_on_hover(browser, server):
     assert (age.text, age.get_attribute("title")) == ("9h ago", "2026-11-20 06:00:00 UTC")
 
 
-def test_on_a_phone_only_the_tables_scroll_sideways(browser, server):
+def widths_on_a_phone(browser: Any, url: str, screenshot: str) -> tuple[int, int]:
+    """(page width, view width) of a URL in a phone-sized window; saves a screenshot."""
     browser.set_window_size(390, 844)
     try:
-        browser.get(server.url + "/")
+        browser.get(url)
         page_width, view_width = browser.execute_script(
             "return [document.documentElement.scrollWidth, window.innerWidth]")
-        assert page_width <= view_width
         ARTIFACTS.mkdir(exist_ok=True)
-        browser.save_screenshot(str(ARTIFACTS / "dashboard-phone.png"))
+        browser.save_screenshot(str(ARTIFACTS / screenshot))
+        return page_width, view_width
     finally:
         browser.set_window_size(1280, 900)
+
+
+def test_on_a_phone_only_the_tables_scroll_sideways(browser, server):
+    page_width, view_width = widths_on_a_phone(browser, server.url + "/", "dashboard-phone.png")
+    assert page_width <= view_width
 
 
 def test_a_hostname_opens_the_machine_page_and_back(browser, server):
@@ -278,15 +308,11 @@ def test_a_hostname_opens_the_machine_page_and_back(browser, server):
 @pytest.fixture(scope="module")
 def big_server() -> Iterator[Served]:
     """The app with two and a half pages of machines, some stale."""
-    require_chromium()
     from releng_hardware.dashboard import PAGE_SIZE
-    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
-    Store(redis).preload({
+    yield from serve(lambda store: store.preload({
         f"mdc{1 + number % 2}:t-linux64-ms-{number:04}":
             NOW - (timedelta(days=1) if number % 20 == 0 else timedelta(minutes=number % 50))
-        for number in range(2 * PAGE_SIZE + PAGE_SIZE // 2)})
-    with Served(redis) as served:
-        yield served
+        for number in range(2 * PAGE_SIZE + PAGE_SIZE // 2)}))
 
 
 def test_a_big_fleet_opens_on_its_first_page_and_pages_keep_the_filters(browser, big_server):
@@ -304,6 +330,75 @@ def test_a_big_fleet_opens_on_its_first_page_and_pages_keep_the_filters(browser,
     second = rows(browser)
     assert second and not set(second) & set(first)
     assert all(machine_id.startswith("mdc1:") for machine_id in second)
+
+
+@pytest.fixture(scope="module")
+def troubled_server() -> Iterator[Served]:
+    """The app with the realistic fleet: machines with histories, six of them with problems."""
+    yield from serve(realistic_fleet)
+
+
+def test_broken_machines_come_first_with_badges_that_explain_themselves(browser, troubled_server):
+    from selenium.webdriver.common.by import By
+    browser.get(troubled_server.url + "/")
+    attention = [row.get_attribute("data-id") for row in
+                 browser.find_elements(By.CSS_SELECTOR, "#section-attention tr.machine")]
+    assert attention == list(rows(browser))[:6]
+    assert set(attention) == {"mdc2:macmini-r8-33", "mdc1:t-linux64-ms-244", "mdc1:t-linux64-ms-251",
+                              "mdc2:t-linux64-ms-518", "mdc1:t-w1064-ms-290", "mdc1:t-w1064-ms-295"}
+    badge = browser.find_element(
+        By.CSS_SELECTOR, 'tr[data-id="mdc1:t-linux64-ms-244"] [data-problem="consecutive_failures"]')
+    assert badge.text == "FAILING"  # upper-cased by the style sheet
+    assert "failed or ended in exception" in badge.get_attribute("title")
+    # a badge leads to its line in the legend, which says what to do
+    badge.click()
+    wait_for_url(browser, "#problem-consecutive_failures")
+    legend_line = browser.find_element(By.ID, "problem-consecutive_failures")
+    assert "quarantine" in legend_line.text
+    # badges of different kinds look different
+    down = browser.find_element(
+        By.CSS_SELECTOR, 'tr[data-id="mdc2:t-linux64-ms-518"] [data-problem="lost_mid_task"]')
+    assert down.value_of_css_property("background-color") != badge.value_of_css_property(
+        "background-color")
+
+
+def test_choosing_a_problem_narrows_the_table_and_the_url(browser, troubled_server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    browser.get(troubled_server.url + "/")
+    Select(browser.find_element(By.ID, "problem")).select_by_value("stale")
+    wait_for_url(browser, "problem=stale")
+    assert browser.current_url == troubled_server.url + "/?problem=stale"
+    assert set(rows(browser)) == {"mdc1:t-linux64-ms-251", "mdc2:t-linux64-ms-518",
+                                  "mdc1:t-w1064-ms-295"}
+
+
+def test_machine_page_shows_its_runs_as_coloured_squares_linked_to_taskcluster(
+        browser, troubled_server):
+    from selenium.webdriver.common.by import By
+    browser.get(troubled_server.url + "/machine/mdc1:t-linux64-ms-244")
+    squares = browser.find_elements(By.CSS_SELECTOR, "#strip a.run")
+    assert [square.get_attribute("data-outcome") for square in squares] == [
+        "completed", "completed", "failed", "completed", "failed", "failed", "exception", "failed",
+        "failed"]
+    assert all(square.get_attribute("href").startswith(
+        "https://firefox-ci-tc.services.mozilla.com/tasks/") for square in squares)
+    colours = {square.get_attribute("data-outcome"): square.value_of_css_property("background-color")
+               for square in squares}
+    assert len(set(colours.values())) == 3
+    assert squares[0].size["width"] > 10 and squares[0].size["height"] > 10
+    table_rows = browser.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr")
+    assert len(table_rows) == 9 and table_rows[0].get_attribute("data-outcome") == "failed"
+    problems = browser.find_element(By.ID, "problems").text
+    assert "What to do:" in problems and "consecutive_failures" in problems
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "machine-problems.png"))
+
+
+def test_machine_page_fits_a_phone(browser, troubled_server):
+    page_width, view_width = widths_on_a_phone(
+        browser, troubled_server.url + "/machine/mdc2:t-linux64-ms-518", "machine-phone.png")
+    assert page_width <= view_width
 
 
 def docs_screenshot(path: Path) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from datetime import timedelta
 
 import pytest
 
-from tests.conftest import ROOT, require
+from releng_hardware.problems import PROBLEMS
+from tests.conftest import NOW, ROOT, require, seen
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RULE_TESTS = ROOT / "tests" / "prometheus" / "alerts_test.yml"
@@ -64,3 +66,16 @@ def test_every_alert_links_to_a_section_of_the_runbook() -> None:
         anchors = {_heading_anchor(line.lstrip("#")) for line in document.read_text().splitlines()
                    if line.startswith("#")}
         assert anchor in anchors, f"{link}: {path} has no such heading"
+
+
+def test_the_rules_use_only_metrics_the_service_exports(client, store):
+    seen(store, "t-linux64-ms-100", ago=timedelta(hours=9), state="exception",
+         reason="claim-expired")
+    store.listener_heartbeat(NOW)
+    exported = client.get("/metrics").get_data(as_text=True)
+    names = set(re.findall(r"^(releng_hardware_\w+)[{ ]", exported, re.MULTILINE))
+    used = set(re.findall(r"\breleng_hardware_\w+", RULES.read_text()))
+    assert used and used <= names, f"alerts.yml uses metrics /metrics lacks: {used - names}"
+    # the problem labels the rules match on are codes the service gives
+    for code in re.findall(r'problem=~"([^"]+)"', RULES.read_text()):
+        assert set(code.split("|")) <= set(PROBLEMS)

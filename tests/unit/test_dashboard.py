@@ -8,7 +8,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from releng_hardware.dashboard import PAGE_SIZE, duration_text, needs_attention, relative_age
+from releng_hardware.dashboard import (PAGE_SIZE, duration_text, needs_attention, problem_help,
+                                       relative_age, run_duration)
+from releng_hardware.problems import PROBLEMS
 from releng_hardware.events import PendingEvent
 from tests.conftest import DEADLINE, NOW, make_config, seen
 
@@ -149,7 +151,7 @@ def test_stale_rows_are_marked_and_work_waiting_is_marked_apart(client, fleet):
     assert "idle-waiting" in dashboard.row("mdc2:t-w1064-ms-281")["class"]
     assert "stale" in dashboard.row("mdc2:t-linux64-ms-100")["class"]
     assert dashboard.row("mdc2:t-linux64-ms-100")["cells"][0] == "stale"
-    assert dashboard.row("mdc2:t-w1064-ms-281")["cells"][0] == "stale · work waiting"
+    assert dashboard.row("mdc2:t-w1064-ms-281")["cells"][0] == "work waiting stale"
     for fresh in ("mdc1:t-linux64-ms-100", "mdc1:t-linux64-ms-101"):
         assert not {"stale", "idle-waiting"} & set(dashboard.row(fresh)["class"])
 
@@ -222,11 +224,11 @@ def test_invalid_parameters_are_an_html_400_naming_the_parameter(client, fleet, 
 
 def test_summary_on_top_counts_each_datacenter_and_worker_type(client, fleet):
     rows = page(client).summary_rows
-    # datacenter, worker type, total, seen 1h, stale, idle with work, exception, pending
+    # datacenter, worker type, total, seen 1h, stale, idle with work, exception, pending, problems
     assert rows == [
-        ["mdc1", "gecko-t-linux-talos", "2", "1", "0", "0", "0", "0"],
-        ["mdc2", "gecko-t-linux-talos", "1", "0", "1", "0", "0", "0"],
-        ["mdc2", "gecko-t-win10-64-hw", "1", "0", "1", "1", "1", "1"],
+        ["mdc1", "gecko-t-linux-talos", "2", "1", "0", "0", "0", "0", ""],
+        ["mdc2", "gecko-t-linux-talos", "1", "0", "1", "0", "0", "0", "stale 1"],
+        ["mdc2", "gecko-t-win10-64-hw", "1", "0", "1", "1", "1", "1", "work waiting 1 stale 1"],
     ]
 
 
@@ -322,7 +324,8 @@ def test_machines_needing_attention_come_first_under_their_own_heading(client, f
 
 def test_hostnames_link_to_the_machine_page(client, fleet):
     row = page(client).row("mdc2:t-w1064-ms-281")
-    assert row["links"][0] == "/machine/mdc2:t-w1064-ms-281"
+    assert [link for link in row["links"] if link.startswith("/machine/")] == [
+        "/machine/mdc2:t-w1064-ms-281"]
 
 
 @pytest.fixture
@@ -392,12 +395,18 @@ def test_one_page_needs_no_page_links(client, fleet):
 
 # -- the machine page -----------------------------------------------------------------
 
+def machine_facts(html: str) -> dict[str, str]:
+    """The machine page's facts: label -> the HTML of its value."""
+    facts = re.search(r'<dl class="facts" id="facts">(.*?)</dl>', " ".join(html.split())).group(1)
+    return dict(re.findall(r"<dt>(.*?)</dt><dd[^>]*>(.*?)</dd>", facts))
+
+
 def test_machine_page_says_what_the_machine_is_and_did(client, fleet):
     response = client.get("/machine/mdc2:t-w1064-ms-281")
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
     html = response.get_data(as_text=True)
-    facts = dict(re.findall(r"<dt>(.*?)</dt><dd[^>]*>(.*?)</dd>", " ".join(html.split())))
+    facts = machine_facts(html)
     assert re.sub(r"<[^>]+>", "", facts["Last seen"]).split(" · ") == [
         "7h ago 2026-11-20 08:00:00 UTC", "stale (not seen for 6h)", "work waiting"]
     assert 'href="/?datacenter=mdc2&amp;worker_type=gecko-t-win10-64-hw"' in facts["Worker type"]
@@ -430,3 +439,137 @@ def test_machine_page_escapes_what_comes_from_redis(client, store):
                      '{"worker_type": "<b>wt</b>", "task_id": "\\"><img src=x>", "state": "failed"}')
     html = client.get("/machine/mdc1:t-odd").get_data(as_text=True)
     assert "<b>wt</b>" not in html and "<img src=x>" not in html and "&lt;b&gt;wt&lt;/b&gt;" in html
+
+
+# -- problems as badges that explain themselves ---------------------------------------
+
+@pytest.fixture
+def troubled(fleet):
+    """The fleet plus a machine failing every task while fresh, and one whose newest run hangs."""
+    runs = [("completed", None), ("failed", None), ("exception", "claim-expired"),
+            ("exception", "canceled"), ("failed", None), ("failed", None)]
+    for number, (state, reason) in enumerate(runs):
+        seen(fleet, "t-linux64-ms-200", ago=timedelta(minutes=60 - 10 * number), state=state,
+             reason=reason, task=f"FFFFFFFFQAGAAAAAAAAAA{number}")
+    seen(fleet, "t-linux64-ms-300", ago=timedelta(hours=4), state="running",
+         task="HHHHHHHHQAGAAAAAAAAAAA")
+    return fleet
+
+
+def test_every_problem_the_api_knows_is_explained_in_order_of_urgency(config):
+    explained = problem_help(config)
+    assert set(explained) == set(PROBLEMS)
+    assert list(explained)[0] == "idle_with_work_waiting"
+    for code, help in explained.items():
+        assert help.label and help.meaning.endswith(".") and help.action.endswith(".")
+        assert help.tone in ("down", "failing", "inventory"), code
+
+
+def test_problem_explanations_quote_the_configured_thresholds():
+    explained = problem_help(make_config(stale_after=7200.0, hung_after=5 * 3600.0,
+                                         failure_streak=4, success_rate_min=0.9))
+    assert "2h" in explained["stale"].meaning and "5h" in explained["hung_task"].meaning
+    assert "4 counted runs" in explained["consecutive_failures"].meaning
+    assert "90%" in explained["low_success_rate"].meaning
+
+
+def test_each_problem_is_a_badge_with_its_meaning_on_hover_and_a_link_to_the_legend(client, troubled):
+    html = client.get("/").get_data(as_text=True)
+    dashboard = Page(html)
+    row = dashboard.row("mdc1:t-linux64-ms-200")
+    assert row["cells"][0] == "failing" and "trouble" in row["class"]
+    badge = re.search(r'<a class="problem tone-failing" href="#problem-consecutive_failures" '
+                      r'title="([^"]+)" data-problem="consecutive_failures">failing</a>', html)
+    assert badge and "newest 3 counted runs all failed" in badge.group(1)
+    assert "quarantine" in badge.group(1)
+    assert dashboard.row("mdc1:t-linux64-ms-300")["cells"][0] == "hung task"
+    # the legend explains every problem, each under the anchor its badges link to
+    for code in PROBLEMS:
+        assert f'<tr id="problem-{code}">' in html
+    assert 'href="#legend">What the badges mean</a>' in html
+
+
+def test_failing_and_hung_machines_need_attention_though_recently_seen(client, troubled):
+    dashboard = page(client)
+    assert dashboard.section("attention") == [
+        "mdc2:t-linux64-ms-100", "mdc1:t-linux64-ms-200", "mdc1:t-linux64-ms-300",
+        "mdc2:t-w1064-ms-281"]
+
+
+def test_a_machine_only_missing_from_the_inventory_does_not_need_attention():
+    assert not needs_attention({"problems": ["not_in_inventory"]})
+    assert needs_attention({"problems": ["not_in_inventory", "stale"]})
+    assert not needs_attention({"problems": []})
+
+
+@pytest.mark.parametrize("query", [
+    "problem=any", "problem=consecutive_failures", "problem=stale&sort=-lastseen",
+    "problem=hung_task&datacenter=mdc1", "problem=lost_mid_task",
+])
+def test_problem_filters_show_what_the_api_returns(client, troubled, query):
+    machines = client.get(f"/machines?{query}").get_json()
+    dashboard = page(client, f"/?{query}")
+    assert dashboard.ids == ([m["id"] for m in machines if needs_attention(m)]
+                             + [m["id"] for m in machines if not needs_attention(m)])
+    chosen = query.split("&")[0].split("=")[1]
+    assert (chosen, True) in dashboard.options["problem"]
+
+
+def test_problem_choices_are_any_and_every_code(client, troubled):
+    values = [value for value, _ in page(client).options["problem"]]
+    assert values == ["", "any", *problem_help(make_config())]
+
+
+def test_summary_counts_problems_and_links_to_those_machines(client, troubled):
+    html = client.get("/").get_data(as_text=True)
+    assert ('href="/?datacenter=mdc1&amp;worker_type=gecko-t-linux-talos&amp;problem=consecutive_failures"'
+            in html)
+    linux = next(row for row in page(client).summary_rows if row[:2] == ["mdc1", "gecko-t-linux-talos"])
+    assert linux[-1] == "hung task 1 failing 1"
+
+
+# -- the machine's recent runs -------------------------------------------------------------
+
+def test_machine_page_explains_each_problem_with_what_to_do(client, troubled):
+    html = " ".join(client.get("/machine/mdc1:t-linux64-ms-200").get_data(as_text=True).split())
+    section = re.search(r'<div class="problems" id="problems">(.*?)</dl>', html).group(1)
+    assert re.findall(r'<div id="problem-(\w+)">', section) == ["consecutive_failures"]
+    assert "What to do:</strong> If the same tasks pass on other machines" in section
+
+
+def test_machine_page_shows_recent_runs_as_a_strip_oldest_first_and_a_table_newest_first(
+        client, troubled):
+    runs = client.get("/machines/mdc1:t-linux64-ms-200").get_json()["recent_tasks"]
+    html = client.get("/machine/mdc1:t-linux64-ms-200").get_data(as_text=True)
+    strip = re.search(r'<p class="strip" id="strip">(.*?)</p>', html, re.S).group(1)
+    squares = re.findall(r'<a class="run run-([\w-]+)" href="([^"]+)"', strip)
+    assert squares == [(outcome, run["url"]) for outcome, run in zip(
+        ["completed", "failed", "lost", "not-counted", "failed", "failed"], reversed(runs))]
+    assert all(url.startswith("https://firefox-ci-tc.services.mozilla.com/tasks/FFFFFFFF")
+               for _, url in squares)
+    table = re.search(r'<table class="runs" id="runs-table">(.*?)</table>', html, re.S).group(1)
+    assert re.findall(r'data-outcome="([\w-]+)"', table) == [
+        "failed", "failed", "not-counted", "lost", "failed", "completed"]
+    assert re.findall(r'<a href="([^"]+)">', table) == [run["url"] for run in runs]
+
+
+def test_a_running_run_shows_how_long_it_has_been_running(client, troubled):
+    html = " ".join(client.get("/machine/mdc1:t-linux64-ms-300").get_data(as_text=True).split())
+    assert '<td>4h so far</td>' in html
+    assert 'data-problem="hung_task"' in html
+
+
+def test_machine_without_history_says_so(client, store):
+    store.preload({"mdc3:t-mac-ms-001": NOW - timedelta(hours=1)})
+    html = client.get("/machine/mdc3:t-mac-ms-001").get_data(as_text=True)
+    assert 'id="no-runs"' in html and 'id="strip"' not in html
+
+
+@pytest.mark.parametrize("run, text", [
+    ({"started": "2026-11-20T14:00:00.000000", "resolved": "2026-11-20T14:42:10.000000"}, "42m"),
+    ({"started": "2026-11-20T11:00:00.000000", "resolved": None}, "4h"),
+    ({"started": None, "resolved": "2026-11-20T14:00:00.000000"}, ""),
+    ({"started": "garbage", "resolved": None}, ""),
+])
+def test_run_duration(run, text):
+    assert run_duration(run, NOW) == text
