@@ -15,7 +15,7 @@ from kombu import Connection, Exchange, Queue, binding
 from releng_hardware import simulate
 from releng_hardware.config import Config
 from releng_hardware.events import bindings
-from releng_hardware.listener import declare_queue
+from releng_hardware.broker import declare_queue
 from releng_hardware.store import open_redis
 from releng_hardware.times import utcnow
 

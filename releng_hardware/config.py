@@ -95,6 +95,9 @@ def _duration_or_zero(text: str) -> float:
     return parse_duration(text)
 
 
+MIN_LISTENER_WATCHDOG = 30.0
+
+
 def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str,
              shown: str | None = None) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse, "doc": doc, "shown": shown})
@@ -137,6 +140,10 @@ class Config:
         "BATCH_MAX_AGE", 0.25, _duration, "how long a message may wait for its batch", "0.25s")
     amqp_heartbeat: float = _setting(
         "AMQP_HEARTBEAT", 60.0, _duration, "AMQP heartbeat interval", "60s")
+    listener_watchdog: float = _setting(
+        "LISTENER_WATCHDOG", 180.0, _duration,
+        "the listener exits (non-zero, for the platform to restart it) when its consume loop "
+        "makes no progress for this long; at least 30s", "3m")
     stale_after: float = _setting(
         "STALE_AFTER", 6 * 3600.0, _duration, "a machine not seen for this long is stale", "6h")
     listener_stale_after: float = _setting(
@@ -177,6 +184,10 @@ class Config:
         if self.prefetch <= self.batch_size:
             raise ConfigError(
                 f"PULSE_PREFETCH ({self.prefetch}) must be larger than BATCH_SIZE ({self.batch_size})")
+        if self.listener_watchdog < MIN_LISTENER_WATCHDOG:
+            # a broker connection attempt alone may legitimately take 20s
+            raise ConfigError(f"LISTENER_WATCHDOG ({self.listener_watchdog:g}s) must be at least "
+                              f"{MIN_LISTENER_WATCHDOG:g}s")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL: {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
 

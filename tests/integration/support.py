@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import select
 import shutil
 import signal
 import socket
@@ -102,9 +103,9 @@ class ListenerProcess:
         """The exit code, waiting at most `timeout` seconds."""
         return self.process.wait(timeout=timeout)
 
-    def broker_ports(self) -> set[int]:
-        """Local ports of this process's TCP connections to the broker."""
-        return process_tcp_ports(self.pid, remote_port=AMQP_PORT)
+    def broker_ports(self, broker_port: int = AMQP_PORT) -> set[int]:
+        """Local ports of this process's TCP connections to the broker (or a proxy on its way)."""
+        return process_tcp_ports(self.pid, remote_port=broker_port)
 
     def close(self) -> None:
         """Kill the process if it still runs, and close its log."""
@@ -137,6 +138,93 @@ def process_tcp_ports(pid: int, remote_port: int) -> set[int]:
             if inode in inodes and state == "01" and int(remote.rsplit(":", 1)[1], 16) == remote_port:
                 ports.add(int(local.rsplit(":", 1)[1], 16))
     return ports
+
+
+# -- a TCP proxy that can go silent ---------------------------------------------------
+
+class SilentProxy:
+    """A TCP proxy on a free loopback port to `target_port`, in threads of the test process.
+
+    `silence()` makes every connection open at that moment a black hole, as a NAT or a load
+    balancer losing its state does: bytes are read and dropped both ways and nothing is closed,
+    so neither end learns anything from TCP. Connections made afterwards go through.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._lock = threading.Lock()
+        self._links: list[dict[str, Any]] = []
+        self._closed = False
+        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+
+    def url(self, user: str = "guest", password: str = "guest") -> str:
+        """An AMQP URL through this proxy."""
+        return f"amqp://{user}:{password}@127.0.0.1:{self.port}/"
+
+    def silence(self) -> int:
+        """Stop forwarding on every open connection, closing none; how many were silenced."""
+        with self._lock:
+            live = [link for link in self._links if not link["done"] and not link["silent"]]
+            for link in live:
+                link["silent"] = True
+        return len(live)
+
+    def open_connections(self) -> int:
+        """Connections still forwarding."""
+        with self._lock:
+            return sum(1 for link in self._links if not link["done"] and not link["silent"])
+
+    def close(self) -> None:
+        """Stop accepting and close every connection."""
+        self._closed = True
+        self._server.close()
+        with self._lock:
+            for link in self._links:
+                link["done"] = True
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            link = {"sockets": (client, upstream), "silent": False, "done": False}
+            with self._lock:
+                self._links.append(link)
+            threading.Thread(target=self._pump, args=(link,), name="proxy-pump", daemon=True).start()
+
+    def _pump(self, link: dict[str, Any]) -> None:
+        client, upstream = link["sockets"]
+        peer = {client: upstream, upstream: client}
+        watched = [client, upstream]
+        while watched and not link["done"]:
+            readable, _, _ = select.select(watched, [], [], 0.2)
+            for sock in readable:
+                try:
+                    data = sock.recv(65536)
+                    if data and not link["silent"]:
+                        peer[sock].sendall(data)
+                        continue
+                except OSError:
+                    data = b""
+                if link["silent"]:
+                    # a black hole: not even a close or a reset reaches the other end
+                    if not data:
+                        watched.remove(sock)
+                else:
+                    watched.clear()
+                    break
+        while not link["done"]:  # both ends gone quiet: hold the sockets until close()
+            time.sleep(0.2)
+        client.close()
+        upstream.close()
 
 
 # -- the broker ----------------------------------------------------------------

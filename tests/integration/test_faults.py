@@ -11,6 +11,7 @@ import copy
 import random
 import re
 import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,14 +20,15 @@ from typing import Any, Callable, Iterator, Sequence
 import orjson
 import pytest
 
+from releng_hardware.broker import close_connection, drop_connection, open_connection
 from releng_hardware.config import Config
 from releng_hardware.events import WorkerEvent, bindings
 from releng_hardware.simulate import Message, backlog
 from releng_hardware.store import Store
 from releng_hardware.times import utcnow
-from tests.conftest import wait_for
-from tests.integration.support import (ListenerProcess, MachineState, Publisher, Raw,
-                                              RedisServer, broker_connections,
+from tests.conftest import make_config, wait_for
+from tests.integration.support import (AMQP_PORT, ListenerProcess, MachineState, Publisher, Raw,
+                                              RedisServer, SilentProxy, broker_connections,
                                               close_broker_connections, diff_states,
                                               events_of, listener_env, machine_state, processed,
                                               publish_all, queue_bindings, queue_depth,
@@ -154,6 +156,58 @@ def test_broker_dropping_the_connection_the_same_process_reconnects_rebinds_and_
     assert len(set(connected_at)) == 4, connected_at
     assert len(re.findall(r"reconnecting in", listener.log())) == 3
     assert int(broker_connections(ports)[0]["timeout"]) > 0
+    assert_same_state(real_store, reference(messages))
+
+
+@pytest.fixture
+def silent_proxy() -> Iterator[SilentProxy]:
+    """A proxy to the broker that can silence the connections through it; closed afterwards."""
+    proxy = SilentProxy(AMQP_PORT)
+    yield proxy
+    proxy.close()
+
+
+@pytest.mark.slow
+def test_a_silent_connection_is_dropped_or_closed_without_waiting_for_the_broker(
+        silent_proxy: SilentProxy) -> None:
+    """kombu's release() would wait forever for Close-Ok; drop and close give up on the peer."""
+    config = make_config(pulse_url=silent_proxy.url())
+    for end in (drop_connection, close_connection):
+        connection = open_connection(config)
+        connection.connect()
+        channel = connection.default_channel
+        assert channel.is_open
+        assert silent_proxy.silence() == 1
+        ending = threading.Thread(target=end, args=(connection,), daemon=True)
+        ending.start()
+        ending.join(30)
+        assert not ending.is_alive(), f"{end.__name__} waited for a silent broker"
+        assert not connection.connected
+
+
+@pytest.mark.slow
+def test_silent_broker_connection_the_same_process_notices_reconnects_and_loses_nothing(
+        amqp_config: Config, real_store: Store, provisioner_id: str, start_listener: Any,
+        silent_proxy: SilentProxy, reference: Any) -> None:
+    """The link to the broker goes silent mid-stream (nothing closed): noticed, dropped, replaced."""
+    messages = backlog(3000, machines=40, end=utcnow(), provisioner_id=provisioner_id)
+    listener = start_listener(PULSE_URL=silent_proxy.url(), AMQP_HEARTBEAT="2")
+    listener.wait_consuming(1)
+    publisher = Publisher(messages, rate=200)
+    publisher.start()
+    wait_for(lambda: processed(real_store) >= 300, 30, "the listener did not get going")
+
+    assert silent_proxy.silence() >= 1
+    silenced_at = time.monotonic()
+    listener.wait_consuming(2, timeout=60)
+    print(f"silent connection replaced after {time.monotonic() - silenced_at:.1f}s "
+          "with AMQP_HEARTBEAT=2s")
+    published_at_reconnect = publisher.published
+    wait_drained(amqp_config.queue_name, 90, publisher)
+
+    assert published_at_reconnect < len(messages), "the silence came after the stream ended"
+    assert listener.alive(), listener.log()[-3000:]
+    assert "lost the broker connection" in listener.log()
     assert_same_state(real_store, reference(messages))
 
 

@@ -74,6 +74,7 @@ def test_durations(text, seconds):
     ({"BATCH_SIZE": "-1"}, "BATCH_SIZE"),
     ({"BATCH_SIZE": "2000", "PULSE_PREFETCH": "100"}, "PULSE_PREFETCH"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ({"LISTENER_WATCHDOG": "10s"}, "LISTENER_WATCHDOG"),
     ({"TASKCLUSTER_ROOT_URL": "ftp://x"}, "TASKCLUSTER_ROOT_URL"),
     ({"REDIS_TLS_VERIFY": "optional"}, "REDIS_TLS_VERIFY"),
     ({"SUCCESS_RATE_MIN": "1.5"}, "SUCCESS_RATE_MIN"),

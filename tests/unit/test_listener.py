@@ -1,16 +1,26 @@
-"""The listener's batching and acking, with stand-in messages and fakeredis."""
+"""The listener's kombu wiring: parsing into the pipeline, channels, connections, liveness."""
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
+import threading
+import time
+from datetime import timedelta
+from typing import Any
 
 import pytest
+from amqp.exceptions import ConnectionForced
 from kombu import Connection
 
 from releng_hardware import listener as listener_module
-from releng_hardware.listener import Listener, backoff_delay, declare_queue, open_connection, tls_options
-from tests.conftest import NOW, make_config, queue_message
+from releng_hardware.broker import BROKER_TIMEOUT, declare_queue, open_connection, tls_options
+from releng_hardware.listener import Listener
+from releng_hardware.simulate import declare_exchanges
+from releng_hardware.times import format_lastseen
+from releng_hardware.watchdog import Watchdog
+from tests.conftest import NOW, make_config, queue_message, wait_for
 
 
 class Channel:
@@ -44,87 +54,39 @@ def channel() -> Channel:
 
 @pytest.fixture
 def make_listener(store, channel):
-    def build(sleep=lambda seconds: None, **settings) -> Listener:
+    """A listener whose consumer just started on `channel` (no broker: hooks are called by hand)."""
+    def build(monotonic=time.monotonic, **settings) -> Listener:
         config = make_config(pulse_url="amqp://guest:guest@localhost:5672/", **settings)
-        listener = Listener(Connection(config.amqp_url), store, config, clock=lambda: NOW, sleep=sleep)
-        listener._channel = channel
+        listener = Listener(Connection(config.amqp_url), store, config, clock=lambda: NOW,
+                            sleep=lambda seconds: None, monotonic=monotonic)
+        listener.on_consume_ready(None, channel, [])
         return listener
     return build
 
 
-def test_batch_is_written_then_acked_once_with_multiple(make_listener, channel, store):
+def test_messages_are_written_then_acked_once_with_multiple(make_listener, channel, store):
     listener = make_listener(batch_size=3, prefetch=10)
     messages = [sample_message(name, channel) for name in
                 ("task-running", "task-completed", "task-exception-deadline-no-worker")]
-    listener.on_message(messages[0])
-    listener.on_message(messages[1])
-    assert store.machines() == [] and all(not m.acks for m in messages)
-    listener.on_message(messages[2])  # the batch is full
-    listener.settle()
+    for message in messages:
+        listener.on_message(message)
+    listener.pipeline.settle()
     assert {m.machine_id for m in store.machines()} == {"mdc1:t-linux64-ms-100", "mdc2:t-w1064-ms-281"}
     assert [m.acks for m in messages] == [[], [], [True]]
-    assert (listener.counters.processed, listener.counters.written, listener.counters.skipped) == (3, 2, 1)
-
-
-def test_an_old_batch_is_flushed_on_the_next_iteration(make_listener, channel, store):
-    listener = make_listener(batch_size=100, batch_max_age=0.25)
-    ticks = iter([100.0, 100.1, 100.1, 100.4, 100.4, 100.4])
-    listener.monotonic = lambda: next(ticks)
-    message = sample_message("task-running", channel)
-    listener.on_message(message)
-    listener.on_iteration()
-    assert message.acks == []
-    listener.on_iteration()
-    listener.settle()
-    assert message.acks == [True] and len(store.machines()) == 1
-
-
-def test_redis_outage_holds_the_ack_until_the_write_succeeds(make_listener, channel, store, fake_server):
-    sleeps: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        if len(sleeps) == 5:
-            fake_server.connected = True
-
-    listener = make_listener(sleep=sleep, batch_size=1, prefetch=10)
-    fake_server.connected = False
-    message = sample_message("task-completed", channel)
-    listener.on_message(message)
-    listener.settle()
-    assert len(sleeps) >= 5
-    assert message.acks == [True]
-    assert store.machine("mdc2:t-w1064-ms-281") is not None
-
-
-def test_stopping_during_an_outage_leaves_the_batch_unacked(make_listener, channel, fake_server):
-    listener = make_listener(batch_size=1, prefetch=10)
-    listener.sleep = lambda seconds: listener.stop()
-    fake_server.connected = False
-    message = sample_message("task-completed", channel)
-    listener.on_message(message)
-    listener.settle()
-    assert message.acks == [] and listener.should_stop
-
-
-def test_no_ack_goes_to_a_channel_that_was_replaced(make_listener, channel, store):
-    listener = make_listener(batch_size=2, prefetch=10)
-    listener.on_message(sample_message("task-running", channel))
-    listener._channel = Channel()  # reconnected: old delivery tags mean nothing now
-    late = sample_message("task-completed", channel)
-    listener.on_message(late)
-    listener.settle()
-    assert late.acks == []
+    assert store.listener_status()["queue"] == listener.config.queue_name
 
 
 def test_a_new_channel_drops_what_the_old_one_delivered(make_listener, channel, store):
-    listener = make_listener(batch_size=10, prefetch=20)
-    listener.on_message(sample_message("task-running", channel))
-    listener.on_consume_ready(None, Channel(), [])
-    listener.flush()
-    listener.settle()
-    assert store.machines() == []
-    assert store.listener_status()["queue"] == listener.config.queue_name
+    listener = make_listener(batch_size=2, prefetch=20)
+    first = sample_message("task-running", channel)
+    listener.on_message(first)
+    listener.on_consume_ready(None, Channel(), [])  # reconnected: old delivery tags mean nothing
+    late = sample_message("task-completed", channel)  # still in flight from the old channel
+    listener.on_message(late)
+    listener.pipeline.flush()
+    listener.pipeline.settle()
+    assert first.acks == [] and late.acks == []
+    assert listener.connects == 2
 
 
 def test_malformed_messages_are_acked_counted_and_logged_once(make_listener, channel, store, caplog):
@@ -135,9 +97,9 @@ def test_malformed_messages_are_acked_counted_and_logged_once(make_listener, cha
     with caplog.at_level(logging.WARNING, logger="releng_hardware.listener"):
         for message in (*bad, good):
             listener.on_message(message)
-        listener.settle()
+        listener.pipeline.settle()
     assert good.acks == [True]
-    assert listener.counters.malformed == 2
+    assert listener.pipeline.counters.malformed == 2
     assert store.listener_status()["malformed"] == "2"
     warnings = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
     assert len(warnings) == 2 and all(len(line) < 600 for line in warnings)
@@ -150,22 +112,17 @@ def test_a_bug_in_parsing_does_not_escape_the_consumer(make_listener, channel, m
     listener = make_listener(batch_size=1, prefetch=10)
     message = sample_message("task-running", channel)
     listener.on_message(message)
-    listener.settle()
-    assert message.acks == [True] and listener.counters.skip_reasons == {"parser-error": 1}
+    listener.pipeline.settle()
+    assert message.acks == [True] and listener.pipeline.counters.skip_reasons == {"parser-error": 1}
 
 
-def test_queue_is_durable_shared_and_bound_passively():
-    queue = declare_queue(make_config(pulse_url="amqp://releng:pw@localhost:5672/", pulse_queue_name="hw"))
-    assert queue.name == "queue/releng/hw"
-    assert (queue.durable, queue.auto_delete, queue.exclusive) == (True, False, False)
-    assert len(queue.bindings) == 5
-    assert all(b.exchange.passive and b.exchange.type == "topic" for b in queue.bindings)
-
-
-@pytest.mark.parametrize("attempt", range(0, 30, 3))
-def test_backoff_grows_is_capped_and_jittered(attempt):
-    assert backoff_delay(attempt, rand=lambda: 1.0) == min(30.0, 2 ** attempt)
-    assert backoff_delay(attempt, rand=lambda: 0.0) == 0.0
+def test_messages_handed_over_while_stopping_are_left_unacked(make_listener, channel, store):
+    listener = make_listener(batch_size=1, prefetch=10)
+    listener.stop()
+    message = sample_message("task-completed", channel)
+    listener.on_message(message)
+    listener.pipeline.settle()
+    assert message.acks == [] and store.machines() == []
 
 
 def test_backlog_is_logged_and_a_large_one_warned_about(make_listener, caplog):
@@ -179,101 +136,169 @@ def test_backlog_is_logged_and_a_large_one_warned_about(make_listener, caplog):
 
     listener = make_listener(backlog_warning=5000)
     with caplog.at_level(logging.INFO, logger="releng_hardware.listener"):
-        listener._report_backlog(Declaring(12))
-        listener._report_backlog(Declaring(9000))
+        listener.on_consume_ready(None, Declaring(12), [])
+        listener.on_consume_ready(None, Declaring(9000), [])
     quiet, loud = [r for r in caplog.records if "holds" in r.getMessage()]
     assert quiet.levelno == logging.INFO and "12 messages" in quiet.getMessage()
     assert loud.levelno == logging.WARNING and "Pulse deletes queues" in loud.getMessage()
 
 
-def test_any_redis_error_is_retried_without_acking(make_listener, channel, store, caplog):
-    import redis
-    listener = make_listener(batch_size=1, prefetch=10)
-    real_record = store.record
-    failures = iter([redis.ResponseError("OOM command not allowed"), None])
+def counting_sweep_steps(store) -> list[int]:
+    """Make the store count its retention sweep steps; the list grows by one a step."""
+    steps: list[int] = []
+    remove_expired = store.remove_expired
 
-    def flaky_record(*args, **kwargs):
-        failure = next(failures)
-        if failure:
-            raise failure
-        return real_record(*args, **kwargs)
-
-    store.record = flaky_record
-    message = sample_message("task-completed", channel)
-    with caplog.at_level(logging.ERROR, logger="releng_hardware.listener"):
-        listener.on_message(message)
-        listener.settle()
-    assert message.acks == [True] and store.machine("mdc2:t-w1064-ms-281") is not None
-    assert any("OOM" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+    def counted(*args, **kwargs):
+        steps.append(1)
+        return remove_expired(*args, **kwargs)
+    store.remove_expired = counted
+    return steps
 
 
-def test_messages_handed_over_while_stopping_are_left_unacked(make_listener, channel, store):
-    listener = make_listener(batch_size=1, prefetch=10)
-    listener.stop()
-    message = sample_message("task-completed", channel)
-    listener.on_message(message)
-    assert message.acks == [] and store.machines() == []
+def test_each_heartbeat_tick_runs_one_retention_step_on_the_writer(make_listener, store):
+    store.preload({"mdc1:gone-1": NOW - timedelta(days=31), "mdc1:kept-1": NOW - timedelta(days=29)})
+    steps = counting_sweep_steps(store)
+    clock = [100.0]
+    listener = make_listener(retention=30 * 86400.0, monotonic=lambda: clock[0])
+    clock[0] += 30  # the first tick, 30 s after connecting
+    listener.on_iteration()
+    wait_for(lambda: set(store.lastseen_by_machine()) == {"mdc1:kept-1"}, 5,
+             "the retention step did not remove the machine past RETENTION")
+    clock[0] += 10  # 10 s later: not yet the next step
+    listener.on_iteration()
+    listener.pipeline.run_in_order(lambda: None).result(5)  # whatever was queued has run
+    assert len(steps) == 1
+    clock[0] += 20
+    listener.on_iteration()
+    listener.pipeline.run_in_order(lambda: None).result(5)
+    assert len(steps) == 2
 
 
-def test_batches_are_acked_in_order_each_after_its_own_write(make_listener, channel, store):
-    listener = make_listener(batch_size=1, prefetch=10)
-    gate = __import__("threading").Event()
-    real_record = store.record
-    store.record = lambda *args, **kwargs: (gate.wait(5), real_record(*args, **kwargs))[1]
-    messages = [sample_message(name, channel) for name in ("task-running", "task-completed")]
-    for message in messages:
-        listener.on_message(message)
-    listener.settle(block=False)
-    assert [m.acks for m in messages] == [[], []]  # writes held back: nothing acked
-    gate.set()
-    listener.settle()
-    assert [m.acks for m in messages] == [[True], [True]]
+def test_retention_zero_never_sweeps(make_listener, store):
+    store.preload({"mdc1:old-1": NOW - timedelta(days=3650)})
+    steps = counting_sweep_steps(store)
+    clock = [100.0]
+    listener = make_listener(retention=0.0, monotonic=lambda: clock[0])
+    clock[0] += 30
+    listener.on_iteration()
+    assert listener.sweep() is None
+    assert steps == [] and list(store.lastseen_by_machine()) == ["mdc1:old-1"]
 
 
-def test_at_most_two_writes_are_in_flight(make_listener, channel, store):
-    listener = make_listener(batch_size=1, prefetch=10)
-    started = []
-    real_record = store.record
-
-    def slow_record(*args, **kwargs):
-        started.append(len(listener._writes))
-        __import__("time").sleep(0.05)
-        return real_record(*args, **kwargs)
-
-    store.record = slow_record
-    for _ in range(6):
-        listener.on_message(sample_message("task-running", channel))
-        assert len(listener._writes) <= 2
-    listener.settle()
-    assert len(started) == 6 and not listener._writes
+def test_queue_is_durable_shared_and_bound_passively():
+    queue = declare_queue(make_config(pulse_url="amqp://releng:pw@localhost:5672/", pulse_queue_name="hw"))
+    assert queue.name == "queue/releng/hw"
+    assert (queue.durable, queue.auto_delete, queue.exclusive) == (True, False, False)
+    assert len(queue.bindings) == 5
+    assert all(b.exchange.passive and b.exchange.type == "topic" for b in queue.bindings)
 
 
-def test_pulse_connection_verifies_certificate_and_host_name():
-    import ssl
+def test_pulse_connection_verifies_certificate_and_host_name_and_bounds_every_wait():
     config = make_config(amqp_user="releng", amqp_pass="pw")
     connection = open_connection(config)
     assert connection.ssl == {"server_hostname": None, "cert_reqs": ssl.CERT_REQUIRED}
     assert connection.heartbeat == 60 and connection.port == 5671
+    assert connection.connect_timeout == BROKER_TIMEOUT
+    assert connection.transport_options["read_timeout"] == BROKER_TIMEOUT
+    assert connection.transport_options["write_timeout"] == BROKER_TIMEOUT
     assert tls_options("amqp://guest:guest@localhost:5672/") is None
 
 
-def test_each_heartbeat_tick_runs_one_retention_step_on_the_writer(make_listener, store):
-    from datetime import timedelta
-    store.preload({"mdc1:gone-1": NOW - timedelta(days=31), "mdc1:kept-1": NOW - timedelta(days=29)})
-    listener = make_listener(retention=30 * 86400.0)
-    ticks = iter([100.0, 100.0, 110.0])
-    listener.monotonic = lambda: next(ticks)
-    listener.on_iteration()
-    listener._sweep.result(timeout=5)
-    assert set(store.lastseen_by_machine()) == {"mdc1:kept-1"}
-    first = listener._sweep
-    listener.on_iteration()  # 10 s later: not yet the next step
-    assert listener._sweep is first
+class BrokerConnection:
+    """A connection whose polite close would wait for a broker that never answers."""
+
+    connection_errors = (ConnectionForced, OSError)
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def connect(self) -> None:
+        self.calls.append("connect")
+
+    @property
+    def connected(self) -> bool:
+        return False
+
+    def release(self) -> None:
+        self.calls.append("release")  # Channel.Close, then waiting for Close-Ok
+
+    def collect(self) -> None:
+        self.calls.append("collect")  # our socket closed, no word to the broker
 
 
-def test_retention_zero_never_sweeps(make_listener, store):
-    from datetime import timedelta
-    store.preload({"mdc1:old-1": NOW - timedelta(days=3650)})
-    listener = make_listener(retention=0.0)
-    listener.on_iteration()
-    assert listener._sweep is None and list(store.lastseen_by_machine()) == ["mdc1:old-1"]
+@pytest.mark.parametrize("error", [ConnectionForced("Too many heartbeats missed"),
+                                   OSError("Connection reset"), RuntimeError("a surprise")])
+def test_after_an_error_the_connection_is_dropped_without_waiting_for_the_broker(
+        make_listener, error):
+    listener = make_listener()
+    connection = BrokerConnection()
+    listener.create_connection = lambda: connection
+    with pytest.raises(type(error)):
+        with listener.establish_connection():
+            raise error
+    assert connection.calls == ["connect", "collect"]
+
+
+def test_a_clean_stop_closes_the_connection_politely(make_listener):
+    listener = make_listener()
+    connection = BrokerConnection()
+    listener.create_connection = lambda: connection
+    with listener.establish_connection():
+        pass
+    assert connection.calls == ["connect", "release"]
+
+
+class Stalling(Connection):
+    """An in-memory broker connection whose drain_events blocks, once told to, like a dead socket."""
+
+    stall = threading.Event()
+    stalled = threading.Event()
+    released = threading.Event()
+
+    def drain_events(self, **kwargs: Any) -> Any:
+        if self.stall.is_set():
+            self.stalled.set()
+            self.released.wait(30)
+        return super().drain_events(**kwargs)
+
+
+def test_a_stuck_consume_loop_stops_the_heartbeat_and_the_watchdog_fires(store, app_factory):
+    """Only loop progress writes the stored heartbeat, so /__heartbeat__ fails when it is stuck."""
+    now = [NOW]
+    watchdog_clock = [0.0]
+    fired: list[float] = []
+    config = make_config(pulse_url="memory://", batch_max_age=0.05)
+    with Connection("memory://") as setup:
+        declare_exchanges(setup.default_channel)
+    watchdog = Watchdog(60, on_stuck=fired.append, monotonic=lambda: watchdog_clock[0])
+    listener = Listener(Stalling("memory://"), store, config, watchdog=watchdog,
+                        clock=lambda: now[0], heartbeat_every=0)
+    thread = threading.Thread(target=listener.run_until_stopped, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: listener.connects == 1, 10, "the listener never consumed")
+        now[0] = NOW + timedelta(minutes=1)
+        watchdog_clock[0] = 1000.0
+        wait_for(lambda: store.listener_status().get("heartbeat_at") == format_lastseen(now[0]), 10,
+                 "the consume loop did not write its heartbeat")
+        wait_for(lambda: watchdog.stalled_for() == 0, 10, "the consume loop did not show progress")
+        alive = app_factory(now=now[0]).test_client().get("/__heartbeat__").get_json()
+
+        Stalling.stall.set()
+        assert Stalling.stalled.wait(10)
+        now[0] = NOW + timedelta(minutes=20)
+        watchdog_clock[0] = 2000.0
+        threading.Event().wait(0.5)  # ten turns of a loop that still ran
+        stuck = app_factory(now=now[0]).test_client().get("/__heartbeat__")
+        heartbeat_at = store.listener_status()["heartbeat_at"]
+        watchdog_fired = watchdog.check()
+    finally:
+        listener.stop()
+        Stalling.released.set()
+        thread.join(10)
+
+    assert alive["checks"]["listener"] != "error", alive
+    assert heartbeat_at == format_lastseen(NOW + timedelta(minutes=1))
+    assert stuck.status_code == 500 and stuck.get_json()["checks"]["listener"] == "error"
+    assert watchdog_fired and fired == [1000.0]
+    assert not thread.is_alive()
