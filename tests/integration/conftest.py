@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
+import os
+
 import pytest
 
-from tests.integration.support import Gunicorn, RedisServer
+from tests.integration.support import Gunicorn, RabbitNode, RedisServer
 
 
 @pytest.fixture
@@ -31,3 +33,18 @@ def own_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def own_rabbit() -> Iterator[RabbitNode]:
+    """A RabbitMQ node only this test uses; always stopped and removed at the end."""
+    if not RabbitNode.available():
+        message = "RabbitMQ's server scripts are not installed"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    node = RabbitNode()
+    try:
+        yield node.start()
+    finally:
+        node.close()

@@ -12,9 +12,10 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from kombu import Connection, Producer
 
@@ -230,9 +231,96 @@ class SilentProxy:
 # -- the broker ----------------------------------------------------------------
 
 def rabbitmqctl(*args: str) -> str:
-    """Run rabbitmqctl quietly; its standard output."""
+    """Run rabbitmqctl quietly on the shared node; its standard output."""
     return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, check=True,
                           timeout=60).stdout
+
+
+Ctl = Callable[..., str]
+
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+
+
+class RabbitNode:
+    """A RabbitMQ node of the test's own: free ports, no plugin, its files in a temporary directory.
+
+    Stopping and starting its application is a full broker restart that no other test sees.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.name = f"rh-test-{uuid.uuid4().hex[:8]}@localhost"
+        self.dir = Path(tempfile.mkdtemp(prefix="rh-faults-rabbit-"))
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = {self.port}\nloopback_users = none\n")
+        (self.dir / "rabbitmq-env.conf").write_text("")  # not the machine's own node settings
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.dir),  # the Erlang cookie lives here
+            "LANG": "C.UTF-8",
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        """True when this machine has RabbitMQ's server scripts."""
+        return (RABBITMQ_BIN / "rabbitmq-server").exists() and (RABBITMQ_BIN / "rabbitmqctl").exists()
+
+    @property
+    def url(self) -> str:
+        """AMQP URL of the node."""
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def start(self) -> "RabbitNode":
+        """Start the node and wait until it serves AMQP."""
+        with open(self.dir / "server.log", "wb") as log:
+            # its own session, so that close() can end the node and its helpers by group
+            self.process = subprocess.Popen([str(RABBITMQ_BIN / "rabbitmq-server")], cwd=self.dir,
+                                            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        wait_for(lambda: self.answers() or self.process.poll() is not None, 120,
+                 "the test's RabbitMQ node did not start")
+        assert self.process.poll() is None, (self.dir / "server.log").read_text()[-3000:]
+        return self
+
+    def answers(self) -> bool:
+        """True when the AMQP port accepts connections."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def ctl(self, *args: str) -> str:
+        """rabbitmqctl on this node, quietly; its standard output."""
+        return subprocess.run([str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", self.name, *args],
+                              env=self.env, capture_output=True, text=True, check=True,
+                              timeout=120).stdout
+
+    def close(self) -> None:
+        """Stop the node (kill it if it lingers) and remove its files."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.ctl("stop")
+                self.process.wait(timeout=30)
+            except (subprocess.SubprocessError, OSError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def broker_connections(peer_ports: Iterable[int]) -> list[dict[str, str]]:
@@ -273,9 +361,9 @@ def unbind_queue(name: str, pairs: Iterable[tuple[str, str]]) -> None:
             channel.queue_unbind(name, exchange, routing_key)
 
 
-def queue_depth(name: str) -> tuple[int, int]:
+def queue_depth(name: str, ctl: Ctl = rabbitmqctl) -> tuple[int, int]:
     """(ready, unacknowledged) messages of a queue, read from the queue process itself."""
-    for line in rabbitmqctl("list_queues", "name", "messages_ready",
+    for line in ctl("list_queues", "name", "messages_ready",
                             "messages_unacknowledged").splitlines():
         parts = line.split("\t")
         if parts[0] == name:
@@ -283,13 +371,14 @@ def queue_depth(name: str) -> tuple[int, int]:
     raise AssertionError(f"queue {name} does not exist")
 
 
-def wait_drained(name: str, timeout: float, publisher: "Publisher | None" = None) -> None:
+def wait_drained(name: str, timeout: float, publisher: "Publisher | None" = None,
+                 ctl: Ctl = rabbitmqctl) -> None:
     """Wait until everything is published, and the queue holds no ready or unacked message."""
     if publisher is not None:
         publisher.join(timeout)
-        assert publisher.done, "the publisher did not finish"
-    wait_for(lambda: queue_depth(name) == (0, 0), timeout,
-             f"queue {name} was not drained: {queue_depth(name)} (ready, unacked)")
+        assert publisher.done, f"the publisher did not finish: {publisher.error!r}"
+    wait_for(lambda: queue_depth(name, ctl) == (0, 0), timeout,
+             f"queue {name} was not drained: {queue_depth(name, ctl)} (ready, unacked)")
 
 
 @dataclass(frozen=True)
@@ -305,9 +394,11 @@ class Raw:
 class Publisher(threading.Thread):
     """Publishes messages in the background at about `rate` a second, each confirmed by the broker."""
 
-    def __init__(self, messages: Sequence[Message | Raw], rate: float, chunk: int = 10) -> None:
+    def __init__(self, messages: Sequence[Message | Raw], rate: float, chunk: int = 10,
+                 url: str = AMQP_URL) -> None:
         super().__init__(daemon=True)
         self.messages = messages
+        self.url = url
         self.rate = rate
         self.chunk = chunk
         self.published = 0
@@ -317,7 +408,7 @@ class Publisher(threading.Thread):
     def run(self) -> None:
         """Publish every message, pacing by chunks; record an error instead of losing it."""
         try:
-            with Connection(AMQP_URL, transport_options={"confirm_publish": True}) as connection:
+            with Connection(self.url, transport_options={"confirm_publish": True}) as connection:
                 declare_exchanges(connection.default_channel)
                 producer = Producer(connection.default_channel)
                 started = time.monotonic()
@@ -522,9 +613,10 @@ class CuttingProxy:
             sock.close()
 
 
-def publish_all(items: Sequence[Message | Raw], rate: float = 5000, timeout: float = 60) -> None:
+def publish_all(items: Sequence[Message | Raw], rate: float = 5000, timeout: float = 60,
+                url: str = AMQP_URL) -> None:
     """Publish every item, each confirmed, and return once the broker has them all."""
-    publisher = Publisher(items, rate)
+    publisher = Publisher(items, rate, url=url)
     publisher.start()
     publisher.join(timeout)
     assert publisher.done, f"publishing failed: {publisher.error!r}"

@@ -19,16 +19,18 @@ from typing import Any, Callable, Iterator, Sequence
 
 import orjson
 import pytest
+from kombu import Connection
 
 from releng_hardware.broker import close_connection, drop_connection, open_connection
 from releng_hardware.config import Config
 from releng_hardware.events import WorkerEvent, bindings
-from releng_hardware.simulate import Message, backlog
+from releng_hardware.simulate import Message, backlog, declare_exchanges
 from releng_hardware.store import Store
 from releng_hardware.times import utcnow
 from tests.conftest import make_config, wait_for
-from tests.integration.support import (AMQP_PORT, ListenerProcess, MachineState, Publisher, Raw,
-                                              RedisServer, SilentProxy, broker_connections,
+from tests.integration.support import (AMQP_PORT, ListenerProcess, MachineState, Publisher,
+                                              RabbitNode, Raw, RedisServer, SilentProxy,
+                                              broker_connections,
                                               close_broker_connections, diff_states,
                                               events_of, listener_env, machine_state, processed,
                                               publish_all, queue_bindings, queue_depth,
@@ -206,6 +208,44 @@ def test_silent_broker_connection_the_same_process_notices_reconnects_and_loses_
     wait_drained(amqp_config.queue_name, 90, publisher)
 
     assert published_at_reconnect < len(messages), "the silence came after the stream ended"
+    assert listener.alive(), listener.log()[-3000:]
+    assert "lost the broker connection" in listener.log()
+    assert_same_state(real_store, reference(messages))
+
+
+@pytest.mark.slow
+def test_broker_restart_the_same_process_reconnects_and_loses_nothing(
+        amqp_config: Config, real_store: Store, provisioner_id: str, start_listener: Any,
+        own_rabbit: RabbitNode, reference: Any) -> None:
+    """stop_app / start_app of the test's own RabbitMQ node mid-stream: same pid, nothing lost."""
+    messages = backlog(3000, machines=40, end=utcnow(), provisioner_id=provisioner_id)
+    before, after = messages[:2000], messages[2000:]
+    with Connection(own_rabbit.url) as connection:
+        declare_exchanges(connection.default_channel)
+    listener = start_listener(PULSE_URL=own_rabbit.url, AMQP_HEARTBEAT="2")
+    listener.wait_consuming(1)
+    publisher = Publisher(before, rate=300, url=own_rabbit.url)
+    publisher.start()
+    wait_for(lambda: processed(real_store) >= 500, 30, "the listener did not get going")
+
+    own_rabbit.ctl("stop_app")
+    stopped_at = time.monotonic()
+    published_at_stop = publisher.published
+    wait_for(lambda: "cannot reach broker" in listener.log(), 60,
+             "the listener did not try to reconnect while the broker was down")
+    starting_at = time.monotonic()
+    own_rabbit.ctl("start_app")
+    started_at = time.monotonic()
+    listener.wait_consuming(2, timeout=90)
+    reconnected_at = time.monotonic()
+    print(f"broker down {starting_at - stopped_at:.1f}s, start_app took {started_at - starting_at:.1f}s; "
+          f"the listener consumed again {reconnected_at - starting_at:.1f}s after start_app began")
+    publisher.join(120)
+    assert publisher.done, f"publishing failed: {publisher.error!r}"
+    publish_all(after, url=own_rabbit.url)
+    wait_drained(amqp_config.queue_name, 90, ctl=own_rabbit.ctl)
+
+    assert published_at_stop < len(before), "the restart came after the stream ended"
     assert listener.alive(), listener.log()[-3000:]
     assert "lost the broker connection" in listener.log()
     assert_same_state(real_store, reference(messages))
