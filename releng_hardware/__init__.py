@@ -8,7 +8,11 @@ How the package is organised. Imports flow down this list, never up:
     problems     the problem rules: pure functions of a machine's facts; a run's outcome code
     events       pure parsing: a queue message in, a WorkerEvent / PendingEvent / Skip out
     store        every Redis key and Lua script; atomic, monotonic batch writes; reads
-    listener     kombu wiring: queue, bindings, batching, acks, reconnects, signals
+    pipeline     the write-then-ack pipeline, kombu-free: batches, writes in flight, in-order
+                 acks, the one Redis retry helper
+    broker       the durable queue and its bindings; opening, closing and dropping connections
+    watchdog     a consume loop making no progress ends the process, for a restart
+    listener     kombu wiring: consume into the pipeline; reconnects, liveness, signals
     params       query parameter values, parsed strictly (BadParameter names the parameter)
     fleet        pure views: a machine as JSON, filters, sorting, summary, CSV, listener health
     snapshot     the reads behind the views: the store read once, the pure views applied at now

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
-import os
-
 import pytest
 
-from tests.integration.support import Gunicorn, RabbitNode, RedisServer
+from tests.conftest import require
+from tests.integration.support import RABBITMQ_BIN, Gunicorn, RabbitNode, RedisServer
 
 
 @pytest.fixture
@@ -38,11 +37,8 @@ def own_redis() -> Iterator[RedisServer]:
 @pytest.fixture
 def own_rabbit() -> Iterator[RabbitNode]:
     """A RabbitMQ node only this test uses; always stopped and removed at the end."""
-    if not RabbitNode.available():
-        message = "RabbitMQ's server scripts are not installed"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require(RabbitNode.available(), f"RabbitMQ's server scripts are not in {RABBITMQ_BIN}",
+            "scripts/services installs them", "install rabbitmq-server to run this test")
     node = RabbitNode()
     try:
         yield node.start()
