@@ -27,7 +27,7 @@ from releng_hardware.events import WorkerEvent, bindings
 from releng_hardware.simulate import Message, backlog, declare_exchanges
 from releng_hardware.store import Store
 from releng_hardware.times import utcnow
-from tests.conftest import make_config, wait_for
+from tests.conftest import AMQP_URL, make_config, wait_for
 from tests.integration.support import (AMQP_PORT, ListenerProcess, MachineState, Publisher,
                                               RabbitNode, Raw, RedisServer, SilentProxy,
                                               broker_connections,
@@ -161,6 +161,26 @@ def test_broker_dropping_the_connection_the_same_process_reconnects_rebinds_and_
     assert_same_state(real_store, reference(messages))
 
 
+def stream_to_listener(start_listener: Callable[..., ListenerProcess], store: Store,
+                       messages: Sequence[Message], *, listener_url: str,
+                       publisher_url: str) -> tuple[ListenerProcess, Publisher]:
+    """A listener with 2 s AMQP heartbeats, `messages` streaming in at 200 a second, once it
+    has processed 300 of them."""
+    listener = start_listener(PULSE_URL=listener_url, AMQP_HEARTBEAT="2")
+    listener.wait_consuming(1)
+    publisher = Publisher(messages, rate=200, url=publisher_url)
+    publisher.start()
+    wait_for(lambda: processed(store) >= 300, 30, "the listener did not get going")
+    return listener, publisher
+
+
+def assert_recovered_in_process(listener: ListenerProcess, store: Store, expected: MachineState) -> None:
+    """The same process lost its broker connection, lives on, and lost nothing."""
+    assert listener.alive(), listener.log()[-3000:]
+    assert "lost the broker connection" in listener.log()
+    assert_same_state(store, expected)
+
+
 @pytest.fixture
 def silent_proxy() -> Iterator[SilentProxy]:
     """A proxy to the broker that can silence the connections through it; closed afterwards."""
@@ -193,11 +213,8 @@ def test_silent_broker_connection_the_same_process_notices_reconnects_and_loses_
         silent_proxy: SilentProxy, reference: Any) -> None:
     """The link to the broker goes silent mid-stream (nothing closed): noticed, dropped, replaced."""
     messages = backlog(3000, machines=40, end=utcnow(), provisioner_id=provisioner_id)
-    listener = start_listener(PULSE_URL=silent_proxy.url(), AMQP_HEARTBEAT="2")
-    listener.wait_consuming(1)
-    publisher = Publisher(messages, rate=200)
-    publisher.start()
-    wait_for(lambda: processed(real_store) >= 300, 30, "the listener did not get going")
+    listener, publisher = stream_to_listener(start_listener, real_store, messages,
+                                             listener_url=silent_proxy.url(), publisher_url=AMQP_URL)
 
     assert silent_proxy.silence() >= 1
     silenced_at = time.monotonic()
@@ -208,9 +225,7 @@ def test_silent_broker_connection_the_same_process_notices_reconnects_and_loses_
     wait_drained(amqp_config.queue_name, 90, publisher)
 
     assert published_at_reconnect < len(messages), "the silence came after the stream ended"
-    assert listener.alive(), listener.log()[-3000:]
-    assert "lost the broker connection" in listener.log()
-    assert_same_state(real_store, reference(messages))
+    assert_recovered_in_process(listener, real_store, reference(messages))
 
 
 @pytest.mark.slow
@@ -222,11 +237,8 @@ def test_broker_restart_the_same_process_reconnects_and_loses_nothing(
     before, after = messages[:2000], messages[2000:]
     with Connection(own_rabbit.url) as connection:
         declare_exchanges(connection.default_channel)
-    listener = start_listener(PULSE_URL=own_rabbit.url, AMQP_HEARTBEAT="2")
-    listener.wait_consuming(1)
-    publisher = Publisher(before, rate=300, url=own_rabbit.url)
-    publisher.start()
-    wait_for(lambda: processed(real_store) >= 500, 30, "the listener did not get going")
+    listener, publisher = stream_to_listener(start_listener, real_store, before,
+                                             listener_url=own_rabbit.url, publisher_url=own_rabbit.url)
 
     own_rabbit.ctl("stop_app")
     stopped_at = time.monotonic()
@@ -246,9 +258,7 @@ def test_broker_restart_the_same_process_reconnects_and_loses_nothing(
     wait_drained(amqp_config.queue_name, 90, ctl=own_rabbit.ctl)
 
     assert published_at_stop < len(before), "the restart came after the stream ended"
-    assert listener.alive(), listener.log()[-3000:]
-    assert "lost the broker connection" in listener.log()
-    assert_same_state(real_store, reference(messages))
+    assert_recovered_in_process(listener, real_store, reference(messages))
 
 
 # -- 3. Redis stall and outage --------------------------------------------------------
