@@ -108,7 +108,6 @@ class Listener(ConsumerMixin):
         self.connects += 1
         self._progress()
         self.pipeline.retry(lambda: self.store.listener_connected(self.clock(), self.config.queue_name))
-        self._last_heartbeat = self.monotonic()
         self._report_backlog(channel)
         log.info("consuming %s (connection %d)", self.config.queue_name, self.connects)
 
