@@ -72,9 +72,10 @@ def parse_inventory(raw: bytes) -> dict[str, str | None]:
         raise InventoryError("input has only blank lines and comments: "
                              "only an explicit JSON [] empties the inventory")
     first_number, first_line = lines[0]
-    if "," in first_line:
+    first_words = first_line.split("#", 1)[0]  # a comment may say anything, commas included
+    if "," in first_words:
         inventory = _from_csv(text)
-    elif ":" in first_line.split("#", 1)[0].split(None, 1)[0]:
+    elif ":" in first_words.split(None, 1)[0]:
         inventory = _from_lines(lines)
     else:
         raise InventoryError(f"line {first_number}: unknown format {_show(first_line)}: "

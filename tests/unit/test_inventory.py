@@ -64,6 +64,10 @@ def test_plain_lines_with_blanks_comments_and_a_byte_order_mark():
     assert parse_inventory(raw) == EXPECTED
 
 
+def test_a_comment_with_a_comma_on_the_first_line_is_still_plain_lines():
+    assert parse_inventory(b"mdc1:a w   # rack 4, row 2\nmdc1:b\n") == {"mdc1:a": "w", "mdc1:b": None}
+
+
 def test_the_same_machine_twice_with_the_same_worker_type_is_one_entry():
     assert parse_inventory(b"mdc1:a w\nmdc1:a w\n") == {"mdc1:a": "w"}
 
