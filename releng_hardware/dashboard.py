@@ -188,7 +188,8 @@ def run_duration(run: dict, now: datetime) -> str:
 def needs_attention(machine: dict) -> bool:
     """Whether a person on duty should look at this machine: it has a problem besides
     bookkeeping."""
-    return any(code not in BOOKKEEPING_PROBLEMS for code in machine["problems"])
+    problems = machine["problems"]
+    return bool(problems) and not BOOKKEEPING_PROBLEMS.issuperset(problems)
 
 
 class Section(NamedTuple):
@@ -221,8 +222,10 @@ class Pagination:
 
 def attention_sections(machines: list[dict], pagination: Pagination) -> list[Section]:
     """The machines needing attention, then the others, each in the query's order, cut to the page."""
-    attention = [machine for machine in machines if needs_attention(machine)]
-    others = [machine for machine in machines if not needs_attention(machine)]
+    attention: list[dict] = []
+    others: list[dict] = []
+    for machine in machines:
+        (attention if needs_attention(machine) else others).append(machine)
     sections, offset = [], 0
     for key, title, group in (("attention", "Needs attention", attention),
                               ("others", "Everything else", others)):
