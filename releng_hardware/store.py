@@ -291,6 +291,11 @@ HISTORY_ENTRY = "{latest:013d}{ended:d}{task_id}{run_id:04d}{code}{started:013d}
 _REASON_OF_OUTCOME = {COMPLETED: "completed", FAILED: "failed", LOST: LOST_REASON, RUNNING: None}
 
 
+def _entry_time(moment: datetime) -> int:
+    # 13 digits hold 1970 to 2286: a time outside would break the entry's fixed width
+    return min(max(epoch_milliseconds(moment), 1), 9_999_999_999_999)
+
+
 def _history_time(milliseconds: int) -> str | None:
     return format_lastseen(from_epoch_milliseconds(milliseconds)) if milliseconds else None
 
@@ -397,8 +402,8 @@ class Store:
         if len(event.task_id) != 22:
             raise ValueError(f"taskId {event.task_id!r} is not a slugid")
         entry = HISTORY_ENTRY.format(
-            latest=epoch_milliseconds(event_time), ended=not running, task_id=event.task_id,
-            run_id=event.run_id, code=code, started=0 if started is None else epoch_milliseconds(started),
+            latest=_entry_time(event_time), ended=not running, task_id=event.task_id,
+            run_id=event.run_id, code=code, started=0 if started is None else _entry_time(started),
             reason=event.reason_resolved or "" if code in (EXCEPTION, NOT_COUNTED) else "")
         return (
             "w", event.machine_id, lastseen, first,

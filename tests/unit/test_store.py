@@ -264,6 +264,15 @@ def test_resolution_before_its_start_gives_the_same_history_and_record(fake_redi
     assert snapshot(in_order)[MACHINE][1]["firstseen"] == at(1)
 
 
+def test_run_times_outside_what_an_entry_holds_keep_the_history_readable(store):
+    ancient = WorkerEvent("mdc1", "t-linux64-ms-100", "releng-hardware", "gecko-t-linux-talos", task(1), 0,
+                          "completed", "completed", T0, DEADLINE, True, datetime(1960, 1, 1), T0)
+    store.record([ancient, event(5, task=task(2), started=4)], now=NOW)
+    runs = store.machine(MACHINE).history
+    assert [run.task_id for run in runs] == [task(2), task(1)]
+    assert runs[1].started == "1970-01-01T00:00:00.001000" and runs[1].resolved == at(0)
+
+
 def test_history_follows_recent_tasks_but_keeps_what_the_rules_need(fake_redis):
     assert Store(fake_redis, recent_tasks=40).history_size > 40
     assert Store(fake_redis, recent_tasks=5).history_size == Store(fake_redis).history_size > 20
