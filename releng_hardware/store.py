@@ -93,7 +93,8 @@ for _, item in ipairs(cjson.decode(ARGV[8])) do
     local runs = hists[id]
     local fresh, at = true, nil
     for i, run in ipairs(runs) do
-      if string.sub(run, 15, 40) == run_key then at = i break end
+      -- a plain find anchored at the run key's place: no substring made per entry
+      if string.find(run, run_key, 15, true) == 15 then at = i break end
     end
     if at then
       -- only a resolution replaces a running entry: anything else is a redelivery
