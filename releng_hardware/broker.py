@@ -45,15 +45,25 @@ def tls_options(amqp_url: str) -> dict[str, Any] | None:
 
 
 def open_connection(config: Config) -> Connection:
-    """The broker connection: heartbeats on (kombu's default has none), no wait unbounded."""
+    """The broker connection, with heartbeats on (kombu's default has none)."""
     return Connection(
         config.amqp_url,
         heartbeat=config.amqp_heartbeat,
         ssl=tls_options(config.amqp_url),
         connect_timeout=BROKER_TIMEOUT,
-        transport_options={"confirm_publish": True, "read_timeout": BROKER_TIMEOUT,
-                           "write_timeout": BROKER_TIMEOUT},
+        transport_options={"confirm_publish": True},
     )
+
+
+def bound_waits(connection: Connection, timeout: float = BROKER_TIMEOUT) -> None:
+    """After connecting: every read or write on the socket gives up after `timeout` seconds.
+
+    drain_events sets its own timeout and puts this one back. py-amqp's read_timeout option
+    (SO_RCVTIMEO) would not do: over TLS a blocking read that times out is simply retried.
+    """
+    sock = _socket(connection)
+    if sock is not None:
+        sock.settimeout(timeout)
 
 
 def queue_backlog(channel: Any, queue_name: str) -> tuple[int, int] | None:
@@ -81,13 +91,15 @@ def drop_connection(connection: Connection) -> None:
 def close_connection(connection: Connection, timeout: float = CLOSE_TIMEOUT) -> None:
     """Close politely when the broker answers within `timeout`; drop the connection otherwise."""
     try:
-        if connection.connected:  # reading .connection otherwise opens one
-            # py-amqp waits for Close-Ok with the socket's own timeout
-            connection.connection.transport.sock.settimeout(timeout)
-    except (AttributeError, OSError):
-        pass  # not connected, or a transport without a socket
-    try:
+        bound_waits(connection, timeout)  # py-amqp waits for Close-Ok with the socket's timeout
         connection.release()
     except Exception:
         log.debug("the broker did not see the connection closed", exc_info=True)
         drop_connection(connection)
+
+
+def _socket(connection: Connection) -> Any:
+    """The socket under a connected AMQP connection; None when not connected or not AMQP."""
+    if not connection.connected:  # reading .connection would open one
+        return None
+    return getattr(getattr(connection.connection, "transport", None), "sock", None)

@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterator
 from kombu import Connection
 from kombu.mixins import ConsumerMixin
 
-from .broker import close_connection, declare_queue, drop_connection, open_connection, queue_backlog
+from .broker import (bound_waits, close_connection, declare_queue, drop_connection, open_connection,
+                     queue_backlog)
 from .config import Config, mask_url
 from .events import Skip, parse_message
 from .pipeline import WritePipeline, backoff_delay, pause
@@ -83,6 +84,7 @@ class Listener(ConsumerMixin):
             conn = self.create_connection()
             try:
                 conn.connect()
+                bound_waits(conn)
                 break
             except conn.connection_errors as exc:
                 drop_connection(conn)

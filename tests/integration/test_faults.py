@@ -21,13 +21,13 @@ import orjson
 import pytest
 from kombu import Connection
 
-from releng_hardware.broker import close_connection, drop_connection, open_connection
+from releng_hardware.broker import bound_waits, close_connection, drop_connection, open_connection
 from releng_hardware.config import Config
 from releng_hardware.events import WorkerEvent, bindings
 from releng_hardware.simulate import Message, backlog, declare_exchanges
 from releng_hardware.store import Store
 from releng_hardware.times import utcnow
-from tests.conftest import AMQP_URL, make_config, wait_for
+from tests.conftest import AMQP_URL, make_config, unique, wait_for
 from tests.integration.support import (AMQP_PORT, ListenerProcess, MachineState, Publisher,
                                               RabbitNode, Raw, RedisServer, SilentProxy,
                                               broker_connections,
@@ -205,6 +205,30 @@ def test_a_silent_connection_is_dropped_or_closed_without_waiting_for_the_broker
         ending.join(30)
         assert not ending.is_alive(), f"{end.__name__} waited for a silent broker"
         assert not connection.connected
+
+
+@pytest.mark.slow
+def test_a_request_to_a_silent_broker_gives_up_instead_of_waiting_forever(
+        silent_proxy: SilentProxy) -> None:
+    """A declare on a link gone silent fails (a connection error, so the listener reconnects)."""
+    connection = open_connection(make_config(pulse_url=silent_proxy.url()))
+    connection.connect()
+    bound_waits(connection)
+    channel = connection.default_channel
+    assert silent_proxy.silence() == 1
+    outcome: list[BaseException] = []
+
+    def declare() -> None:
+        try:
+            channel.queue_declare(f"queue/guest/{unique('silent')}", passive=True)
+        except BaseException as exc:
+            outcome.append(exc)
+    asking = threading.Thread(target=declare, daemon=True)
+    asking.start()
+    asking.join(60)
+    drop_connection(connection)
+    assert not asking.is_alive(), "the request waited for the silent broker"
+    assert outcome and isinstance(outcome[0], connection.connection_errors), outcome
 
 
 @pytest.mark.slow

@@ -191,14 +191,12 @@ def test_queue_is_durable_shared_and_bound_passively():
     assert all(b.exchange.passive and b.exchange.type == "topic" for b in queue.bindings)
 
 
-def test_pulse_connection_verifies_certificate_and_host_name_and_bounds_every_wait():
+def test_pulse_connection_verifies_certificate_and_host_name():
     config = make_config(amqp_user="releng", amqp_pass="pw")
     connection = open_connection(config)
     assert connection.ssl == {"server_hostname": None, "cert_reqs": ssl.CERT_REQUIRED}
     assert connection.heartbeat == 60 and connection.port == 5671
     assert connection.connect_timeout == BROKER_TIMEOUT
-    assert connection.transport_options["read_timeout"] == BROKER_TIMEOUT
-    assert connection.transport_options["write_timeout"] == BROKER_TIMEOUT
     assert tls_options("amqp://guest:guest@localhost:5672/") is None
 
 
