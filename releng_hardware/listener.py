@@ -117,7 +117,8 @@ class Listener(ConsumerMixin):
         """One turn of the consume loop (drain_events returned or timed out): the loop's progress."""
         self._progress()
         self.pipeline.tick()
-        # the stored heartbeat comes from here only, so /__heartbeat__ fails when the loop is stuck
+        # the stored heartbeat comes only from the loop (here and on connecting), never from
+        # another thread, so /__heartbeat__ fails when the loop is stuck
         if self.monotonic() - self._last_heartbeat >= self.heartbeat_every:
             self._last_heartbeat = self.monotonic()
             if not self.pipeline.held:  # a batch's own write reports the listener alive
@@ -132,9 +133,6 @@ class Listener(ConsumerMixin):
         self._sweep = self.pipeline.run_in_order(lambda: self.store.remove_expired(cutoff, SWEEP_STEP))
         self._sweep.add_done_callback(lambda done: _log_sweep(done, cutoff))
         return self._sweep
-
-    def on_connection_error(self, exc: Exception, interval: float) -> None:
-        log.warning("broker connection error: %s; retrying in %.1fs", exc, interval)
 
     def on_consume_end(self, connection: Any, channel: Any) -> None:
         # stopping cleanly: write and ack what we hold, unless Redis is away
