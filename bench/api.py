@@ -18,11 +18,12 @@ from typing import Any, Callable
 import orjson
 
 from releng_hardware.events import PendingEvent, WorkerEvent
+from releng_hardware.fleet import POLL_FIELDS
 from releng_hardware.simulate import fleet, slugid
 from releng_hardware.store import Store, open_redis
 from releng_hardware.times import format_lastseen, utcnow
 
-from .harness import (ROOT, Cleanup, Process, child_env, delete_redis_prefix, free_port,
+from .harness import (ROOT, Cleanup, Process, child_env, delete_redis_prefix, free_port, median,
                       percentile, wait_until)
 
 RESOLVED = (("completed", "completed"), ("failed", "failed"), ("exception", "worker-shutdown"))
@@ -35,9 +36,12 @@ class ApiSetup:
     redis_url: str
     redis_prefix: str
     machines: int
+    repetitions: int
+    seconds_per_repetition: float
     concurrencies: tuple[int, ...]
     seconds_per_level: float
     preload_entries: int
+    scale_machines: int
     provisioner_id: str
     workdir: Path
 
@@ -48,6 +52,19 @@ def procfile_web_command(port: int, procfile: Path = ROOT / "Procfile") -> str:
         if line.startswith("web:"):
             return re.sub(r"\$(PORT\b|\{PORT\})", str(port), line[len("web:"):].strip())
     raise RuntimeError(f"{procfile} has no web: line")
+
+
+def start_web(redis_url: str, prefix: str, workdir: Path, cleanup: Cleanup,
+              name: str = "gunicorn") -> tuple[int, Process, str]:
+    """gunicorn as the Procfile runs it, on a free port, reading `prefix`: (port, process, command)."""
+    port = free_port()
+    command = procfile_web_command(port)
+    env = child_env({"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "PORT": str(port),
+                     "LOG_LEVEL": "INFO"})
+    # exec: the shell expands ${WEB_CONCURRENCY:-2} as Heroku's would, then becomes gunicorn
+    server = Process(["exec " + command], env, workdir / f"{name}.log", cleanup, shell=True)
+    wait_until(lambda: _answers(port), 60, "gunicorn answering", interval=0.1, alive=server.alive)
+    return port, server, command
 
 
 def fill_machines(store: Store, count: int, provisioner_id: str, now: datetime,
@@ -64,21 +81,52 @@ def fill_machines(store: Store, count: int, provisioner_id: str, now: datetime,
             events.append(WorkerEvent(machine.worker_group, machine.worker_id, provisioner_id,
                                       machine.worker_type, task_id, 0, run_state, run_reason,
                                       min(moment, now), deadline, True))
-    for worker_type in sorted({machine.worker_type for machine in fleet(count)})[:2]:
-        for _ in range(20):
-            events.append(PendingEvent(provisioner_id, worker_type, slugid(rng), 0, now,
-                                       now + timedelta(hours=12)))
-    for start in range(0, len(events), 1000):
-        store.record(events[start:start + 1000], now=now)
+    events += _pending(fleet(count), provisioner_id, now, rng)
+    _record(store, events, now)
     return [f"{machine.worker_group}:{machine.worker_id}" for machine in fleet(count)]
 
 
-def bare_build_encode(client: Any, machines_key: str) -> bytes:
-    """The floor of /machines: HGETALL machines, a list of dicts, orjson."""
+def fill_machines_with_history(store: Store, count: int, provisioner_id: str, now: datetime,
+                               seed: int = 7) -> list[str]:
+    """`count` machines, each with a full history: as many ended runs as the store keeps
+    (86 % completed, 9 % failed, 5 % exception), the newest of some still running."""
+    rng = random.Random(seed)
+    events: list[WorkerEvent | PendingEvent] = []
+    for machine in fleet(count):
+        moment = now - timedelta(seconds=rng.uniform(60, 2 * 86400))
+        for run in range(store.history_size):
+            started = moment - timedelta(seconds=rng.uniform(300, 3600))
+            state, reason = rng.choices(RESOLVED, weights=(86, 9, 5))[0]
+            running = run == 0 and rng.random() < 0.2
+            events.append(WorkerEvent(
+                machine.worker_group, machine.worker_id, provisioner_id, machine.worker_type,
+                slugid(rng), 0, "running" if running else state, None if running else reason,
+                started if running else moment, moment + timedelta(days=1), True,
+                started=started))
+            moment = started - timedelta(seconds=rng.uniform(5, 120))
+    events += _pending(fleet(count), provisioner_id, now, rng)
+    _record(store, events, now)
+    return [f"{machine.worker_group}:{machine.worker_id}" for machine in fleet(count)]
+
+
+def _pending(machines: list[Any], provisioner_id: str, now: datetime,
+             rng: random.Random) -> list[PendingEvent]:
+    return [PendingEvent(provisioner_id, worker_type, slugid(rng), 0, now, now + timedelta(hours=12))
+            for worker_type in sorted({machine.worker_type for machine in machines})[:2]
+            for _ in range(20)]
+
+
+def _record(store: Store, events: list[Any], now: datetime, batch: int = 1000) -> None:
+    for start in range(0, len(events), batch):
+        store.record(events[start:start + batch], now=now)
+
+
+def bare_poll_build_encode(client: Any, machines_key: str) -> bytes:
+    """The floor of the three-field poll: HGETALL machines, a list of dicts, orjson."""
     lastseen_by_id = client.hgetall(machines_key)
     return orjson.dumps([
-        {"id": machine_id, "machine": machine_id.partition(":")[2],
-         "datacenter": machine_id.partition(":")[0], "lastseen": lastseen}
+        {"machine": machine_id.partition(":")[2], "datacenter": machine_id.partition(":")[0],
+         "lastseen": lastseen}
         for machine_id, lastseen in lastseen_by_id.items()])
 
 
@@ -157,59 +205,113 @@ def load(port: int, paths: Callable[[int], str], concurrency: int, seconds: floa
 
 
 def run_api(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, Any]:
-    """Fill Redis, start gunicorn from the Procfile, measure it and the bare floor."""
+    """Fill Redis with machines with full histories, start gunicorn from the Procfile, and
+    measure it side by side with the bare floors, repetition by repetition."""
     client = open_redis(setup.redis_url, timeout=30)
     cleanup.add("api redis keys", lambda: delete_redis_prefix(client, setup.redis_prefix))
     store = Store(client, setup.redis_prefix)
+    memory_before = int(client.info("memory")["used_memory"])
     started = time.perf_counter()
-    ids = fill_machines(store, setup.machines, setup.provisioner_id, utcnow())
-    log(f"  {client.hlen(store.machines_key)} machines written in {time.perf_counter() - started:.1f}s")
+    ids = fill_machines_with_history(store, setup.machines, setup.provisioner_id, utcnow())
+    fill_seconds = time.perf_counter() - started
+    memory_after = int(client.info("memory")["used_memory"])
+    log(f"  {client.hlen(store.machines_key)} machines with {store.history_size} runs each "
+        f"written in {fill_seconds:.1f}s")
 
-    port = free_port()
-    command = procfile_web_command(port)
-    env = child_env({"REDIS_URL": setup.redis_url, "REDIS_KEY_PREFIX": setup.redis_prefix,
-                     "PORT": str(port), "LOG_LEVEL": "INFO"})
-    # exec: the shell expands ${WEB_CONCURRENCY:-2} as Heroku's would, then becomes gunicorn
-    server = Process(["exec " + command], env, setup.workdir / "gunicorn.log", cleanup, shell=True)
-    wait_until(lambda: _answers(port), 60, "gunicorn answering", interval=0.1, alive=server.alive)
+    port, server, command = start_web(setup.redis_url, setup.redis_prefix, setup.workdir, cleanup)
     for _ in range(4):  # each worker's first request pays for imports and connections
         load(port, lambda n: "/machines", 2, 0.0, max_requests=2)
 
     machines_key, records_key = store.machines_key, store.records_key
-    bare_rounds = 15 if setup.machines >= 5000 else 40
-    bare = _time_calls(lambda: bare_build_encode(client, machines_key), bare_rounds)
-    bare_full = _time_calls(lambda: bare_full_build_encode(client, machines_key, records_key),
-                            bare_rounds)
+    poll = _against_floor(
+        port, f"/machines?fields={','.join(POLL_FIELDS)}",
+        lambda: bare_poll_build_encode(client, machines_key), setup)
+    log(f"  GET /machines?fields=...: p50 {poll['http_p50_ms']} ms, "
+        f"{poll['ratio']} x the bare floor")
+    full = _against_floor(port, "/machines",
+                          lambda: bare_full_build_encode(client, machines_key, records_key), setup)
+    log(f"  GET /machines: p50 {full['http_p50_ms']} ms, {full['ratio']} x the all-fields floor")
     levels = []
     for concurrency in setup.concurrencies:
         levels.append(load(port, lambda n: "/machines", concurrency, setup.seconds_per_level))
         log(f"  GET /machines c={concurrency}: p50 {levels[-1]['p50_ms']} ms, "
             f"p99 {levels[-1]['p99_ms']} ms, {levels[-1]['requests_per_s']} req/s")
-    # the floor is sampled before and after the HTTP runs, so both see the same machine weather
-    bare += _time_calls(lambda: bare_build_encode(client, machines_key), bare_rounds)
-    bare_full += _time_calls(lambda: bare_full_build_encode(client, machines_key, records_key),
-                             bare_rounds)
     rng = random.Random(3)
-    one = load(port, lambda n: f"/machines/{rng.choice(ids)}", 1, setup.seconds_per_level,
-               max_requests=5000)
+    one_reps = [load(port, lambda n: f"/machines/{rng.choice(ids)}", 1,
+                     setup.seconds_per_repetition, max_requests=5000)
+                for _ in range(setup.repetitions)]
+    one = {"p50_ms": round(median([rep["p50_ms"] for rep in one_reps]), 2),
+           "p99_ms": round(median([rep["p99_ms"] for rep in one_reps]), 2),
+           "body_bytes": one_reps[0]["body_bytes"], "repetitions": one_reps}
     log(f"  GET /machines/<id>: p50 {one['p50_ms']} ms")
     server.stop()
-
-    bare_p50 = percentile(bare, 0.5) * 1000
-    bare_full_p50 = percentile(bare_full, 0.5) * 1000
-    single = next((level for level in levels if level["concurrency"] == 1), levels[0])
     return {
         "machines": setup.machines,
+        "history_runs_per_machine": store.history_size,
+        "fill_seconds": round(fill_seconds, 1),
         "command": command,
+        "poll": poll,
+        "full": full,
         "machines_list": levels,
-        "bare_build_encode_p50_ms": round(bare_p50, 2),
-        "bare_build_encode_bytes": len(bare_build_encode(client, machines_key)),
-        "bare_full_build_encode_p50_ms": round(bare_full_p50, 2),
-        "ratio": round(single["p50_ms"] / bare_p50, 2),
-        "ratio_to_full": round(single["p50_ms"] / bare_full_p50, 2),
         "machine": one,
+        "memory": {
+            "machines": setup.machines,
+            "history_runs_per_machine": store.history_size,
+            "used_memory_before": memory_before,
+            "used_memory_after": memory_after,
+            "bytes_per_machine": round((memory_after - memory_before) / setup.machines),
+        },
         "preload": run_preload(setup, client, cleanup),
     }
+
+
+def _against_floor(port: int, path: str, bare: Callable[[], Any], setup: ApiSetup) -> dict[str, Any]:
+    """p50 of GET path at concurrency 1 against the bare floor's, sampled in each repetition."""
+    rounds = 10 if setup.machines >= 5000 else 30
+    reps = []
+    for _ in range(setup.repetitions):
+        floor = _time_calls(bare, rounds)
+        http = load(port, lambda n: path, 1, setup.seconds_per_repetition)
+        floor += _time_calls(bare, rounds)  # before and after: both see the same machine weather
+        floor_p50 = percentile(floor, 0.5) * 1000
+        reps.append({"http_p50_ms": http["p50_ms"], "http_p99_ms": http["p99_ms"],
+                     "bare_p50_ms": round(floor_p50, 2),
+                     "ratio": round(http["p50_ms"] / floor_p50, 3),
+                     "requests": http["requests"], "body_bytes": http["body_bytes"]})
+    return {
+        "path": path,
+        "http_p50_ms": round(median([rep["http_p50_ms"] for rep in reps]), 2),
+        "bare_p50_ms": round(median([rep["bare_p50_ms"] for rep in reps]), 2),
+        "ratio": round(median([rep["ratio"] for rep in reps]), 3),
+        "body_bytes": reps[0]["body_bytes"],
+        "bare_body_bytes": len(bare()),
+        "repetitions": reps,
+    }
+
+
+def run_scale(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, Any]:
+    """A whole deployment's fleet: the poll, /summary and the dashboard's first page, p50."""
+    client = open_redis(setup.redis_url, timeout=60)
+    prefix = setup.redis_prefix + "scale:"
+    cleanup.add("scale redis keys", lambda: delete_redis_prefix(client, prefix))
+    store = Store(client, prefix)
+    started = time.perf_counter()
+    fill_machines(store, setup.scale_machines, setup.provisioner_id, utcnow())
+    fill_seconds = time.perf_counter() - started
+    log(f"  {client.hlen(store.machines_key)} machines written in {fill_seconds:.1f}s")
+    port, server, _ = start_web(setup.redis_url, prefix, setup.workdir, cleanup, "gunicorn-scale")
+    out: dict[str, Any] = {"machines": setup.scale_machines, "fill_seconds": round(fill_seconds, 1)}
+    for name, path in (("poll", f"/machines?fields={','.join(POLL_FIELDS)}"),
+                       ("summary", "/summary"), ("dashboard", "/")):
+        load(port, lambda n: path, 1, 0.0, max_requests=2)  # warm both workers
+        load(port, lambda n: path, 2, 0.0, max_requests=2)
+        samples = [load(port, lambda n: path, 1, 0.0, max_requests=1)["p50_ms"]
+                   for _ in range(max(5, setup.repetitions))]
+        out[name] = {"path": path, "p50_ms": round(median(samples), 1),
+                     "max_ms": round(max(samples), 1), "samples_ms": samples}
+        log(f"  {path}: p50 {out[name]['p50_ms']} ms")
+    server.stop()
+    return out
 
 
 def _answers(port: int) -> bool:

@@ -150,3 +150,38 @@ def percentile(samples: Sequence[float], share: float) -> float:
     ordered = sorted(samples)
     rank = max(0, min(len(ordered) - 1, round(share * len(ordered) + 0.5) - 1))
     return ordered[rank]
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of the values (the mean of the middle two for an even count)."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def private_redis(workdir: Path, cleanup: Cleanup) -> str | None:
+    """A throwaway redis-server of the run's own (no persistence), its URL; None without one.
+
+    Its INFO memory counts nothing but the run's keys, and no other test's keys slow it down.
+    """
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    port = free_port()
+    server = Process([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no", "--protected-mode", "yes"],
+                     child_env({}), workdir / "redis-server.log", cleanup)
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+    wait_until(answers, 20, "private redis-server answering", interval=0.05, alive=server.alive)
+    return f"redis://127.0.0.1:{port}/0"

@@ -14,58 +14,85 @@ from typing import Any
 
 import orjson
 
-from .harness import ROOT, Cleanup, delete_redis_prefix, raise_on_sigterm
+from .harness import ROOT, Cleanup, delete_redis_prefix, private_redis, raise_on_sigterm
 
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
-# (value, limit, the limit is a floor) straight from issue 5
+# name: (limit, the limit is a floor), from issues 5 and 12
 TARGETS = {
-    "listener_vs_bare_drain": (0.75, True),
+    "listener_vs_bare_drain": (0.85, True),
     "listener_peak_rss_mb": (150.0, False),
-    "machines_p50_vs_bare": (2.0, False),
+    "poll_vs_bare": (1.3, False),
+    "machines_vs_full_floor": (2.0, False),
     "machine_p50_ms": (2.0, False),
+    "visible_p99_s": (1.0, False),
+    "redis_bytes_per_machine": (4096.0, False),
+    "scale_poll_p50_s": (1.0, False),
+    "scale_summary_p50_s": (1.0, False),
+    "scale_dashboard_p50_s": (1.0, False),
     "preload_100k_seconds": (5.0, False),
 }
 FULL = {"messages": 100_000, "machines": 1000, "api_machines": 10_000, "preload_entries": 100_000,
-        "seconds_per_level": 8.0}
+        "scale_machines": 100_000, "repetitions": 5, "seconds_per_repetition": 2.0,
+        "seconds_per_level": 3.0, "latency_seconds": 10.0}
 QUICK = {"messages": 5000, "machines": 1000, "api_machines": 1000, "preload_entries": 10_000,
-         "seconds_per_level": 1.5}
+         "scale_machines": 5000, "repetitions": 2, "seconds_per_repetition": 0.5,
+         "seconds_per_level": 0.5, "latency_seconds": 2.0}
+# what each target is measured at to count as the issue's
+FULL_SCALE = {"messages": 100_000, "api_machines": 10_000, "scale_machines": 100_000,
+              "preload_entries": 100_000, "repetitions": 5}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The options; --quick changes the defaults of those not given."""
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Measure the listener's drain of a Pulse backlog against bare kombu, and the "
-                    "API under gunicorn against the bare in-process build+encode, on the local "
-                    "RabbitMQ and Redis. Prints a table and writes a JSON report. Everything "
-                    "the run creates (queues, Redis keys, processes) is removed at the end.")
+        description="Measure, side by side in one run, the listener's drain of a Pulse backlog "
+                    "against bare kombu, the API under gunicorn against bare in-process floors, "
+                    "publish-to-visible latency, Redis memory per machine and a whole "
+                    "deployment's fleet, on the local RabbitMQ and a Redis of the run's own. "
+                    "Prints a table and writes a JSON report. Everything the run creates "
+                    "(queues, Redis keys, processes) is removed at the end.")
     parser.add_argument("--messages", type=int, help=f"backlog size (default {FULL['messages']})")
     parser.add_argument("--machines", type=int,
                         help=f"fleet size of the backlog (default {FULL['machines']})")
     parser.add_argument("--api-machines", type=int,
-                        help=f"machines in Redis for the API (default {FULL['api_machines']})")
+                        help=f"machines with full histories for the API and the memory figure "
+                             f"(default {FULL['api_machines']})")
+    parser.add_argument("--scale-machines", type=int,
+                        help=f"machines of the whole-deployment part (default {FULL['scale_machines']})")
     parser.add_argument("--preload-entries", type=int,
                         help=f"entries preloaded (default {FULL['preload_entries']})")
+    parser.add_argument("--repetitions", type=int,
+                        help=f"repetitions of each measure; medians are reported "
+                             f"(default {FULL['repetitions']})")
+    parser.add_argument("--seconds-per-repetition", type=float,
+                        help=f"load time of one repetition of an API measure "
+                             f"(default {FULL['seconds_per_repetition']})")
     parser.add_argument("--seconds-per-level", type=float,
                         help=f"load time per concurrency (default {FULL['seconds_per_level']})")
     parser.add_argument("--concurrency", default="1,4,16",
                         help="comma-separated client concurrencies for GET /machines")
+    parser.add_argument("--latency-rate", type=float, default=500.0,
+                        help="messages per second of the publish-to-visible run (default 500)")
+    parser.add_argument("--latency-seconds", type=float,
+                        help=f"seconds of publishing per repetition (default {FULL['latency_seconds']})")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
                         help="where to write the JSON report (default bench/results/latest.json)")
     parser.add_argument("--quick", action="store_true",
-                        help="small CI form: 5000 messages, 1000 API machines, 10000 preload "
-                             "entries, 1.5 s per concurrency")
+                        help="small CI form: 5000 messages, 1000 API machines, 5000 at scale, "
+                             "2 repetitions, short loads")
     parser.add_argument("--amqp-url",
                         default=os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
                         help="local RabbitMQ (env BENCH_AMQP_URL)")
-    parser.add_argument("--redis-url",
-                        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
-                        help="local Redis; keys go under a unique prefix (env BENCH_REDIS_URL)")
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL"),
+                        help="Redis to use, keys under a unique prefix (env BENCH_REDIS_URL; "
+                             "default: a redis-server of the run's own, or "
+                             "redis://127.0.0.1:6379/0 when there is no redis-server binary)")
     parser.add_argument("--listener-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra setting for the listener, e.g. BATCH_SIZE=500 (repeatable; "
-                             "default: the production defaults)")
-    parser.add_argument("--skip-drain", action="store_true", help="only the API part")
-    parser.add_argument("--skip-api", action="store_true", help="only the listener drain")
+                        help="extra setting for the drained listener, e.g. BATCH_SIZE=500 "
+                             "(repeatable; default: the production defaults)")
+    for part in PARTS:
+        parser.add_argument(f"--skip-{part}", action="store_true", help=f"leave out the {part} part")
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     for name, value in defaults.items():
@@ -75,79 +102,108 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--listener-env takes NAME=VALUE")
     args.listener_env = dict(item.split("=", 1) for item in args.listener_env)
     args.concurrency = tuple(int(part) for part in args.concurrency.split(",") if part.strip())
-    if args.messages <= 0 or args.api_machines <= 0 or not args.concurrency:
-        parser.error("--messages, --api-machines and --concurrency must be positive")
+    if min(args.messages, args.api_machines, args.scale_machines, args.repetitions) <= 0 \
+            or not args.concurrency:
+        parser.error("--messages, --api-machines, --scale-machines, --repetitions and "
+                     "--concurrency must be positive")
     return args
 
 
+PARTS = ("drain", "api", "latency", "scale")
+
+
 def targets(report: dict[str, Any]) -> dict[str, Any]:
-    """Each target of the issue with the measured value and whether it is met."""
-    values: dict[str, float] = {}
-    drain, api = report.get("drain"), report.get("api")
+    """Each target of the issues with the measured value and whether it is met."""
+    values: dict[str, tuple[float, bool]] = {}  # name -> (value, measured at full scale)
+    settings = report["settings"]
+    full = {name: settings[name] >= limit for name, limit in FULL_SCALE.items()}
+    drain, api, latency, scale = (report.get(part) for part in PARTS)
     if drain:
-        values["listener_vs_bare_drain"] = drain["ratio"]
-        values["listener_peak_rss_mb"] = drain["listener"]["peak_rss_mb"]
+        at_scale = full["messages"] and full["repetitions"]
+        values["listener_vs_bare_drain"] = (drain["ratio"], at_scale)
+        values["listener_peak_rss_mb"] = (drain["listener"]["peak_rss_mb"], at_scale)
     if api:
-        values["machines_p50_vs_bare"] = api["ratio"]
-        values["machine_p50_ms"] = api["machine"]["p50_ms"]
-        values["preload_100k_seconds"] = api["preload"]["cli_seconds"]
-    full_scale = {
-        "listener_vs_bare_drain": bool(drain) and drain["messages"] >= 100_000,
-        "listener_peak_rss_mb": bool(drain) and drain["messages"] >= 100_000,
-        "machines_p50_vs_bare": bool(api) and api["machines"] >= 10_000,
-        "machine_p50_ms": bool(api) and api["machines"] >= 10_000,
-        "preload_100k_seconds": bool(api) and api["preload"]["entries"] >= 100_000,
-    }
+        at_scale = full["api_machines"] and full["repetitions"]
+        values["poll_vs_bare"] = (api["poll"]["ratio"], at_scale)
+        values["machines_vs_full_floor"] = (api["full"]["ratio"], at_scale)
+        values["machine_p50_ms"] = (api["machine"]["p50_ms"], at_scale)
+        values["redis_bytes_per_machine"] = (api["memory"]["bytes_per_machine"], full["api_machines"])
+        values["preload_100k_seconds"] = (api["preload"]["cli_seconds"], full["preload_entries"])
+    if latency:
+        values["visible_p99_s"] = (round(latency["p99_ms"] / 1000, 3),
+                                   full["repetitions"] and latency["rate"] >= 500)
+    if scale:
+        for name in ("poll", "summary", "dashboard"):
+            values[f"scale_{name}_p50_s"] = (round(scale[name]["p50_ms"] / 1000, 3),
+                                             full["scale_machines"])
     out = {}
-    for name, value in values.items():
+    for name, (value, at_full_scale) in values.items():
         limit, floor = TARGETS[name]
         out[name] = {"value": value, "limit": limit, "kind": ">=" if floor else "<=",
                      "met": value >= limit if floor else value <= limit,
-                     "at_full_scale": full_scale[name]}
+                     "at_full_scale": bool(at_full_scale)}
     return out
 
 
 def table(report: dict[str, Any]) -> str:
     """The report as a short plain-text table."""
     rows: list[tuple[str, str, str]] = []
-    drain, api = report.get("drain"), report.get("api")
+    drain, api, latency, scale = (report.get(part) for part in PARTS)
+    reps = f"median of {report['settings']['repetitions']}"
     if drain:
         n = f"{drain['messages']:,} msgs"
         rows += [
-            ("bare kombu drain", f"{drain['bare']['msgs_per_s']:,.0f} msgs/s",
-             f"{n} in {drain['bare']['seconds']:.1f} s, {drain['bare']['cpu_seconds']:.1f} s CPU"),
-            ("listener drain", f"{drain['listener']['msgs_per_s']:,.0f} msgs/s",
-             f"{n} in {drain['listener']['seconds']:.1f} s, {drain['listener']['cpu_seconds']:.1f} s CPU; "
-             f"{drain['listener']['startup_seconds']:.1f} s start-up apart"),
-            ("listener / bare", f"{drain['ratio']:.2f}", "target >= 0.75"),
+            ("bare kombu drain", f"{drain['bare_msgs_per_s']:,.0f} msgs/s", f"{n}; {reps}"),
+            ("listener drain", f"{drain['listener_msgs_per_s']:,.0f} msgs/s",
+             f"{n}; median run {drain['listener']['seconds']:.1f} s, "
+             f"{drain['listener']['cpu_seconds']:.1f} s CPU"),
+            ("listener / bare", f"{drain['ratio']:.2f}", f"{reps}; target >= 0.85"),
             ("listener peak RSS", f"{drain['listener']['peak_rss_mb']:.0f} MB", "target <= 150 MB"),
         ]
     if api:
         m = f"{api['machines']:,} machines"
-        rows.append(("bare HGETALL+list+orjson", f"{api['bare_build_encode_p50_ms']:.1f} ms p50",
-                     f"{m}; all fields {api['bare_full_build_encode_p50_ms']:.1f} ms"))
+        poll, full = api["poll"], api["full"]
+        rows += [
+            ("bare poll floor", f"{poll['bare_p50_ms']:.1f} ms p50",
+             f"{m}: HGETALL + 3 fields + orjson"),
+            ("GET /machines?fields=3", f"{poll['http_p50_ms']:.1f} ms p50",
+             f"{poll['body_bytes'] / 1e6:.1f} MB"),
+            ("poll / bare", f"{poll['ratio']:.2f}", f"{reps}; target <= 1.3"),
+            ("bare all-fields floor", f"{full['bare_p50_ms']:.1f} ms p50",
+             f"{m}, {api['history_runs_per_machine']} runs each"),
+            ("GET /machines", f"{full['http_p50_ms']:.1f} ms p50", f"{full['body_bytes'] / 1e6:.1f} MB"),
+            ("/machines / floor", f"{full['ratio']:.2f}", f"{reps}; target <= 2"),
+        ]
         for level in api["machines_list"]:
             rows.append((f"GET /machines c={level['concurrency']}",
                          f"{level['p50_ms']:.1f} / {level['p99_ms']:.1f} ms",
-                         f"p50/p99; {level['requests_per_s']:.1f} req/s, "
-                         f"{level['body_bytes'] / 1e6:.1f} MB body"))
+                         f"p50/p99; {level['requests_per_s']:.1f} req/s"))
         rows += [
-            ("/machines p50 / bare", f"{api['ratio']:.2f}",
-             f"target <= 2; {api['ratio_to_full']:.2f} x the all-fields floor"),
             ("GET /machines/<id> p50", f"{api['machine']['p50_ms']:.2f} ms",
-             f"p99 {api['machine']['p99_ms']:.2f} ms; target <= 2 ms"),
+             f"with recent_tasks; p99 {api['machine']['p99_ms']:.2f} ms; target <= 2 ms"),
+            ("Redis memory per machine", f"{api['memory']['bytes_per_machine']:,} B",
+             f"INFO memory over {m}, {api['memory']['history_runs_per_machine']} runs each; "
+             "target <= 4096 B"),
             (f"preload {api['preload']['entries']:,} (CLI)", f"{api['preload']['cli_seconds']:.2f} s",
              f"Store.preload alone {api['preload']['store_seconds']:.2f} s; target <= 5 s"),
         ]
+    if latency:
+        rows.append(("publish -> visible p99", f"{latency['p99_ms'] / 1000:.2f} s",
+                     f"at {latency['rate']:.0f} msg/s; p50 {latency['p50_ms']:.0f} ms; {reps}; "
+                     "target <= 1 s"))
+    if scale:
+        for name in ("poll", "summary", "dashboard"):
+            rows.append((f"{scale['machines']:,}: {scale[name]['path']}",
+                         f"{scale[name]['p50_ms']:.0f} ms p50", "target < 1 s"))
     width = max(len(row[0]) for row in rows)
     value_width = max(len(row[1]) for row in rows)
     lines = [f"{name:<{width}}  {value:>{value_width}}  {note}" for name, value, note in rows]
     lines.append("")
     for name, target in report["targets"].items():
         verdict = "met" if target["met"] else "NOT met"
-        scale = "" if target["at_full_scale"] else " (not at full scale)"
+        scale_note = "" if target["at_full_scale"] else " (not at full scale)"
         lines.append(f"target {name}: {target['value']} {target['kind']} {target['limit']}: "
-                     f"{verdict}{scale}")
+                     f"{verdict}{scale_note}")
     info = report["machine"]
     lines.append(f"on {info['cpu_model']}, {info['cores']} cores, Python {info['python']}, "
                  f"Redis {info['redis']}, RabbitMQ {info['rabbitmq']}, {info['date']}")
@@ -158,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when it completed (targets missed or not), 1 when it failed."""
     from releng_hardware.store import open_redis
 
-    from .api import ApiSetup, run_api
+    from .api import ApiSetup, run_api, run_scale
     from .drain import DrainSetup, run_drain
     from .info import machine_info
+    from .latency import LatencySetup, run_latency
 
     args = parse_args(argv)
     raise_on_sigterm()
@@ -168,37 +225,55 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"bench-{run_id}:"
     cleanup = Cleanup()
     workdir = Path(tempfile.mkdtemp(prefix="rh-bench-"))
-    redis = open_redis(args.redis_url, timeout=30)
-    # registered first, so it runs last: whatever a step left under the run's prefix goes
-    cleanup.add("redis prefix", lambda: delete_redis_prefix(redis, prefix))
-    report: dict[str, Any] = {"run_id": run_id, "quick": args.quick}
+    report: dict[str, Any] = {"run_id": run_id, "quick": args.quick, "settings": {
+        name: getattr(args, name) for name in (*FULL, "latency_rate", "concurrency")}}
     started = time.perf_counter()
     try:
+        redis_url = args.redis_url or private_redis(workdir, cleanup) or "redis://127.0.0.1:6379/0"
+        report["settings"]["redis"] = "given" if args.redis_url else (
+            "shared" if redis_url.endswith(":6379/0") else "private redis-server")
+        redis = open_redis(redis_url, timeout=30)
+        # registered after the server, so it runs before the server stops
+        cleanup.add("redis prefix", lambda: delete_redis_prefix(redis, prefix))
         report["machine"] = machine_info(redis, args.amqp_url)
         if not args.skip_drain:
-            print(f"listener drain: {args.messages:,} messages, {args.machines:,} machines")
+            print(f"listener drain: {args.messages:,} messages, {args.machines:,} machines, "
+                  f"{args.repetitions} times")
             report["drain"] = run_drain(DrainSetup(
-                amqp_url=args.amqp_url, redis_url=args.redis_url, redis_prefix=prefix + "drain:",
+                amqp_url=args.amqp_url, redis_url=redis_url, redis_prefix=prefix + "drain:",
                 queue_name=f"bench-{run_id}", provisioner_id=f"bench-{run_id}",
-                messages=args.messages, machines=args.machines, workdir=workdir,
-                listener_env=args.listener_env), cleanup)
+                messages=args.messages, machines=args.machines, repetitions=args.repetitions,
+                workdir=workdir, listener_env=args.listener_env), cleanup)
+        api_setup = ApiSetup(
+            redis_url=redis_url, redis_prefix=prefix + "api:", machines=args.api_machines,
+            repetitions=args.repetitions, seconds_per_repetition=args.seconds_per_repetition,
+            concurrencies=args.concurrency, seconds_per_level=args.seconds_per_level,
+            preload_entries=args.preload_entries, scale_machines=args.scale_machines,
+            provisioner_id=f"bench-{run_id}", workdir=workdir)
         if not args.skip_api:
             print(f"API: {args.api_machines:,} machines")
-            report["api"] = run_api(ApiSetup(
-                redis_url=args.redis_url, redis_prefix=prefix + "api:",
-                machines=args.api_machines, concurrencies=args.concurrency,
-                seconds_per_level=args.seconds_per_level, preload_entries=args.preload_entries,
-                provisioner_id=f"bench-{run_id}", workdir=workdir), cleanup)
+            report["api"] = run_api(api_setup, cleanup)
+        if not args.skip_latency:
+            print(f"publish -> visible: {args.latency_rate:.0f} msg/s for "
+                  f"{args.latency_seconds:.0f} s, {args.repetitions} times")
+            report["latency"] = run_latency(LatencySetup(
+                amqp_url=args.amqp_url, redis_url=redis_url, redis_prefix=prefix + "latency:",
+                queue_name=f"bench-{run_id}-latency", provisioner_id=f"bench-{run_id}",
+                rate=args.latency_rate, seconds=args.latency_seconds,
+                repetitions=args.repetitions, workdir=workdir), cleanup)
+        if not args.skip_scale:
+            print(f"a whole deployment: {args.scale_machines:,} machines")
+            report["scale"] = run_scale(api_setup, cleanup)
     except KeyboardInterrupt:
         print("bench: interrupted; cleaning up", file=sys.stderr)
+        cleanup.close()
         shutil.rmtree(workdir, ignore_errors=True)
         return 130
     except Exception as exc:
-        print(f"bench: failed: {exc}\n(logs in {workdir})", file=sys.stderr)
-        return 1
-    finally:
+        print(f"bench: failed: {exc!r}\n(logs in {workdir})", file=sys.stderr)
         cleanup.close()
-        redis.close()
+        return 1
+    cleanup.close()
     shutil.rmtree(workdir, ignore_errors=True)  # kept only after a failure, for its logs
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["targets"] = targets(report)

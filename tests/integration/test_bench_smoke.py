@@ -28,17 +28,28 @@ def test_quick_benchmark_completes_and_writes_its_report(tmp_path: Path) -> None
 
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads(report_path.read_text())
-    drain, api = report["drain"], report["api"]
-    assert drain["listener"]["processed"] == drain["messages"] == 5000
-    for value in (drain["bare"]["msgs_per_s"], drain["listener"]["msgs_per_s"], drain["ratio"],
-                  drain["listener"]["peak_rss_mb"], api["bare_build_encode_p50_ms"], api["ratio"],
-                  api["machine"]["p50_ms"], api["preload"]["cli_seconds"]):
+    drain, api, latency, scale = (report[part] for part in ("drain", "api", "latency", "scale"))
+    assert report["settings"]["repetitions"] == len(drain["repetitions"]) == 2
+    for repetition in drain["repetitions"]:
+        assert repetition["listener"]["processed"] == drain["messages"] == 5000
+        assert repetition["listener"]["queue_left"] == repetition["bare"]["queue_left"] == 0
+    for value in (drain["bare_msgs_per_s"], drain["listener_msgs_per_s"], drain["ratio"],
+                  drain["listener"]["peak_rss_mb"], api["poll"]["bare_p50_ms"], api["poll"]["ratio"],
+                  api["full"]["bare_p50_ms"], api["full"]["ratio"], api["machine"]["p50_ms"],
+                  api["memory"]["bytes_per_machine"], api["preload"]["cli_seconds"],
+                  latency["p99_ms"], scale["poll"]["p50_ms"], scale["summary"]["p50_ms"],
+                  scale["dashboard"]["p50_ms"]):
         assert _positive(value)
     assert [level["concurrency"] for level in api["machines_list"]] == [1, 4, 16]
     for level in api["machines_list"]:
         assert _positive(level["p50_ms"]) and _positive(level["p99_ms"])
         assert _positive(level["requests_per_s"])
-    assert set(report["targets"]) == {"listener_vs_bare_drain", "listener_peak_rss_mb",
-                                      "machines_p50_vs_bare", "machine_p50_ms",
-                                      "preload_100k_seconds"}
+    # every probe published became visible, in each repetition
+    assert [rep["probes"] for rep in latency["repetitions"]] == [
+        -(-rep["published"] // latency["probe_every"]) for rep in latency["repetitions"]]
+    assert set(report["targets"]) == {
+        "listener_vs_bare_drain", "listener_peak_rss_mb", "poll_vs_bare", "machines_vs_full_floor",
+        "machine_p50_ms", "visible_p99_s", "redis_bytes_per_machine", "scale_poll_p50_s",
+        "scale_summary_p50_s", "scale_dashboard_p50_s", "preload_100k_seconds"}
+    assert not any(target["at_full_scale"] for target in report["targets"].values())
     assert {"cpu_model", "cores", "python", "redis", "rabbitmq", "date"} <= set(report["machine"])
