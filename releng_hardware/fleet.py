@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
-from typing import Any, Callable, Container, Iterable, Mapping, Sequence
+from typing import Any, Container, Iterable, Mapping, Sequence
 
 from .identifiers import split_machine_id
 from .params import BadParameter, choice_param, duration_param, identifier_param
@@ -195,7 +195,7 @@ def select(machines: list[dict], query: MachineQuery) -> list[dict]:
     selected = [machine for machine in machines if keep(machine)] if filtered else list(machines)
     field = query.sort.lstrip("-")
     if field == "machine":
-        selected.sort(key=lambda machine: (machine["machine"], machine["datacenter"]),
+        selected.sort(key=lambda machine: hostname_order(machine["machine"], machine["datacenter"]),
                       reverse=query.sort.startswith("-"))
     else:
         # a machine never seen is older than any seen
@@ -226,10 +226,19 @@ def needs_records(query: MachineQuery, fields: Iterable[str]) -> bool:
             or not LASTSEEN_FIELDS.issuperset(fields))
 
 
+def hostname_order(hostname: str, datacenter: str) -> str:
+    """The sort key of machines by hostname, then datacenter, as one string.
+
+    A space sorts before every identifier character, so this orders as the pair would, and
+    one string compares in a fraction of the time of a pair.
+    """
+    return f"{hostname} {datacenter}"
+
+
 # A machine known by its id and lastseen only, as a plain tuple (ten thousand per poll):
-# (hostname, datacenter, id, lastseen, age_seconds), so that it sorts by hostname, then datacenter.
-LastseenRow = tuple[str, str, str, str, "float | None"]
-_LASTSEEN_ROW_FIELDS = ("machine", "datacenter", "id", "lastseen", "age_seconds")
+# (hostname_order, hostname, datacenter, id, lastseen, age_seconds).
+LastseenRow = tuple[str, str, str, str, str, "float | None"]
+_LASTSEEN_ROW_FIELDS = ("", "machine", "datacenter", "id", "lastseen", "age_seconds")
 
 
 def lastseen_rows(lastseen_by_id: Mapping[str, str], now: datetime, query: MachineQuery,
@@ -246,19 +255,17 @@ def lastseen_rows(lastseen_by_id: Mapping[str, str], now: datetime, query: Machi
             datacenter, hostname = split_machine_id(machine_id)
             lastseen, age = _lastseen_and_age(stored, now)
             if _age_matches(age, query):
-                rows.append((hostname, datacenter, machine_id, lastseen, age))
+                rows.append((hostname_order(hostname, datacenter), hostname, datacenter,
+                             machine_id, lastseen, age))
     else:
-        rows = [(hostname, datacenter, machine_id,
+        rows = [(hostname_order(hostname, datacenter), hostname, datacenter, machine_id,
                  stored if _in_lastseen_format(stored) else _lastseen_and_age(stored, now)[0], None)
                 for machine_id, stored in lastseen_by_id.items()
                 for datacenter, hostname in (split_machine_id(machine_id),)]
     if query.datacenter is not None:
-        rows = [row for row in rows if row[1] == query.datacenter]
-    reverse = query.sort.startswith("-")
-    if query.sort.lstrip("-") == "machine":
-        _sort_by_hostname(rows, itemgetter(0), itemgetter(0, 1), reverse)
-    else:
-        rows.sort(key=itemgetter(3, 2), reverse=reverse)
+        rows = [row for row in rows if row[2] == query.datacenter]
+    rows.sort(key=itemgetter(0) if query.sort.lstrip("-") == "machine" else itemgetter(4, 3),
+              reverse=query.sort.startswith("-"))
     return rows
 
 
@@ -266,15 +273,6 @@ def lastseen_machines(rows: list[LastseenRow], fields: Sequence[str]) -> list[di
     """The rows as machines with only the fields (all of LASTSEEN_FIELDS), in that order."""
     index = tuple(_LASTSEEN_ROW_FIELDS.index(name) for name in fields)
     return [{name: row[at] for name, at in zip(fields, index)} for row in rows]
-
-
-def _sort_by_hostname(machines: list, hostname: Callable, hostname_datacenter: Callable,
-                      reverse: bool) -> None:
-    machines.sort(key=hostname, reverse=reverse)
-    # the hostname alone sorts in half the time; only a hostname in two datacenters
-    # needs the second key
-    if len(set(map(hostname, machines))) < len(machines):
-        machines.sort(key=hostname_datacenter, reverse=reverse)
 
 
 # The proof of concept's fields: what its pollers ask for, ten thousand machines a poll.
@@ -291,18 +289,18 @@ def poll_machines(lastseen_by_id: Mapping[str, str], now: datetime,
                   query: MachineQuery) -> list[dict]:
     """The answer to a query is_poll accepts, built straight from the ids and lastseen.
 
-    A dict per machine and a sort, as cheap as serving these fields gets.
+    A dict per machine and a sort on one string, as cheap as serving these fields gets.
     """
-    machines = [
-        {"machine": hostname, "datacenter": datacenter,
-         "lastseen": stored if _in_lastseen_format(stored) else _lastseen_and_age(stored, now)[0]}
+    keyed = [
+        (hostname_order(hostname, datacenter),
+         {"machine": hostname, "datacenter": datacenter,
+          "lastseen": stored if _in_lastseen_format(stored) else _lastseen_and_age(stored, now)[0]})
         for machine_id, stored in lastseen_by_id.items()
         for datacenter, hostname in (split_machine_id(machine_id),)
         if query.datacenter is None or datacenter == query.datacenter
     ]
-    _sort_by_hostname(machines, itemgetter("machine"), itemgetter("machine", "datacenter"),
-                      query.sort.startswith("-"))
-    return machines
+    keyed.sort(key=itemgetter(0), reverse=query.sort.startswith("-"))
+    return list(map(itemgetter(1), keyed))
 
 
 def _age_matches(age: float | None, query: MachineQuery) -> bool:
