@@ -223,14 +223,17 @@ def run_api(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, An
         load(port, lambda n: "/machines", 2, 0.0, max_requests=2)
 
     machines_key, records_key = store.machines_key, store.records_key
-    poll = _against_floor(
-        port, f"/machines?fields={','.join(POLL_FIELDS)}",
-        lambda: bare_poll_build_encode(client, machines_key), setup)
-    log(f"  GET /machines?fields=...: p50 {poll['http_p50_ms']} ms, "
-        f"{poll['ratio']} x the bare floor")
-    full = _against_floor(port, "/machines",
-                          lambda: bare_full_build_encode(client, machines_key, records_key), setup)
-    log(f"  GET /machines: p50 {full['http_p50_ms']} ms, {full['ratio']} x the all-fields floor")
+    poll_path = f"/machines?fields={','.join(POLL_FIELDS)}"
+    poll_floor = lambda: bare_poll_build_encode(client, machines_key)  # noqa: E731
+    poll = _against_floor(port, poll_path, poll_floor, setup)
+    poll["cpu"] = _cpu_against_floor(port, poll_path, poll_floor, server, client, 50)
+    log(f"  GET {poll_path}: p50 {poll['http_p50_ms']} ms, {poll['ratio']} x the bare floor; "
+        f"CPU {poll['cpu']['ratio']} x")
+    full_floor = lambda: bare_full_build_encode(client, machines_key, records_key)  # noqa: E731
+    full = _against_floor(port, "/machines", full_floor, setup)
+    full["cpu"] = _cpu_against_floor(port, "/machines", full_floor, server, client, 10)
+    log(f"  GET /machines: p50 {full['http_p50_ms']} ms, {full['ratio']} x the all-fields floor; "
+        f"CPU {full['cpu']['ratio']} x")
     levels = []
     for concurrency in setup.concurrencies:
         levels.append(load(port, lambda n: "/machines", concurrency, setup.seconds_per_level))
@@ -265,19 +268,62 @@ def run_api(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, An
     }
 
 
+def _cpu_against_floor(port: int, path: str, bare: Callable[[], Any], server: Process,
+                       client: Any, calls: int) -> dict[str, Any]:
+    """CPU seconds per call, which a busy machine bends much less than wall time: gunicorn's
+    processes per request against this thread per bare call, Redis' own CPU added to both."""
+    def redis_cpu() -> float:
+        info = client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        redis_before, web_before = redis_cpu(), server.tree_cpu_seconds()
+        for _ in range(calls):
+            conn.request("GET", path)
+            conn.getresponse().read()
+        web = server.tree_cpu_seconds() - web_before + redis_cpu() - redis_before
+    finally:
+        conn.close()
+    redis_before, thread_before = redis_cpu(), time.thread_time()
+    for _ in range(calls):
+        bare()
+    floor = time.thread_time() - thread_before + redis_cpu() - redis_before
+    return {"calls": calls, "http_cpu_ms": round(web / calls * 1000, 2),
+            "bare_cpu_ms": round(floor / calls * 1000, 2), "ratio": round(web / floor, 3)}
+
+
 def _against_floor(port: int, path: str, bare: Callable[[], Any], setup: ApiSetup) -> dict[str, Any]:
-    """p50 of GET path at concurrency 1 against the bare floor's, sampled in each repetition."""
-    rounds = 10 if setup.machines >= 5000 else 30
+    """p50 of GET path at concurrency 1 against the bare floor's, in each repetition.
+
+    The two alternate call by call, so that both see the same weather on a shared machine.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     reps = []
-    for _ in range(setup.repetitions):
-        floor = _time_calls(bare, rounds)
-        http = load(port, lambda n: path, 1, setup.seconds_per_repetition)
-        floor += _time_calls(bare, rounds)  # before and after: both see the same machine weather
-        floor_p50 = percentile(floor, 0.5) * 1000
-        reps.append({"http_p50_ms": http["p50_ms"], "http_p99_ms": http["p99_ms"],
-                     "bare_p50_ms": round(floor_p50, 2),
-                     "ratio": round(http["p50_ms"] / floor_p50, 3),
-                     "requests": http["requests"], "body_bytes": http["body_bytes"]})
+    try:
+        for _ in range(setup.repetitions):
+            floor: list[float] = []
+            served: list[float] = []
+            body_bytes = 0
+            stop_at = time.perf_counter() + setup.seconds_per_repetition
+            while len(served) < 5 or time.perf_counter() < stop_at:
+                floor += _time_calls(bare, 1)
+                started = time.perf_counter()
+                conn.request("GET", path)
+                response = conn.getresponse()
+                body = response.read()
+                served.append(time.perf_counter() - started)
+                if response.status != 200:
+                    raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
+                body_bytes = len(body)
+            floor_p50, served_p50 = percentile(floor, 0.5) * 1000, percentile(served, 0.5) * 1000
+            reps.append({"http_p50_ms": round(served_p50, 2),
+                         "http_p99_ms": round(percentile(served, 0.99) * 1000, 2),
+                         "bare_p50_ms": round(floor_p50, 2),
+                         "ratio": round(served_p50 / floor_p50, 3),
+                         "requests": len(served), "body_bytes": body_bytes})
+    finally:
+        conn.close()
     return {
         "path": path,
         "http_p50_ms": round(median([rep["http_p50_ms"] for rep in reps]), 2),

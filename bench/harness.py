@@ -89,6 +89,17 @@ class Process:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def tree_cpu_seconds(self) -> float:
+        """CPU time of the process and its children alive now (gunicorn's master and workers)."""
+        total = 0.0
+        for pid in (self.pid, *_children(self.pid)):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
     def alive(self) -> bool:
         """True while the process runs."""
         return self.popen.poll() is None
@@ -112,6 +123,16 @@ class Process:
             return self.popen.returncode
         finally:
             self._log.close()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str,

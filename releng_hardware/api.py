@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime
 from operator import itemgetter
 
 import orjson
 from flask import Blueprint, Response, current_app, request
 
+from .config import Config
 from .fleet import (CSV_FIELDS, MACHINE_FILTERS, MachineQuery, csv_columns, csv_row, is_poll,
                     lastseen_machines, lastseen_rows, needs_records, parse_fields, poll_machines,
                     project, select, summary)
 from .identifiers import MAX_MACHINE_REF, is_machine_ref
 from .params import duration_param
-from .responses import ApiError, conditional, digest, json_response, query_args
+from .responses import (ApiError, collector_paused, conditional, digest, json_response,
+                        query_args)
 from .snapshot import read_fleet, read_machine
 from .store import Store
 
@@ -35,6 +38,12 @@ def machines() -> Response:
     ext = current_app.extensions["releng_hardware"]
     store, now = ext["store"], ext["clock"]()
     data_version = store.data_version()  # before the data: a newer ETag never labels older data
+    with collector_paused():
+        return _machines(store, ext["config"], now, query, fields, wants_csv, data_version)
+
+
+def _machines(store: Store, config: Config, now: datetime, query: MachineQuery,
+              fields: tuple[str, ...] | None, wants_csv: bool, data_version: int) -> Response:
     if fields is not None and is_poll(query, fields):
         selected = poll_machines(store.lastseen_by_machine(), now, query)
         state = ""  # without problems or a time filter only the data changes this answer
@@ -43,9 +52,9 @@ def machines() -> Response:
         selected = lastseen_machines(rows, fields)
         # a time filter changes the selection as time passes, without a data change
         state = ("" if query.stale is None and query.seen_within is None
-                 else digest("\n".join(row[3] for row in rows).encode()))
+                 else digest("\n".join(row[2] for row in rows).encode()))
     else:
-        fleet = read_fleet(store, ext["config"], now, with_never_seen=query.include_never_seen)
+        fleet = read_fleet(store, config, now, with_never_seen=query.include_never_seen)
         selected = select(fleet.machines + fleet.never_seen, query)
         state = problem_flags(selected)
         if fields is not None:
@@ -96,9 +105,11 @@ def fleet_summary() -> Response:
     config = ext["config"]
     stale_after = (duration_param("stale_after", args["stale_after"])
                    if "stale_after" in args else config.stale_after)
-    fleet = read_fleet(ext["store"], config, ext["clock"](), stale_after)
-    counts = summary(fleet.machines + fleet.never_seen, fleet.pending, stale_after, fleet.inventory)
-    return conditional(orjson.dumps(counts), "application/json")
+    with collector_paused():
+        fleet = read_fleet(ext["store"], config, ext["clock"](), stale_after)
+        counts = summary(fleet.machines + fleet.never_seen, fleet.pending, stale_after,
+                         fleet.inventory)
+        return conditional(orjson.dumps(counts), "application/json")
 
 
 def _wants_csv(format_arg: str | None) -> bool:

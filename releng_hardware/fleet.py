@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
-from typing import Any, Container, Iterable, Mapping, Sequence
+from typing import Any, Callable, Container, Iterable, Mapping, Sequence
 
-from .identifiers import split_machine_id
+from .identifiers import MACHINE_ID_SEPARATOR, split_machine_id
 from .params import BadParameter, choice_param, duration_param, identifier_param
 from .problems import PROBLEMS, MachineFacts, Thresholds, machine_problems
 from .store import MachineRecord, Run
@@ -86,9 +86,12 @@ class MachineQuery:
         return cls(**values)
 
 
+# The one format everything here writes is this long; anything else came from elsewhere.
+_LASTSEEN_LENGTH = len("2018-11-08T08:47:50.939514")
+
+
 def _in_lastseen_format(lastseen: str) -> bool:
-    # the one format everything here writes is 26 characters; anything else came from elsewhere
-    return len(lastseen) == 26
+    return len(lastseen) == _LASTSEEN_LENGTH
 
 
 def _lastseen_and_age(lastseen: str | None, now: datetime) -> tuple[str | None, float | None]:
@@ -195,8 +198,7 @@ def select(machines: list[dict], query: MachineQuery) -> list[dict]:
     selected = [machine for machine in machines if keep(machine)] if filtered else list(machines)
     field = query.sort.lstrip("-")
     if field == "machine":
-        selected.sort(key=lambda machine: hostname_order(machine["machine"], machine["datacenter"]),
-                      reverse=query.sort.startswith("-"))
+        sort_by_hostname(selected, query.sort.startswith("-"))
     else:
         # a machine never seen is older than any seen
         selected.sort(key=lambda machine: (machine["lastseen"] or "", machine["id"]),
@@ -226,19 +228,21 @@ def needs_records(query: MachineQuery, fields: Iterable[str]) -> bool:
             or not LASTSEEN_FIELDS.issuperset(fields))
 
 
-def hostname_order(hostname: str, datacenter: str) -> str:
-    """The sort key of machines by hostname, then datacenter, as one string.
+def sort_by_hostname(machines: list, reverse: bool = False,
+                     hostname: Callable[[Any], str] = itemgetter("machine"),
+                     datacenter: Callable[[Any], str] = itemgetter("datacenter")) -> None:
+    """Order machines by hostname, then datacenter, in place.
 
-    A space sorts before every identifier character, so this orders as the pair would, and
-    one string compares in a fraction of the time of a pair.
+    Two stable sorts on one string each: a fraction of the time of one sort on the pair,
+    and no key built per machine.
     """
-    return f"{hostname} {datacenter}"
+    machines.sort(key=datacenter, reverse=reverse)
+    machines.sort(key=hostname, reverse=reverse)
 
 
-# A machine known by its id and lastseen only, as a plain tuple (ten thousand per poll):
-# (hostname_order, hostname, datacenter, id, lastseen, age_seconds).
-LastseenRow = tuple[str, str, str, str, str, "float | None"]
-_LASTSEEN_ROW_FIELDS = ("", "machine", "datacenter", "id", "lastseen", "age_seconds")
+# A machine known by its id and lastseen only, as a plain tuple (ten thousand per poll).
+LastseenRow = tuple[str, str, str, str, "float | None"]
+_LASTSEEN_ROW_FIELDS = ("machine", "datacenter", "id", "lastseen", "age_seconds")
 
 
 def lastseen_rows(lastseen_by_id: Mapping[str, str], now: datetime, query: MachineQuery,
@@ -255,17 +259,19 @@ def lastseen_rows(lastseen_by_id: Mapping[str, str], now: datetime, query: Machi
             datacenter, hostname = split_machine_id(machine_id)
             lastseen, age = _lastseen_and_age(stored, now)
             if _age_matches(age, query):
-                rows.append((hostname_order(hostname, datacenter), hostname, datacenter,
-                             machine_id, lastseen, age))
+                rows.append((hostname, datacenter, machine_id, lastseen, age))
     else:
-        rows = [(hostname_order(hostname, datacenter), hostname, datacenter, machine_id,
+        rows = [(hostname, datacenter, machine_id,
                  stored if _in_lastseen_format(stored) else _lastseen_and_age(stored, now)[0], None)
                 for machine_id, stored in lastseen_by_id.items()
                 for datacenter, hostname in (split_machine_id(machine_id),)]
     if query.datacenter is not None:
-        rows = [row for row in rows if row[2] == query.datacenter]
-    rows.sort(key=itemgetter(0) if query.sort.lstrip("-") == "machine" else itemgetter(4, 3),
-              reverse=query.sort.startswith("-"))
+        rows = [row for row in rows if row[1] == query.datacenter]
+    reverse = query.sort.startswith("-")
+    if query.sort.lstrip("-") == "machine":
+        sort_by_hostname(rows, reverse, itemgetter(0), itemgetter(1))
+    else:
+        rows.sort(key=itemgetter(3, 2), reverse=reverse)
     return rows
 
 
@@ -289,18 +295,20 @@ def poll_machines(lastseen_by_id: Mapping[str, str], now: datetime,
                   query: MachineQuery) -> list[dict]:
     """The answer to a query is_poll accepts, built straight from the ids and lastseen.
 
-    A dict per machine and a sort on one string, as cheap as serving these fields gets.
+    A dict per machine and the sort, as cheap as serving these fields gets.
     """
-    keyed = [
-        (hostname_order(hostname, datacenter),
-         {"machine": hostname, "datacenter": datacenter,
-          "lastseen": stored if _in_lastseen_format(stored) else _lastseen_and_age(stored, now)[0]})
+    # split_machine_id and _in_lastseen_format inlined, from their own constants: a call of
+    # each per machine would double the cost of building the answer
+    wanted, length = query.datacenter, _LASTSEEN_LENGTH
+    machines = [
+        {"machine": hostname, "datacenter": datacenter,
+         "lastseen": stored if len(stored) == length else _lastseen_and_age(stored, now)[0]}
         for machine_id, stored in lastseen_by_id.items()
-        for datacenter, hostname in (split_machine_id(machine_id),)
-        if query.datacenter is None or datacenter == query.datacenter
+        for datacenter, _, hostname in (machine_id.rpartition(MACHINE_ID_SEPARATOR),)
+        if wanted is None or datacenter == wanted
     ]
-    keyed.sort(key=itemgetter(0), reverse=query.sort.startswith("-"))
-    return list(map(itemgetter(1), keyed))
+    sort_by_hostname(machines, query.sort.startswith("-"))
+    return machines
 
 
 def _age_matches(age: float | None, query: MachineQuery) -> bool:

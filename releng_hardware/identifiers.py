@@ -25,12 +25,16 @@ def is_machine_ref(value: str) -> bool:
     return _MACHINE_REF.fullmatch(value) is not None
 
 
+# What joins a machine's datacenter and hostname into its id.
+MACHINE_ID_SEPARATOR = ":"
+
+
 def machine_id(datacenter: str, hostname: str) -> str:
     """The id a machine has everywhere: `$DC:$HOSTNAME`."""
-    return f"{datacenter}:{hostname}"
+    return f"{datacenter}{MACHINE_ID_SEPARATOR}{hostname}"
 
 
 def split_machine_id(value: str) -> tuple[str, str]:
     """(datacenter, hostname) of a machine id."""
-    datacenter, _, hostname = value.rpartition(":")
+    datacenter, _, hostname = value.rpartition(MACHINE_ID_SEPARATOR)
     return datacenter, hostname
