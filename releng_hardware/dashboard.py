@@ -16,7 +16,8 @@ from .identifiers import is_identifier, split_machine_id
 from .params import BadParameter, positive_int_param
 from .problems import (COMPLETED, EXCEPTION, FAILED, LOST, NOT_COUNTED, PROBLEMS, RUNNING,
                        WINDOW, outcome_code)
-from .responses import REDIS_ERRORS, RETRY_AFTER_SECONDS, ApiError, log_redis_error, query_args
+from .responses import (REDIS_ERRORS, RETRY_AFTER_SECONDS, ApiError, collector_paused,
+                        log_redis_error, query_args)
 from .snapshot import read_fleet, read_machine
 
 bp = Blueprint("dashboard", __name__)
@@ -245,14 +246,16 @@ def index() -> Response:
     ext = current_app.extensions["releng_hardware"]
     config: Config = ext["config"]
     now: datetime = ext["clock"]()
-    fleet = read_fleet(ext["store"], config, now)
-    # the machines that should exist but never showed up belong on the page for the people on duty
-    machines = fleet.machines + fleet.never_seen
-    shown = select(machines, query)
-    pagination = Pagination.of(len(shown), requested_page)
-    fleet_summary = summary(machines, fleet.pending, config.stale_after, fleet.inventory)
-    datacenters = choices([m["datacenter"] for m in machines], query.datacenter)
-    worker_types = choices([m["worker_type"] for m in machines], query.worker_type)
+    with collector_paused():
+        fleet = read_fleet(ext["store"], config, now)
+        # the machines that should exist but never showed up belong on the page for the people
+        # on duty
+        machines = fleet.machines + fleet.never_seen
+        shown = select(machines, query)
+        pagination = Pagination.of(len(shown), requested_page)
+        fleet_summary = summary(machines, fleet.pending, config.stale_after, fleet.inventory)
+        datacenters = choices([m["datacenter"] for m in machines], query.datacenter)
+        worker_types = choices([m["worker_type"] for m in machines], query.worker_type)
     html = render_template(
         "dashboard.html",
         args=args,
