@@ -7,38 +7,23 @@ screenshot from a realistic fleet.
 from __future__ import annotations
 
 import random
-import shutil
 import sys
 import tempfile
-import threading
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import fakeredis
 import pytest
 
-from releng_hardware.config import Config
 from releng_hardware.events import PendingEvent, WorkerEvent
 from releng_hardware.store import Store
-from tests.conftest import require
+from tests.browser.support import (ARTIFACTS, NOW, ROOT, Served, open_chromium, rows, serve,
+                                   wait_for_url)
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-NOW = datetime(2026, 11, 20, 15, 0, 0)
 PROVISIONER = "releng-hardware"
-WAIT_SECONDS = 10
 
 pytestmark = pytest.mark.browser
-
-
-def require_chromium() -> None:
-    """Skip without Chromium and its driver, except under CI, where that fails the run."""
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
-    require(not missing, f"{' and '.join(missing)} not installed", "CI must run the browser tests",
-            "`scripts/setup --browser` installs Debian's chromium and chromium-driver")
 
 
 def slugid(rng: random.Random) -> str:
@@ -120,83 +105,11 @@ def realistic_fleet(store: Store) -> None:
     store.record(events, now=NOW)
 
 
-class Served:
-    """The real app behind werkzeug's HTTP server on a free local port, in a thread."""
-
-    def __init__(self, redis: Any) -> None:
-        from werkzeug.serving import make_server
-
-        from releng_hardware.web import create_app
-        app = create_app(Config(), redis=redis, clock=lambda: NOW)
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "Served":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.thread.join(timeout=5)
-
-
-def open_chromium(user_data_dir: str, width: int = 1280, height: int = 900) -> Any:
-    """Headless Chromium that talks to nothing but the test server."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync",
-                     f"--user-data-dir={user_data_dir}", f"--window-size={width},{height}",
-                     "--hide-scrollbars", "--force-device-scale-factor=1"):
-        options.add_argument(argument)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[Served]:
     """The app with the small fleet, served over HTTP for the whole module."""
     yield from serve(small_fleet)
 
-
-def serve(fill: Callable[[Store], None]) -> Iterator[Served]:
-    """The app over a fresh fake Redis that `fill` wrote a fleet into, served until closed."""
-    require_chromium()
-    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
-    fill(Store(redis))
-    with Served(redis) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def browser(server: Served) -> Iterator[Any]:
-    """One headless Chromium for the module, with its own throw-away profile."""
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        driver = open_chromium(profile)
-        driver.set_page_load_timeout(WAIT_SECONDS)
-        try:
-            yield driver
-        finally:
-            driver.quit()
-
-
-def rows(browser: Any) -> dict[str, list[str]]:
-    """Machine id -> classes of its row, in table order."""
-    from selenium.webdriver.common.by import By
-    return {row.get_attribute("data-id"): row.get_attribute("class").split()
-            for row in browser.find_elements(By.CSS_SELECTOR, "#machines tbody tr.machine")}
-
-
-def wait_for_url(browser: Any, fragment: str) -> None:
-    """Wait until the browser has navigated to a URL containing `fragment`."""
-    from selenium.webdriver.support.ui import WebDriverWait
-    WebDriverWait(browser, WAIT_SECONDS).until(
-        lambda driver: fragment in driver.current_url and driver.execute_script(
-            "return document.readyState") == "complete")
 
 
 def test_page_loads_and_marks_the_stale_machine(browser, server):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
 from releng_hardware.store import Store
-from tests.browser.test_dashboard_browser import (WAIT_SECONDS, Served, open_chromium, rows, serve,
-                                                  small_fleet, wait_for_url)
+from tests.browser.support import Served, rows, serve, wait_for_url
+from tests.browser.test_dashboard_browser import small_fleet
 
 pytestmark = pytest.mark.browser
 
@@ -26,18 +25,6 @@ def fleet_with_inventory(store: Store) -> None:
 def server() -> Iterator[Served]:
     """The app with the small fleet and its inventory, served over HTTP for the module."""
     yield from serve(fleet_with_inventory)
-
-
-@pytest.fixture(scope="module")
-def browser(server: Served) -> Iterator[Any]:
-    """One headless Chromium for the module, with its own throw-away profile."""
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        driver = open_chromium(profile)
-        driver.set_page_load_timeout(WAIT_SECONDS)
-        try:
-            yield driver
-        finally:
-            driver.quit()
 
 
 def test_never_seen_machines_are_listed_with_the_others_and_painted(browser, server):
