@@ -85,7 +85,7 @@ def run_drain(setup: DrainSetup, cleanup: Cleanup, log: Any = print) -> dict[str
     redis = open_redis(setup.redis_url, timeout=10)
     cleanup.add("drain redis keys", lambda: delete_redis_prefix(redis, setup.redis_prefix))
     for name in (config.queue_name, bare_name):
-        cleanup.add(f"queue {name}", lambda name=name: _delete_queue(setup.amqp_url, name))
+        cleanup.add(f"queue {name}", lambda name=name: delete_queue(setup.amqp_url, name))
 
     started = time.perf_counter()
     messages = simulate.backlog(setup.messages, setup.machines, end=utcnow(),
@@ -166,13 +166,8 @@ def _bare_drain(setup: DrainSetup, queue: str, timeout: float, cleanup: Cleanup)
 def _listener_drain(setup: DrainSetup, prefix: str, redis: Any, timeout: float,
                     cleanup: Cleanup) -> dict[str, Any]:
     listener_key = prefix + "listener"
-    env = child_env({
-        "PULSE_URL": setup.amqp_url, "REDIS_URL": setup.redis_url,
-        "REDIS_KEY_PREFIX": prefix, "PULSE_QUEUE_NAME": setup.queue_name,
-        "PROVISIONER_IDS": setup.provisioner_id, "LOG_LEVEL": "INFO",
-    })
-    for name in ("PULSE_PREFETCH", "BATCH_SIZE", "BATCH_MAX_AGE"):
-        env.pop(name, None)  # the production defaults, whatever the caller's shell holds
+    env = listener_env(setup.amqp_url, setup.redis_url, prefix, setup.queue_name,
+                       setup.provisioner_id)
     env.update(setup.listener_env)
     process = Process([sys.executable, "listen_to_pulse.py"], env,
                       setup.workdir / "listener.log", cleanup)
@@ -215,6 +210,19 @@ def _listener_drain(setup: DrainSetup, prefix: str, redis: Any, timeout: float,
     }
 
 
-def _delete_queue(url: str, name: str) -> None:
+def listener_env(amqp_url: str, redis_url: str, prefix: str, queue_name: str,
+                 provisioner_id: str) -> dict[str, str]:
+    """The environment of `listen_to_pulse.py` on this broker, Redis prefix and queue, with the
+    production defaults for everything else, whatever the caller's shell holds."""
+    env = child_env({"PULSE_URL": amqp_url, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix,
+                     "PULSE_QUEUE_NAME": queue_name, "PROVISIONER_IDS": provisioner_id,
+                     "LOG_LEVEL": "INFO"})
+    for name in ("PULSE_PREFETCH", "BATCH_SIZE", "BATCH_MAX_AGE"):
+        env.pop(name, None)
+    return env
+
+
+def delete_queue(url: str, name: str) -> None:
+    """Delete a queue of the broker."""
     with Connection(url, heartbeat=0) as connection:
         connection.default_channel.queue_delete(name)

@@ -23,7 +23,8 @@ from releng_hardware.store import open_redis
 from releng_hardware.times import utcnow
 
 from .api import start_web
-from .harness import Cleanup, Process, child_env, delete_redis_prefix, median, percentile, wait_until
+from .drain import delete_queue, listener_env
+from .harness import Cleanup, Process, delete_redis_prefix, median, percentile, wait_until
 
 # One message in this many is a probe: a task-running for a machine never seen before.
 PROBE_EVERY = 25
@@ -65,7 +66,7 @@ def run_latency(setup: LatencySetup, cleanup: Cleanup, log: Any = print) -> dict
                     provisioner_ids=(setup.provisioner_id,))
     redis = open_redis(setup.redis_url, timeout=10)
     cleanup.add("latency redis keys", lambda: delete_redis_prefix(redis, setup.redis_prefix))
-    cleanup.add(f"queue {config.queue_name}", lambda: _delete_queue(setup.amqp_url, config.queue_name))
+    cleanup.add(f"queue {config.queue_name}", lambda: delete_queue(setup.amqp_url, config.queue_name))
     per_rep = int(setup.rate * setup.seconds)
     background = simulate.backlog(per_rep * setup.repetitions, 1000, end=utcnow(),
                                   provisioner_id=setup.provisioner_id)
@@ -74,11 +75,8 @@ def run_latency(setup: LatencySetup, cleanup: Cleanup, log: Any = print) -> dict
         simulate.declare_exchanges(connection.default_channel)
         declare_queue(config)(connection.default_channel).declare()
 
-    env = child_env({"PULSE_URL": setup.amqp_url, "REDIS_URL": setup.redis_url,
-                     "REDIS_KEY_PREFIX": setup.redis_prefix, "PULSE_QUEUE_NAME": setup.queue_name,
-                     "PROVISIONER_IDS": setup.provisioner_id, "LOG_LEVEL": "INFO"})
-    for name in ("PULSE_PREFETCH", "BATCH_SIZE", "BATCH_MAX_AGE"):
-        env.pop(name, None)  # the production defaults
+    env = listener_env(setup.amqp_url, setup.redis_url, setup.redis_prefix, setup.queue_name,
+                       setup.provisioner_id)
     listener = Process([sys.executable, "listen_to_pulse.py"], env,
                        setup.workdir / "latency-listener.log", cleanup)
     wait_until(lambda: redis.hget(setup.redis_prefix + "listener", "last_connected_at"), 60,
@@ -164,8 +162,3 @@ def _one_run(setup: LatencySetup, port: int, messages: list[Message], template: 
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
         "max_ms": round(max(latencies) * 1000, 1),
     }
-
-
-def _delete_queue(url: str, name: str) -> None:
-    with Connection(url, heartbeat=0) as connection:
-        connection.default_channel.queue_delete(name)
