@@ -42,6 +42,7 @@ class DrainSetup:
     repetitions: int
     workdir: Path
     listener_env: Mapping[str, str] = field(default_factory=dict)
+    listeners: int = 1
 
 
 def _queue_depth(url: str, name: str) -> int:
@@ -169,28 +170,34 @@ def _listener_drain(setup: DrainSetup, prefix: str, redis: Any, timeout: float,
     env = listener_env(setup.amqp_url, setup.redis_url, prefix, setup.queue_name,
                        setup.provisioner_id)
     env.update(setup.listener_env)
-    process = Process([sys.executable, "listen_to_pulse.py"], env,
-                      setup.workdir / "listener.log", cleanup)
-    wait_until(lambda: redis.hget(listener_key, "last_connected_at"), 60,
-               f"listener connecting\n{process.log_tail()}", interval=0.002, alive=process.alive)
-    # the clock starts when the listener consumes, as the bare drain's does: start-up is apart
+    # several listeners share the queue as competing consumers, as several dynos would
+    processes = [Process([sys.executable, "listen_to_pulse.py"], env,
+                         setup.workdir / f"listener-{number}.log", cleanup)
+                 for number in range(setup.listeners)]
+    process = processes[0]
+    for each in processes:
+        wait_until(lambda each=each: "consuming" in each.log_tail(), 60,
+                   f"listener connecting\n{each.log_tail()}", interval=0.002, alive=each.alive)
+    # the clock starts when the listeners consume, as the bare drain's does: start-up is apart
     consuming = time.perf_counter()
-    cpu_at_start = process.cpu_seconds()
+    cpu_at_start = [each.cpu_seconds() for each in processes]
     try:
         wait_until(lambda: int(redis.hget(listener_key, "processed") or 0) >= setup.messages,
-                   timeout, "listener drain", interval=0.005, alive=process.alive)
+                   timeout, "listener drain", interval=0.005,
+                   alive=lambda: all(each.alive() for each in processes))
     except RuntimeError as exc:
         raise RuntimeError(f"{exc}\n{process.log_tail()}") from None
     done = time.perf_counter()
-    cpu_seconds = process.cpu_seconds() - cpu_at_start
-    peak_rss_kb = process.status_kb("VmHWM")
+    cpu_seconds = sum(each.cpu_seconds() - at for each, at in zip(processes, cpu_at_start))
+    peak_rss_kb = max(each.status_kb("VmHWM") for each in processes)
     stats = redis.hgetall(listener_key)
     machines_seen = redis.hlen(prefix + "machines")
-    exit_code = process.stop()
+    exit_code = max((each.stop() or 0) for each in processes)
     seconds = done - consuming
     return {
         "seconds": round(seconds, 3),
         "msgs_per_s": round(setup.messages / seconds, 1),
+        "listeners": setup.listeners,
         "startup_seconds": round(consuming - process.started, 3),
         "msgs_per_s_incl_startup": round(setup.messages / (done - process.started), 1),
         # CPU time near the wall time means the listener's own Python work is the limit

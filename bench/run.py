@@ -91,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--listener-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra setting for the drained listener, e.g. BATCH_SIZE=500 "
                              "(repeatable; default: the production defaults)")
+    parser.add_argument("--listeners", type=int, default=1,
+                        help="listener processes sharing the drained queue (default 1)")
     for part in PARTS:
         parser.add_argument(f"--skip-{part}", action="store_true", help=f"leave out the {part} part")
     args = parser.parse_args(argv)
@@ -119,7 +121,9 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
     full = {name: settings[name] >= limit for name, limit in FULL_SCALE.items()}
     drain, api, latency, scale = (report.get(part) for part in PARTS)
     if drain:
-        at_scale = full["messages"] and full["repetitions"]
+        # the measure: one listener with the production settings
+        at_scale = (full["messages"] and full["repetitions"] and settings["listeners"] == 1
+                    and not settings["listener_env"])
         values["listener_vs_bare_drain"] = (drain["ratio"], at_scale)
         values["listener_peak_rss_mb"] = (drain["listener"]["peak_rss_mb"], at_scale)
     if api:
@@ -230,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     cleanup = Cleanup()
     workdir = Path(tempfile.mkdtemp(prefix="rh-bench-"))
     report: dict[str, Any] = {"run_id": run_id, "quick": args.quick, "settings": {
-        name: getattr(args, name) for name in (*FULL, "latency_rate", "concurrency")}}
+        name: getattr(args, name)
+        for name in (*FULL, "latency_rate", "concurrency", "listeners", "listener_env")}}
     started = time.perf_counter()
     try:
         redis_url = args.redis_url or private_redis(workdir, cleanup) or "redis://127.0.0.1:6379/0"
@@ -247,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                 amqp_url=args.amqp_url, redis_url=redis_url, redis_prefix=prefix + "drain:",
                 queue_name=f"bench-{run_id}", provisioner_id=f"bench-{run_id}",
                 messages=args.messages, machines=args.machines, repetitions=args.repetitions,
-                workdir=workdir, listener_env=args.listener_env), cleanup)
+                workdir=workdir, listener_env=args.listener_env, listeners=args.listeners),
+                cleanup)
         api_setup = ApiSetup(
             redis_url=redis_url, redis_prefix=prefix + "api:", machines=args.api_machines,
             repetitions=args.repetitions, seconds_per_repetition=args.seconds_per_repetition,
