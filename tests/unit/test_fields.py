@@ -119,3 +119,27 @@ def test_a_time_filter_changes_the_etag_when_time_changes_the_selection(fleet, a
     response = later.get(url, headers={"If-None-Match": first.headers["ETag"]})
     assert response.status_code == 200
     assert [m["machine"] for m in response.get_json()] == ["t-mac-ms-001"]
+
+
+def test_the_collector_is_paused_while_a_fleet_is_built_and_restored_after(client, fleet,
+                                                                             monkeypatch):
+    import gc
+
+    from releng_hardware import api
+
+    seen_enabled = []
+    real = api.poll_machines
+
+    def watched(*args, **kwargs):
+        seen_enabled.append(gc.isenabled())
+        return real(*args, **kwargs)
+    monkeypatch.setattr(api, "poll_machines", watched)
+    assert gc.isenabled()
+    assert client.get(f"/machines?fields={POLL}").status_code == 200
+    assert seen_enabled == [False] and gc.isenabled()
+    gc.disable()  # a caller that had it off finds it off
+    try:
+        client.get(f"/machines?fields={POLL}")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
