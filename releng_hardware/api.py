@@ -11,9 +11,9 @@ import orjson
 from flask import Blueprint, Response, current_app, request
 
 from .config import Config
-from .fleet import (CSV_FIELDS, MACHINE_FILTERS, MachineQuery, csv_columns, csv_row, is_poll,
-                    lastseen_machines, lastseen_rows, needs_records, parse_fields, poll_machines,
-                    project, select, summary)
+from .fleet import (CSV_FIELDS, MACHINE_FILTERS, MachineQuery, counted_json, csv_columns, csv_row,
+                    is_poll, lastseen_machines, lastseen_rows, needs_records, parse_fields,
+                    poll_machines, project, select, summary)
 from .identifiers import MAX_MACHINE_REF, is_machine_ref
 from .params import duration_param
 from .responses import (ApiError, collector_paused, conditional, digest, json_response,
@@ -106,7 +106,7 @@ def fleet_summary() -> Response:
     stale_after = (duration_param("stale_after", args["stale_after"])
                    if "stale_after" in args else config.stale_after)
     with collector_paused():
-        fleet = read_fleet(ext["store"], config, ext["clock"](), stale_after)
+        fleet = read_fleet(ext["store"], config, ext["clock"](), stale_after, view=counted_json)
         counts = summary(fleet.machines + fleet.never_seen, fleet.pending, stale_after,
                          fleet.inventory)
         return conditional(orjson.dumps(counts), "application/json")

@@ -122,11 +122,7 @@ def machine_json(record: MachineRecord, now: datetime, root_url: str,
     task_id = get("task_id")
     provisioner, worker_type = get("provisioner"), get("worker_type")
     state = get("state")
-    problems = machine_problems(
-        MachineFacts(age, f"{provisioner}/{worker_type}", get("outcomes", ""), state,
-                     get("reason_resolved"), get("task_time"), record.lastseen is not None,
-                     in_inventory),
-        now, limits, busy_queues)
+    problems = machine_problems(_facts(record, age, in_inventory), now, limits, busy_queues)
     return {
         "id": record.machine_id,
         "machine": hostname,
@@ -146,6 +142,39 @@ def machine_json(record: MachineRecord, now: datetime, root_url: str,
         },
         "counts": {"completed": get("completed", 0), "failed": get("failed", 0),
                    "exception": get("exception", 0)},
+        "stale": "stale" in problems,
+        "idle_with_work_waiting": "idle_with_work_waiting" in problems,
+        "problems": problems,
+    }
+
+
+def _facts(record: MachineRecord, age: float | None, in_inventory: bool | None) -> MachineFacts:
+    get = record.details.get
+    return MachineFacts(age, f"{get('provisioner')}/{get('worker_type')}", get("outcomes", ""),
+                        get("state"), get("reason_resolved"), get("task_time"),
+                        record.lastseen is not None, in_inventory)
+
+
+def counted_json(record: MachineRecord, now: datetime, root_url: str = "",
+                 busy_queues: Container[str] = (), limits: Thresholds = Thresholds(), *,
+                 in_inventory: bool | None = None) -> dict:
+    """The fields of machine_json that `summary` counts, and only those (`last_task` holds
+    only its state): a third less work for a summary of a whole deployment.
+
+    It takes machine_json's arguments, so that the one can stand for the other; it links to
+    nothing, so `root_url` is not used.
+    """
+    get = record.details.get
+    lastseen, age = _lastseen_and_age(record.lastseen, now)
+    problems = machine_problems(_facts(record, age, in_inventory), now, limits, busy_queues)
+    return {
+        "id": record.machine_id,
+        "datacenter": split_machine_id(record.machine_id)[0],
+        "lastseen": lastseen,
+        "age_seconds": age,
+        "provisioner": get("provisioner"),
+        "worker_type": get("worker_type"),
+        "last_task": None if get("task_id") is None else {"state": get("state")},
         "stale": "stale" in problems,
         "idle_with_work_waiting": "idle_with_work_waiting" in problems,
         "problems": problems,

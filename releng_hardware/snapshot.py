@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from .config import Config
 from .fleet import busy_queues, machine_json, never_seen_records, recent_tasks
@@ -21,10 +21,11 @@ class Fleet(NamedTuple):
 
 
 def read_fleet(store: Store, config: Config, now: datetime, stale_after: float | None = None, *,
-               with_never_seen: bool = True) -> Fleet:
+               with_never_seen: bool = True, view: Callable[..., dict] = machine_json) -> Fleet:
     """Every machine as the API shows it, the pending tasks per queue and the inventory, at `now`.
 
-    with_never_seen=False leaves `never_seen` empty, for a view that would not show them.
+    with_never_seen=False leaves `never_seen` empty, for a view that would not show them;
+    view=counted_json builds only what `summary` counts.
     """
     pending = store.pending_counts(now)
     inventory = store.inventory()
@@ -32,8 +33,8 @@ def read_fleet(store: Store, config: Config, now: datetime, stale_after: float |
     limits = Thresholds.from_config(config, stale_after)
     records = store.machines()
     root_url = config.taskcluster_root_url
-    machines = [machine_json(record, now, root_url, busy, limits,
-                             in_inventory=record.machine_id in inventory if inventory else None)
+    machines = [view(record, now, root_url, busy, limits,
+                     in_inventory=record.machine_id in inventory if inventory else None)
                 for record in records]
     if not (with_never_seen and inventory):
         return Fleet(machines, pending, [], inventory)
@@ -41,7 +42,7 @@ def read_fleet(store: Store, config: Config, now: datetime, stale_after: float |
     # the listener records only these provisioners: with one, it is the never-seen machines' too
     provisioner = config.provisioner_ids[0] if len(config.provisioner_ids) == 1 else None
     return Fleet(machines, pending,
-                 [machine_json(record, now, root_url, busy, limits, in_inventory=True)
+                 [view(record, now, root_url, busy, limits, in_inventory=True)
                   for record in never_seen_records(inventory, seen, provisioner)],
                  inventory)
 

@@ -143,3 +143,25 @@ def test_the_collector_is_paused_while_a_fleet_is_built_and_restored_after(clien
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("stale_after", [None, 3600.0, 30 * 86400.0])
+def test_the_summary_counts_the_same_from_the_counted_view_as_from_whole_machines(store,
+                                                                                   stale_after):
+    from releng_hardware.config import Config
+    from releng_hardware.fleet import counted_json, summary
+    from releng_hardware.snapshot import read_fleet
+    from tests.conftest import record_every_shape
+
+    record_every_shape(store)
+    seen(store, "t-hung-1", ago=timedelta(hours=5), state="running", task="HHHHHHHHQAGAAAAAAAAAAA")
+    config, threshold = Config(), stale_after or Config().stale_after
+    counted = []
+    for view in (counted_json, None):
+        fleet = (read_fleet(store, config, NOW, stale_after, view=view) if view
+                 else read_fleet(store, config, NOW, stale_after))
+        counted.append(summary(fleet.machines + fleet.never_seen, fleet.pending, threshold,
+                               fleet.inventory))
+    assert counted[0] == counted[1]
+    totals = counted[0]["totals"]
+    assert totals["never_seen"] == 2 and totals["problems"]["hung_task"] == 1
