@@ -40,7 +40,11 @@ def to_naive_utc(moment: datetime) -> datetime:
 
 def format_lastseen(moment: datetime) -> str:
     """'2018-11-08T08:47:50.939514': naive UTC, always six fraction digits."""
-    return to_naive_utc(moment).isoformat(timespec="microseconds")
+    if moment.tzinfo is not None:
+        moment = to_naive_utc(moment)
+    # the listener formats a few times per message: isoformat() without arguments is the
+    # fastest, and writes the six digits whenever there is a fraction
+    return moment.isoformat() if moment.microsecond else moment.isoformat(timespec="microseconds")
 
 
 def parse_time(text: str) -> datetime:
