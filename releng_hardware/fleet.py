@@ -158,18 +158,21 @@ def _facts(record: MachineRecord, age: float | None, in_inventory: bool | None) 
 def counted_json(record: MachineRecord, now: datetime, root_url: str = "",
                  busy_queues: Container[str] = (), limits: Thresholds = Thresholds(), *,
                  in_inventory: bool | None = None) -> dict:
-    """The fields of machine_json that `summary` counts, and only those (`last_task` holds
-    only its state): a third less work for a summary of a whole deployment.
+    """The fields of machine_json that `summary` counts and `select` filters and orders on, and
+    only those (`last_task` holds only its state): a third less work for a summary or a page
+    of a whole deployment.
 
     It takes machine_json's arguments, so that the one can stand for the other; it links to
     nothing, so `root_url` is not used.
     """
     get = record.details.get
+    datacenter, hostname = split_machine_id(record.machine_id)
     lastseen, age = _lastseen_and_age(record.lastseen, now)
     problems = machine_problems(_facts(record, age, in_inventory), now, limits, busy_queues)
     return {
         "id": record.machine_id,
-        "datacenter": split_machine_id(record.machine_id)[0],
+        "machine": hostname,
+        "datacenter": datacenter,
         "lastseen": lastseen,
         "age_seconds": age,
         "provisioner": get("provisioner"),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable, NamedTuple
+from itertools import chain
+from typing import Callable, Iterable, NamedTuple
 
 from .config import Config
 from .fleet import busy_queues, machine_json, never_seen_records, recent_tasks
@@ -14,10 +15,12 @@ from .store import MachineRecord, Store
 class Fleet(NamedTuple):
     """Everything the views show, read once."""
 
-    machines: list[dict]  # every machine seen, as the API shows it
+    machines: list[dict]  # every machine seen, as the view of read_fleet shows it
     pending: dict[str, int]  # tasks waiting per `<provisioner>/<workerType>`
-    never_seen: list[dict]  # the inventory's machines never seen, as the API shows them
+    never_seen: list[dict]  # the inventory's machines never seen, in the same view
     inventory: dict[str, str | None]  # machine id -> worker type; empty when none is loaded
+    # some of `machines` and `never_seen` as machine_json shows them, judged by the same read
+    in_full: Callable[[Iterable[dict]], list[dict]]
 
 
 def read_fleet(store: Store, config: Config, now: datetime, stale_after: float | None = None, *,
@@ -25,7 +28,8 @@ def read_fleet(store: Store, config: Config, now: datetime, stale_after: float |
     """Every machine as the API shows it, the pending tasks per queue and the inventory, at `now`.
 
     with_never_seen=False leaves `never_seen` empty, for a view that would not show them;
-    view=counted_json builds only what `summary` counts.
+    view=counted_json builds only what `summary` counts and `select` reads, and `in_full`
+    the whole machine for the few rows a page shows.
     """
     pending = store.pending_counts(now)
     inventory = store.inventory()
@@ -33,18 +37,30 @@ def read_fleet(store: Store, config: Config, now: datetime, stale_after: float |
     limits = Thresholds.from_config(config, stale_after)
     records = store.machines()
     root_url = config.taskcluster_root_url
-    machines = [view(record, now, root_url, busy, limits,
-                     in_inventory=record.machine_id in inventory if inventory else None)
-                for record in records]
-    if not (with_never_seen and inventory):
-        return Fleet(machines, pending, [], inventory)
-    seen = {record.machine_id for record in records}
-    # the listener records only these provisioners: with one, it is the never-seen machines' too
-    provisioner = config.provisioner_ids[0] if len(config.provisioner_ids) == 1 else None
-    return Fleet(machines, pending,
-                 [view(record, now, root_url, busy, limits, in_inventory=True)
-                  for record in never_seen_records(inventory, seen, provisioner)],
-                 inventory)
+
+    def judged(record: MachineRecord, as_view: Callable[..., dict]) -> dict:
+        # an inventory machine never seen is in the inventory: the same test says so
+        return as_view(record, now, root_url, busy, limits,
+                       in_inventory=record.machine_id in inventory if inventory else None)
+
+    machines = [judged(record, view) for record in records]
+    never_seen: list[MachineRecord] = []
+    if with_never_seen and inventory:
+        seen = {record.machine_id for record in records}
+        # the listener records only these provisioners: with one, it is the never-seen
+        # machines' too
+        provisioner = config.provisioner_ids[0] if len(config.provisioner_ids) == 1 else None
+        never_seen = never_seen_records(inventory, seen, provisioner)
+
+    by_id: dict[str, MachineRecord] = {}  # built on the first call: most views never make one
+
+    def in_full(shown: Iterable[dict]) -> list[dict]:
+        if not by_id:
+            by_id.update((record.machine_id, record) for record in chain(records, never_seen))
+        return [judged(by_id[machine["id"]], machine_json) for machine in shown]
+
+    return Fleet(machines, pending, [judged(record, view) for record in never_seen], inventory,
+                 in_full)
 
 
 def read_machine(store: Store, config: Config, record: MachineRecord, now: datetime) -> dict:

@@ -165,3 +165,42 @@ def test_the_summary_counts_the_same_from_the_counted_view_as_from_whole_machine
     assert counted[0] == counted[1]
     totals = counted[0]["totals"]
     assert totals["never_seen"] == 2 and totals["problems"]["hung_task"] == 1
+
+
+@pytest.mark.parametrize("args", [
+    {}, {"sort": "-machine"}, {"sort": "lastseen"}, {"sort": "-lastseen"}, {"datacenter": "mdc2"},
+    {"worker_type": "gecko-t-win10-64-hw"}, {"provisioner": "releng-hardware"},
+    {"state": "exception"}, {"stale": "6h"}, {"seen_within": "2h", "sort": "-lastseen"},
+    {"problem": "any"}, {"problem": "hung_task"}, {"problem": "never_seen", "sort": "-machine"},
+])
+def test_select_picks_and_orders_the_same_from_the_counted_view_as_from_whole_machines(store, args):
+    from releng_hardware.config import Config
+    from releng_hardware.fleet import MachineQuery, counted_json, select
+    from releng_hardware.snapshot import read_fleet
+    from tests.conftest import record_every_shape
+
+    record_every_shape(store)
+    seen(store, "t-hung-1", ago=timedelta(hours=5), state="running", task="HHHHHHHHQAGAAAAAAAAAAA")
+    query = MachineQuery.from_args(args)
+    chosen = []
+    for fleet in (read_fleet(store, Config(), NOW, view=counted_json),
+                  read_fleet(store, Config(), NOW)):
+        chosen.append([machine["id"] for machine in select(fleet.machines + fleet.never_seen, query)])
+    assert chosen[0] == chosen[1]
+    assert chosen[0]  # every query here selects some machine, so the order is compared too
+
+
+def test_in_full_builds_the_machines_of_a_counted_read_as_the_whole_view_does(store):
+    from releng_hardware.config import Config
+    from releng_hardware.fleet import counted_json
+    from releng_hardware.snapshot import read_fleet
+    from tests.conftest import record_every_shape
+
+    record_every_shape(store)
+    light = read_fleet(store, Config(), NOW, view=counted_json)
+    whole = read_fleet(store, Config(), NOW)
+    rows = (light.machines + light.never_seen)[::-1]
+    assert light.in_full(rows) == (whole.machines + whole.never_seen)[::-1]
+    assert light.in_full(rows[:2]) == (whole.machines + whole.never_seen)[:-3:-1]
+    assert {machine["id"] for machine in whole.never_seen} == {"mdc1:t-linux64-ms-199",
+                                                               "mdc3:t-spare-1"}
