@@ -91,6 +91,26 @@ def test_worker_falls_back_to_the_run_then_the_routing_key():
     assert parse(message).machine_id == "mdc2:t-w1064-ms-281"
 
 
+def test_every_field_the_body_lacks_comes_from_the_routing_key():
+    message = queue_message("task-completed")
+    body, status = message["body"], message["body"]["status"]
+    for key in ("taskId", "provisionerId", "workerType", "taskQueueId"):
+        del status[key]
+    del body["runId"], body["workerGroup"], body["workerId"]
+    status["taskId"] = ""  # empty counts as absent, like a missing field
+    for key in ("workerGroup", "workerId"):
+        del status["runs"][0][key]
+    event = parse(message)
+    assert (event.task_id, event.run_id, event.machine_id, event.provisioner_id, event.worker_type) == (
+        "Kjs1q7JGTtqsH-tTnF9iHQ", 0, "mdc2:t-w1064-ms-281", "releng-hardware", "gecko-t-win10-64-hw")
+    # '_' is how the queue writes an absent field into a routing key
+    message["routing_key"] = message["routing_key"].replace(".t-w1064-ms-281.", "._.")
+    assert parse(message) == Skip("no-worker", detail="Kjs1q7JGTtqsH-tTnF9iHQ")
+    # a routing key not of the queue's form names nothing
+    message["routing_key"] = "secondary" + message["routing_key"][len("primary"):]
+    assert parse(message) == Skip("bad-identifier", malformed=True, detail="provisionerId None")
+
+
 def test_receipt_time_is_used_only_when_the_message_has_no_time():
     message = queue_message("task-running")
     del message["body"]["status"]["runs"][0]["started"]
