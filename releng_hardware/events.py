@@ -173,7 +173,8 @@ def _parse(name: str, routing_key: str, body: dict, received_at: datetime,
     run_id = body.get("runId")
     if run_id is None:
         run_id = _routing_key_field(routing_key, "runId")
-        if run_id is not None and run_id.isdigit():
+        # isdigit() also takes digits such as "²" that int() refuses
+        if run_id is not None and run_id.isascii() and run_id.isdigit():
             run_id = int(run_id)
     if isinstance(run_id, bool) or not isinstance(run_id, int) or not 0 <= run_id <= MAX_RUN_ID:
         raise _Malformed("bad-run-id", f"runId {run_id!r:.60}")

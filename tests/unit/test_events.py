@@ -333,3 +333,13 @@ def test_parsed_queue_resolution_without_start_or_claim_keeps_its_resolution_tim
 def test_unreadable_taken_until_of_a_queue_resolution_is_malformed():
     message = _exception_message("claim-expired", started=None, taken_until="soon")
     assert parse(message) == Skip("bad-time", malformed=True, detail="takenUntil 'soon'")
+
+
+@pytest.mark.parametrize("run_id", ["²", "٣", "-1", "1x"])
+def test_a_routing_key_run_id_that_is_not_a_plain_number_is_a_bad_run_id(run_id):
+    message = queue_message("task-completed")
+    del message["body"]["runId"]
+    parts = message["routing_key"].split(".")
+    parts[2] = run_id
+    message["routing_key"] = ".".join(parts)
+    assert parse(message) == Skip("bad-run-id", malformed=True, detail=f"runId {run_id!r}")
