@@ -117,12 +117,11 @@ def machine_json(record: MachineRecord, now: datetime, root_url: str,
     A record without a lastseen is an inventory machine never seen.
     """
     get = record.details.get
-    datacenter, hostname = split_machine_id(record.machine_id)
-    lastseen, age = _lastseen_and_age(record.lastseen, now)
+    datacenter, hostname, lastseen, age, problems = _judged(record, now, limits, busy_queues,
+                                                            in_inventory)
     task_id = get("task_id")
     provisioner, worker_type = get("provisioner"), get("worker_type")
     state = get("state")
-    problems = machine_problems(_facts(record, age, in_inventory), now, limits, busy_queues)
     return {
         "id": record.machine_id,
         "machine": hostname,
@@ -148,6 +147,15 @@ def machine_json(record: MachineRecord, now: datetime, root_url: str,
     }
 
 
+def _judged(record: MachineRecord, now: datetime, limits: Thresholds, busy_queues: Container[str],
+            in_inventory: bool | None) -> tuple[str, str, str | None, float | None, list[str]]:
+    """What both views of a machine start from: datacenter, hostname, lastseen, age, problems."""
+    datacenter, hostname = split_machine_id(record.machine_id)
+    lastseen, age = _lastseen_and_age(record.lastseen, now)
+    problems = machine_problems(_facts(record, age, in_inventory), now, limits, busy_queues)
+    return datacenter, hostname, lastseen, age, problems
+
+
 def _facts(record: MachineRecord, age: float | None, in_inventory: bool | None) -> MachineFacts:
     get = record.details.get
     return MachineFacts(age, f"{get('provisioner')}/{get('worker_type')}", get("outcomes", ""),
@@ -166,9 +174,8 @@ def counted_json(record: MachineRecord, now: datetime, root_url: str = "",
     nothing, so `root_url` is not used.
     """
     get = record.details.get
-    datacenter, hostname = split_machine_id(record.machine_id)
-    lastseen, age = _lastseen_and_age(record.lastseen, now)
-    problems = machine_problems(_facts(record, age, in_inventory), now, limits, busy_queues)
+    datacenter, hostname, lastseen, age, problems = _judged(record, now, limits, busy_queues,
+                                                            in_inventory)
     return {
         "id": record.machine_id,
         "machine": hostname,

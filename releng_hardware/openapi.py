@@ -10,7 +10,7 @@ from . import __version__
 from .fleet import (CSV_COLUMNS, INCLUDES, MACHINE_FIELDS, PROBLEM_FILTERS, SORT_KEYS, STATES,
                     SUMMARY_COUNTS)
 from .problems import PROBLEMS
-from .identifiers import IDENTIFIER, MACHINE_REF
+from .identifiers import IDENTIFIER, MACHINE_REF, MAX_MACHINE_REF
 from .params import POSITIVE_INT
 from .store import LISTENER_COUNTERS
 from .times import DURATION_PATTERN
@@ -343,7 +343,7 @@ def build_document() -> dict[str, Any]:
                 "summary": "One machine, by <datacenter>:<hostname> or by a unique hostname",
                 "parameters": [{
                     "name": "machine_id", "in": "path", "required": True,
-                    "schema": {"type": "string", "maxLength": 80,
+                    "schema": {"type": "string", "maxLength": MAX_MACHINE_REF,
                                "pattern": f"^{MACHINE_REF}$"},
                     "examples": {"id": {"value": "mdc1:t-linux64-ms-100"},
                                  "hostname": {"value": "t-linux64-ms-100"}},
@@ -388,7 +388,7 @@ def build_document() -> dict[str, Any]:
                 "summary": "The page of one machine",
                 "parameters": [{
                     "name": "machine_id", "in": "path", "required": True,
-                    "schema": {"type": "string", "maxLength": 77,
+                    "schema": {"type": "string", "maxLength": MAX_MACHINE_REF,
                                "pattern": f"^{IDENTIFIER}:{IDENTIFIER}$"},
                     "examples": {"id": {"value": "mdc1:t-linux64-ms-100"}},
                 }],
