@@ -16,8 +16,7 @@ from .identifiers import is_identifier, split_machine_id
 from .params import BadParameter, positive_int_param
 from .problems import (COMPLETED, EXCEPTION, FAILED, LOST, NOT_COUNTED, PROBLEMS, RUNNING,
                        WINDOW, outcome_code)
-from .responses import (REDIS_ERRORS, RETRY_AFTER_SECONDS, ApiError, collector_paused,
-                        log_redis_error, query_args)
+from .responses import ApiError, answer_redis_errors, collector_paused, query_args
 from .snapshot import read_fleet, read_machine
 
 bp = Blueprint("dashboard", __name__)
@@ -344,18 +343,14 @@ def _api_error(exc: ApiError) -> Response:
     return _error_page(exc.status, "Not found" if exc.status == 404 else "Bad request", exc.message)
 
 
-def _redis_down(exc: Exception) -> Response:
-    log_redis_error(exc)
+def _redis_down(status: int) -> Response:
     # The error page refreshes too, so a page left open recovers by itself.
-    response = _error_page(503, "Data store unavailable",
-                           "Redis is not answering; this page retries every minute.",
-                           refresh=REFRESH_SECONDS)
-    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return response
+    return _error_page(status, "Data store unavailable",
+                       "Redis is not answering; this page retries every minute.",
+                       refresh=REFRESH_SECONDS)
 
 
-for _error in REDIS_ERRORS:
-    bp.register_error_handler(_error, _redis_down)
+answer_redis_errors(bp, _redis_down)
 
 
 @bp.errorhandler(HTTPException)

@@ -21,7 +21,7 @@ from typing import Any, Callable, TypeVar
 import redis
 
 from .events import Event, Skip
-from .store import BatchResult, Store
+from .store import BatchResult, Store, is_passing_outage
 from .times import utcnow
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ T = TypeVar("T")
 MAX_WRITES_IN_FLIGHT = 2
 # Longest step of any wait, so AMQP heartbeats and a stop request are answered meanwhile.
 WAIT_STEP = 0.2
-REDIS_OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 def backoff_delay(attempt: int, base: float = 1.0, cap: float = 30.0,
@@ -267,5 +266,5 @@ class WritePipeline:
 
 def _log_write_failure(exc: Exception, next_step: str) -> None:
     # an outage is expected now and then; any other Redis error is worth an alarm
-    level = logging.WARNING if isinstance(exc, REDIS_OUTAGE_ERRORS) else logging.ERROR
+    level = logging.WARNING if is_passing_outage(exc) else logging.ERROR
     log.log(level, "Redis write failed (%s); %s", exc, next_step)

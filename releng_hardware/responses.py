@@ -9,18 +9,13 @@ import gc
 import hashlib
 from contextlib import contextmanager
 import logging
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import orjson
-import redis
-from flask import Response, request
+from flask import Blueprint, Flask, Response, request
 
-# Every Redis failure is the data store's fault, not the request's: 503, retry later.
-# An outage (connection, timeout, loading) is expected now and then; anything else
-# (READONLY after a failover, OOM, NOAUTH) needs an operator.
-REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
-REDIS_OUTAGES: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError,
-                                               redis.BusyLoadingError)
+from .store import REDIS_ERRORS, is_passing_outage
+
 RETRY_AFTER_SECONDS = 5
 # No request of this API needs a longer URL (a machine id is at most 80 characters, every
 # parameter a short word): a longer one is refused before anything is parsed or echoed.
@@ -51,12 +46,27 @@ def error_response(status: int, error: str, message: str,
                          headers)
 
 
-def log_redis_error(exc: Exception) -> None:
+def answer_redis_errors(target: Flask | Blueprint, render: Callable[[int], Response]) -> None:
+    """Answer every Redis failure under `target` with `render(503)` plus Retry-After; log it once.
+
+    The one Redis->503 path: the API renders JSON, the dashboard a page; status, log line and
+    Retry-After are decided here for both.
+    """
+    def redis_down(exc: Exception) -> Response:
+        _log_redis_error(exc)
+        response = render(503)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+    for error_class in REDIS_ERRORS:
+        target.register_error_handler(error_class, redis_down)
+
+
+def _log_redis_error(exc: Exception) -> None:
     """One line per Redis failure: a warning for an outage, an error when it needs an operator."""
-    # redis-py makes NOAUTH and WRONGPASS connection errors, but no retry mends a wrong password
-    outage = isinstance(exc, REDIS_OUTAGES) and not isinstance(exc, redis.AuthenticationError)
-    log.log(logging.WARNING if outage else logging.ERROR, "Redis unavailable on %s: %s: %s",
-            request.path[:200], type(exc).__name__, str(exc)[:200])
+    log.log(logging.WARNING if is_passing_outage(exc) else logging.ERROR,
+            "Redis unavailable on %s: %s: %s", request.path[:200], type(exc).__name__,
+            str(exc)[:200])
 
 
 def query_args(allowed: tuple[str, ...] | frozenset[str] | set[str], *,

@@ -316,6 +316,21 @@ def _decode_history(raw: str | None) -> tuple[Run, ...]:
     return tuple(_decode_run(entry) for entry in raw.split("\n")) if raw else ()
 
 
+# Every Redis failure: the data store's fault, never the request's or the message's.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
+# The failures that pass by themselves: a lost link, a timeout, a server still loading.
+_PASSING_OUTAGES = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+def is_passing_outage(exc: BaseException) -> bool:
+    """Whether a Redis failure passes by itself (retry, warn) rather than needs an operator.
+
+    READONLY after a failover, OOM, NOPERM or a wrong password need one: an error, not a warning.
+    """
+    # redis-py makes NOAUTH and WRONGPASS connection errors, but no retry mends a wrong password
+    return isinstance(exc, _PASSING_OUTAGES) and not isinstance(exc, redis.AuthenticationError)
+
+
 def open_redis(url: str, timeout: float = 3.0, *, tls_verify: str = "required") -> redis.Redis:
     """A client whose every call fails within `timeout` seconds instead of hanging.
 

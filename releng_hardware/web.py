@@ -12,8 +12,7 @@ from werkzeug.exceptions import HTTPException, RequestURITooLarge
 from . import api, dashboard, dockerflow, metrics, openapi
 from .config import Config
 from .params import BadParameter
-from .responses import (MAX_URL_LENGTH, REDIS_ERRORS, RETRY_AFTER_SECONDS, ApiError,
-                        error_response, log_redis_error)
+from .responses import MAX_URL_LENGTH, ApiError, answer_redis_errors, error_response
 from .store import Store, open_redis
 from .times import utcnow
 
@@ -39,8 +38,7 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(BadParameter, _bad_parameter)
     app.register_error_handler(HTTPException, _http_error)
-    for error_class in REDIS_ERRORS:
-        app.register_error_handler(error_class, _redis_down)
+    answer_redis_errors(app, _redis_down)
     app.register_error_handler(Exception, _unexpected)
     return app
 
@@ -74,10 +72,8 @@ def _http_error(exc: HTTPException) -> Response:
     return body
 
 
-def _redis_down(exc: Exception) -> Response:
-    log_redis_error(exc)
-    return error_response(503, "redis_unavailable", "the data store is not answering; retry shortly",
-                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+def _redis_down(status: int) -> Response:
+    return error_response(status, "redis_unavailable", "the data store is not answering; retry shortly")
 
 
 def _unexpected(exc: Exception) -> Response:
