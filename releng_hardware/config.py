@@ -96,6 +96,9 @@ def _duration_or_zero(text: str) -> float:
 
 
 MIN_LISTENER_WATCHDOG = 30.0
+# How many of a machine's newest runs the problem rules judge: Mozilla's fleet tools judge a
+# machine on its last 20 tasks. Declared here, below problems, so the settings' docs say it too.
+WINDOW = 20
 
 
 def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str,
@@ -163,11 +166,11 @@ class Config:
         "this many newest counted runs all failed or exception is a consecutive_failures problem")
     success_rate_min: float = _setting(
         "SUCCESS_RATE_MIN", 0.85, _share,
-        "a success rate below this over the newest 20 completed or failed runs is a "
+        f"a success rate below this over the newest {WINDOW} completed or failed runs is a "
         "low_success_rate problem")
     exceptions_max: int = _setting(
         "EXCEPTIONS_MAX", 3, _positive_int,
-        "this many exceptions among the newest 20 counted runs is an exceptions problem")
+        f"this many exceptions among the newest {WINDOW} counted runs is an exceptions problem")
     hung_after: float = _setting(
         "HUNG_AFTER", 3 * 3600.0, _duration,
         "a newest run running longer than this is a hung_task problem", "3h")

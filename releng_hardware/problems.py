@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Container, NamedTuple
 
-from .config import Config
+from .config import WINDOW, Config
 
 COMPLETED, FAILED, EXCEPTION, LOST, NOT_COUNTED, RUNNING = "c", "f", "e", "l", "x", "r"
 # The queue ended these runs for reasons outside the machine: they say nothing
@@ -25,8 +25,6 @@ _OUTCOME_OF_STATE = {"completed": COMPLETED, "failed": FAILED}
 # str.translate tables (C speed: /machines judges every machine per request)
 _COUNTED_ONLY = str.maketrans("", "", NOT_COUNTED)
 _COMPLETED_OR_FAILED_ONLY = str.maketrans("", "", EXCEPTION + LOST + NOT_COUNTED)
-# Mozilla's fleet tools judge a machine on its last 20 tasks.
-WINDOW = 20
 SUCCESS_RATE_MIN_RUNS = 5
 
 
@@ -57,15 +55,19 @@ class MachineFacts(NamedTuple):
     in_inventory: bool | None = None  # None when no inventory is loaded
 
 
+# Config declares each threshold's default once; the rules' defaults are its.
+_DEFAULTS = Config()
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """The tunable limits of the rules, in seconds and counts."""
 
-    stale_after: float = 6 * 3600.0
-    failure_streak: int = 3
-    success_rate_min: float = 0.85
-    exceptions_max: int = 3
-    hung_after: float = 3 * 3600.0
+    stale_after: float = _DEFAULTS.stale_after
+    failure_streak: int = _DEFAULTS.failure_streak
+    success_rate_min: float = _DEFAULTS.success_rate_min
+    exceptions_max: int = _DEFAULTS.exceptions_max
+    hung_after: float = _DEFAULTS.hung_after
 
     @classmethod
     def from_config(cls, config: Config, stale_after: float | None = None) -> "Thresholds":
@@ -104,7 +106,7 @@ def has_consecutive_failures(facts: MachineFacts, now: datetime, limits: Thresho
 
 def has_low_success_rate(facts: MachineFacts, now: datetime, limits: Thresholds,
                          busy: Container[str]) -> bool:
-    """Under SUCCESS_RATE_MIN completed over the newest 20 completed or failed runs (5 at least)."""
+    """Under SUCCESS_RATE_MIN completed over the newest WINDOW completed or failed runs (5 at least)."""
     if FAILED not in facts.outcomes:
         return False
     judged = facts.outcomes.translate(_COMPLETED_OR_FAILED_ONLY)[:WINDOW]
@@ -114,7 +116,7 @@ def has_low_success_rate(facts: MachineFacts, now: datetime, limits: Thresholds,
 
 def has_exceptions(facts: MachineFacts, now: datetime, limits: Thresholds,
                    busy: Container[str]) -> bool:
-    """At least EXCEPTIONS_MAX exceptions among the newest 20 counted runs."""
+    """At least EXCEPTIONS_MAX exceptions among the newest WINDOW counted runs."""
     if EXCEPTION not in facts.outcomes and LOST not in facts.outcomes:
         return False
     window = _newest_counted(facts.outcomes, WINDOW)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from releng_hardware.config import Config
+from releng_hardware.config import WINDOW, Config, settings_table
 from releng_hardware.problems import (PROBLEMS, RULES, MachineFacts, Thresholds, machine_problems,
                                       outcome_code, state_of_outcome)
 from releng_hardware.times import format_lastseen
@@ -166,6 +166,18 @@ def test_thresholds_come_from_the_settings():
     assert Thresholds.from_config(config) == Thresholds(7200, 5, 0.5, 7, 5400)
     assert Thresholds.from_config(config, stale_after=60).stale_after == 60
     assert Thresholds.from_config(Config()) == Thresholds()
+
+
+def test_the_settings_describe_the_window_the_rules_judge():
+    docs = {variable: doc for variable, _, doc in settings_table()}
+    assert f"newest {WINDOW} completed or failed runs" in docs["SUCCESS_RATE_MIN"]
+    assert f"newest {WINDOW} counted runs" in docs["EXCEPTIONS_MAX"]
+    exceptions = "e" * LIMITS.exceptions_max
+    assert "exceptions" in problems(facts("c" * (WINDOW - len(exceptions)) + exceptions))
+    assert "exceptions" not in problems(facts("c" * WINDOW + exceptions))
+    failures = "f" * WINDOW
+    assert "low_success_rate" in problems(facts(failures + "c" * WINDOW))
+    assert "low_success_rate" not in problems(facts("c" * WINDOW + failures))
 
 
 def test_codes_come_sorted_when_several_apply():
