@@ -17,7 +17,7 @@ from .broker import (bound_waits, close_connection, declare_queue, drop_connecti
                      queue_backlog)
 from .config import Config, mask_url
 from .events import Skip, parse_message
-from .pipeline import WritePipeline, backoff_delay, pause
+from .pipeline import Backoff, WritePipeline
 from .store import Store, SweepStep
 from .times import utcnow
 from .watchdog import Watchdog
@@ -79,7 +79,7 @@ class Listener(ConsumerMixin):
 
     @contextmanager
     def establish_connection(self) -> Iterator[Connection]:
-        attempt = 0
+        backoff = self._backoff()
         while True:
             conn = self.create_connection()
             try:
@@ -88,12 +88,10 @@ class Listener(ConsumerMixin):
                 break
             except conn.connection_errors as exc:
                 drop_connection(conn)
-                delay = backoff_delay(attempt)
-                attempt += 1
+                delay = backoff.next_delay()
                 log.warning("cannot reach broker %s (%s); retrying in %.1fs",
                             mask_url(self.connection.as_uri(include_password=True)), exc, delay)
-                self._pause(delay)
-                if self.should_stop:
+                if not backoff.wait(delay):
                     raise StopListening() from None
         try:
             yield conn
@@ -185,9 +183,9 @@ class Listener(ConsumerMixin):
         except Exception:  # the next drain_events will surface a dead connection
             log.debug("heartbeat check failed", exc_info=True)
 
-    def _pause(self, seconds: float) -> None:
-        pause(seconds, keep_alive=self._keep_alive, should_stop=lambda: self.should_stop,
-              sleep=self.sleep, monotonic=self.monotonic)
+    def _backoff(self) -> Backoff:
+        return Backoff(keep_alive=self._keep_alive, should_stop=lambda: self.should_stop,
+                       sleep=self.sleep, monotonic=self.monotonic)
 
     def _report_backlog(self, channel: Any) -> None:
         backlog = queue_backlog(channel, self.config.queue_name)
@@ -204,11 +202,11 @@ class Listener(ConsumerMixin):
     def run_until_stopped(self) -> None:
         """Consume until should_stop, reconnecting with backoff after broker errors."""
         errors = self.connection.connection_errors + self.connection.channel_errors
-        attempt = 0
+        backoff = self._backoff()
         while not self.should_stop:
             try:
                 for _ in self.consume(safety_interval=min(1.0, self.config.batch_max_age)):
-                    attempt = 0
+                    backoff.reset()
             except StopListening:
                 break
             except Exception as exc:
@@ -216,13 +214,12 @@ class Listener(ConsumerMixin):
                 self._channel = None
                 if self.should_stop:
                     break
-                delay = backoff_delay(attempt)
-                attempt += 1
+                delay = backoff.next_delay()
                 if isinstance(exc, errors):
                     log.warning("lost the broker connection (%s); reconnecting in %.1fs", exc, delay)
                 else:  # never let a surprise end the loop: Pulse would delete an unread queue
                     log.exception("unexpected error; reconnecting in %.1fs", delay)
-                self._pause(delay)
+                backoff.wait(delay)
         counters = self.pipeline.counters
         log.info("stopped after %d messages (%d written, %d duplicates, %d skipped, %d malformed)",
                  counters.processed, counters.written, counters.duplicates, counters.skipped,

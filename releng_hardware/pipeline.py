@@ -33,9 +33,15 @@ T = TypeVar("T")
 MAX_WRITES_IN_FLIGHT = 2
 # Longest step of any wait, so AMQP heartbeats and a stop request are answered meanwhile.
 WAIT_STEP = 0.2
+# Backoff between tries, doubling from BASE up to CAP seconds (before jitter): the broker's.
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 30.0
+# A failed Redis write holds every later ack back, so Redis is tried again sooner.
+REDIS_RETRY_BASE = 0.5
+REDIS_RETRY_CAP = 10.0
 
 
-def backoff_delay(attempt: int, base: float = 1.0, cap: float = 30.0,
+def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP,
                   rand: Callable[[], float] = random.random) -> float:
     """Full-jitter exponential backoff: spread reconnecting clients apart."""
     return rand() * min(cap, base * 2 ** min(attempt, 16))
@@ -49,6 +55,42 @@ def pause(seconds: float, *, keep_alive: Callable[[], None], should_stop: Callab
     while not should_stop() and monotonic() < deadline:
         sleep(min(WAIT_STEP, max(0.0, deadline - monotonic())))
         keep_alive()
+
+
+class Backoff:
+    """The waits between the tries of something that keeps failing: full-jitter exponential
+    backoff (see backoff_delay), each wait cut by `pause` into keep-alive steps, ended by a stop.
+
+    The one retry helper: the Redis retries here and the listener's broker reconnects use it,
+    each logging `next_delay()` its own way before `wait(delay)`.
+    """
+
+    def __init__(self, *, keep_alive: Callable[[], None], should_stop: Callable[[], bool],
+                 base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP,
+                 sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.attempt = 0
+        self._keep_alive = keep_alive
+        self._should_stop = should_stop
+        self._base, self._cap = base, cap
+        self._sleep, self._monotonic, self._rand = sleep, monotonic, rand
+
+    def next_delay(self) -> float:
+        """The wait before the next try; counts the try (`attempt` is its number, from 1)."""
+        delay = backoff_delay(self.attempt, base=self._base, cap=self._cap, rand=self._rand)
+        self.attempt += 1
+        return delay
+
+    def wait(self, delay: float) -> bool:
+        """Wait `delay` seconds in keep-alive steps; False when asked to stop, to give up."""
+        pause(delay, keep_alive=self._keep_alive, should_stop=self._should_stop,
+              sleep=self._sleep, monotonic=self._monotonic)
+        return not self._should_stop()
+
+    def reset(self) -> None:
+        """Start again from the shortest wait: what failed works again."""
+        self.attempt = 0
 
 
 @dataclass
@@ -217,15 +259,14 @@ class WritePipeline:
     def retry(self, call: Callable[[], T], failure: redis.RedisError | None = None) -> T | None:
         """Run a Redis call until it succeeds, with backoff (after `failure`, if it already
         failed once); None when asked to stop first."""
-        attempt = 0
+        backoff = Backoff(keep_alive=self._keep_alive, should_stop=self._should_stop,
+                          base=REDIS_RETRY_BASE, cap=REDIS_RETRY_CAP, sleep=self._sleep,
+                          monotonic=self._monotonic)
         while True:
             if failure is not None:
-                delay = backoff_delay(attempt, base=0.5, cap=10.0)
-                attempt += 1
-                _log_write_failure(failure, f"retry {attempt} in {delay:.1f}s")
-                pause(delay, keep_alive=self._keep_alive, should_stop=self._should_stop,
-                      sleep=self._sleep, monotonic=self._monotonic)
-                if self._should_stop():
+                delay = backoff.next_delay()
+                _log_write_failure(failure, f"retry {backoff.attempt} in {delay:.1f}s")
+                if not backoff.wait(delay):
                     return None
             try:
                 return call()

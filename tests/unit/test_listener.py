@@ -8,7 +8,7 @@ import ssl
 import threading
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from amqp.exceptions import ConnectionForced
@@ -242,6 +242,103 @@ def test_a_clean_stop_closes_the_connection_politely(make_listener):
     with listener.establish_connection():
         pass
     assert connection.calls == ["connect", "release"]
+
+
+class Unreachable(BrokerConnection):
+    """A broker connection that fails to connect while `refusals` has some left."""
+
+    def __init__(self, refusals: list[Exception]) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def connect(self) -> None:
+        super().connect()
+        if self.refusals:
+            raise self.refusals.pop(0)
+
+
+def connecting(refusals: list[Exception]) -> tuple[list[Unreachable], Callable[[], Unreachable]]:
+    """A listener's create_connection handing out Unreachable connections, and those it made."""
+    made: list[Unreachable] = []
+
+    def create() -> Unreachable:
+        made.append(Unreachable(refusals))
+        return made[-1]
+    return made, create
+
+
+class FakeTime:
+    """A hand-moved monotonic clock and a sleep that moves it, recording each step."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_an_unreachable_broker_is_tried_again_after_each_backoff(make_listener, caplog):
+    fake = FakeTime()
+    listener = make_listener(monotonic=fake.monotonic)
+    listener.sleep = fake.sleep
+    connections, listener.create_connection = connecting(
+        [OSError("Connection refused"), ConnectionForced("shutting down")])
+    with caplog.at_level(logging.WARNING, logger="releng_hardware.listener"):
+        with listener.establish_connection():
+            pass
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and all(w.startswith("cannot reach broker amqp://guest:***@")
+                                      and "; retrying in " in w for w in warnings)
+    assert [c.calls for c in connections] == [["connect", "collect"]] * 2 + [["connect", "release"]]
+    # full jitter: the first wait at most 1s, the second 2s
+    assert sum(fake.slept) <= 3.0 + 1e-9 and fake.slept
+
+
+def test_a_stop_during_the_wait_between_connection_attempts_ends_them(make_listener):
+    fake = FakeTime()
+    listener = make_listener(monotonic=fake.monotonic)
+
+    def sleep(seconds: float) -> None:
+        fake.sleep(seconds)
+        listener.stop()
+
+    listener.sleep = sleep
+    connections, listener.create_connection = connecting([OSError("Connection refused")] * 5)
+    with pytest.raises(listener_module.StopListening):
+        with listener.establish_connection():
+            pass
+    assert len(connections) == 1 and len(fake.slept) == 1
+
+
+@pytest.mark.parametrize("error, level", [(ConnectionForced("Too many heartbeats missed"),
+                                           logging.WARNING),
+                                          (RuntimeError("a surprise"), logging.ERROR)])
+def test_the_consume_loop_reconnects_after_any_error_with_backoff(make_listener, monkeypatch,
+                                                                  caplog, error, level):
+    fake = FakeTime()
+    listener = make_listener(monotonic=fake.monotonic)
+    listener.sleep = fake.sleep
+    rounds: list[int] = []
+
+    def consume(**kwargs: Any) -> Any:
+        rounds.append(1)
+        if len(rounds) == 3:
+            listener.stop()
+            return
+        yield
+        raise error
+
+    monkeypatch.setattr(listener, "consume", consume)
+    with caplog.at_level(logging.WARNING, logger="releng_hardware.listener"):
+        listener.run_until_stopped()
+    reconnecting = [r for r in caplog.records if "reconnecting in" in r.getMessage()]
+    assert len(rounds) == 3 and [r.levelno for r in reconnecting] == [level, level]
+    assert (reconnecting[0].exc_info is not None) == (level == logging.ERROR)
 
 
 class Stalling(Connection):

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from releng_hardware.events import Skip, parse_message
-from releng_hardware.pipeline import WritePipeline, backoff_delay, pause
+from releng_hardware.pipeline import WAIT_STEP, Backoff, WritePipeline, backoff_delay, pause
 from releng_hardware.store import Store
 from tests.conftest import NOW, queue_message
 
@@ -258,3 +258,68 @@ def test_pause_sleeps_in_short_steps_keeping_alive_and_ends_on_a_stop():
 def test_backoff_grows_is_capped_and_jittered(attempt):
     assert backoff_delay(attempt, rand=lambda: 1.0) == min(30.0, 2 ** attempt)
     assert backoff_delay(attempt, rand=lambda: 0.0) == 0.0
+
+
+def fake_time() -> tuple[Clock, list[float], Callable[[float], None]]:
+    """A hand-moved monotonic clock, the list of steps slept, and a sleep that moves the clock."""
+    clock, slept = Clock(), []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+    return clock, slept, sleep
+
+
+def test_backoff_counts_each_try_and_waits_doubling_up_to_its_cap():
+    clock, slept, sleep = fake_time()
+    kept_alive: list[int] = []
+    backoff = Backoff(keep_alive=lambda: kept_alive.append(1), should_stop=lambda: False,
+                      base=0.5, cap=10.0, sleep=sleep, monotonic=clock, rand=lambda: 1.0)
+    tries: list[tuple[int, float]] = []
+    waited: list[float] = []
+    for _ in range(7):
+        delay = backoff.next_delay()
+        tries.append((backoff.attempt, delay))
+        started = clock.now
+        assert backoff.wait(delay)
+        waited.append(clock.now - started)
+    assert tries == [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (6, 10.0), (7, 10.0)]
+    assert waited == pytest.approx([delay for _, delay in tries])
+    assert max(slept) <= WAIT_STEP and len(kept_alive) == len(slept)
+
+
+def test_backoff_starts_again_from_the_shortest_wait_once_reset():
+    backoff = Backoff(keep_alive=lambda: None, should_stop=lambda: False, rand=lambda: 1.0)
+    delays = [backoff.next_delay() for _ in range(3)]
+    backoff.reset()
+    assert (delays, backoff.next_delay(), backoff.attempt) == ([1.0, 2.0, 4.0], 1.0, 1)
+
+
+def test_backoff_cuts_its_wait_short_and_says_give_up_when_asked_to_stop():
+    clock, slept, sleep = fake_time()
+    backoff = Backoff(keep_alive=lambda: None, should_stop=lambda: len(slept) >= 2, sleep=sleep,
+                      monotonic=clock, rand=lambda: 1.0)
+    assert not backoff.wait(backoff.next_delay())
+    assert sum(slept) == pytest.approx(2 * WAIT_STEP)
+
+
+def test_retry_numbers_its_tries_and_keeps_redis_waits_short(make_pipeline, caplog):
+    clock, slept, sleep = fake_time()
+    pipeline = make_pipeline(sleep=sleep, monotonic=clock)
+    outcomes = iter([redis.ConnectionError("down")] * 6 + ["done"])
+
+    def call() -> str:
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    with caplog.at_level(logging.WARNING, logger="releng_hardware.pipeline"):
+        assert pipeline.retry(call) == "done"
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split("; ")[1].split(" in ")[0] for line in lines] == [
+        f"retry {attempt}" for attempt in range(1, 7)]
+    # full jitter: each wait at most 0.5s doubled per retry, never over 10s
+    delays = [float(line.rsplit(" in ", 1)[1].rstrip("s")) for line in lines]
+    assert all(delay <= min(10.0, 0.5 * 2 ** n) + 0.05 for n, delay in enumerate(delays))
+    assert sum(slept) == pytest.approx(sum(delays), abs=0.3)
