@@ -10,7 +10,8 @@ import pytest
 
 from releng_hardware.events import PendingEvent, WorkerEvent, parse_message
 from releng_hardware.simulate import backlog
-from releng_hardware.store import Run, Store
+from releng_hardware.records import Run
+from releng_hardware.store import Store
 from tests.conftest import NOW
 
 T0 = datetime(2026, 11, 20, 12, 0, 0)
