@@ -157,12 +157,8 @@ class Store:
         """Apply a batch atomically: lastseen only moves forward, redeliveries count once."""
         items: list[tuple] = []
         for event in events:
-            # numbers travel as strings: Lua would print a float score with too few digits
-            if isinstance(event, WorkerEvent):
-                items.append(self._worker_item(event))
-            else:
-                items.append(("p", f"{event.provisioner_id}/{event.worker_type}",
-                              f"{event.task_id}/{event.run_id}", repr(epoch_seconds(event.deadline))))
+            items.append(self._worker_item(event) if isinstance(event, WorkerEvent)
+                         else self._pending_item(event))
         args = [
             self.prefix, epoch_seconds(now), self.history_size,
             len(events) + skipped + malformed if processed is None else processed,
@@ -174,7 +170,14 @@ class Store:
         return BatchResult(int(written), int(duplicates), int(ignored))
 
     @staticmethod
+    def _pending_item(event: PendingEvent) -> tuple:
+        # laid out as PENDING_ITEM
+        return ("p", f"{event.provisioner_id}/{event.worker_type}", f"{event.task_id}/{event.run_id}",
+                repr(epoch_seconds(event.deadline)))
+
+    @staticmethod
     def _worker_item(event: WorkerEvent) -> tuple:
+        # laid out as WORKER_ITEM
         # built for every message the listener records: each time is formatted once
         lastseen_at, state, task_id = event.lastseen, event.state, event.task_id
         reason = event.reason_resolved

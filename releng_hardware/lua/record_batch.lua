@@ -27,7 +27,7 @@ local function span(name)
 end
 local worker, pending = positions(layout.worker), positions(layout.pending)
 local KIND = worker('kind')
-if pending('kind') ~= KIND then error('worker and pending items keep their kind apart') end
+if pending('kind') ~= KIND then error('worker and pending items must keep their kind at one place') end
 local ID, SEEN, FIRST, EVENT_TIME = worker('machine_id'), worker('lastseen'), worker('firstseen'),
   worker('event_time')
 local PROVISIONER, WORKER_TYPE = worker('provisioner'), worker('worker_type')
