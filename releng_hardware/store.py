@@ -26,6 +26,13 @@ Writes go through Lua scripts, so each batch is atomic and two listeners on
 one queue cannot interleave a read-compare-write. Loads (preload, and any other
 bulk write) go through `Store._all_or_nothing`: one MULTI/EXEC that Redis applies
 whole or not at all, even when the link or the server fails in the middle.
+
+The scripts are lua/*.lua, package data read once at import. Each layout they share with
+Python is defined once, here or in `history`: a batch item's fields (WORKER_ITEM,
+PENDING_ITEM) and the history entry's spans (history.FIELDS) travel with every batch as
+BATCH_LAYOUT, and the script resolves each name to its position before its first write,
+failing the batch whole on a name it cannot find. One small argument per batch, nothing
+per message; a test checks that each item builder fills the fields its layout names.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 -- KEYS: machines, machine_records, listener, machine_history.
 -- ARGV: 1 key prefix, 2 now (epoch seconds), 3 runs kept per machine, 4 processed,
 --       5 skipped, 6 malformed (the listener's counters), 7 last_message_at,
---       8 the batch: a JSON array of items, each an array laid out as the layout says,
+--       8 the batch: a JSON array of items, each an array laid out as the layout says (one
+--         argument: cheaper to send and to unpack than thousands of ARGV),
 --       9 the layout (store.BATCH_LAYOUT, JSON): the field names of a worker item and of a
 --         pending item in their order, the history entry's field spans (history.lua_spans)
 --         and the running outcome code.
