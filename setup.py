@@ -5,7 +5,7 @@ setup(
     version="1.0.0",
     description="When each Taskcluster hardware worker was last seen doing work",
     packages=find_packages(include=["releng_hardware", "releng_hardware.*"]),
-    package_data={"releng_hardware": ["templates/*.html", "static/*"]},
+    package_data={"releng_hardware": ["templates/*.html", "static/*", "lua/*.lua"]},
     python_requires=">=3.11",
     install_requires=[
         "flask>=3.0,<4",

@@ -5,9 +5,11 @@ How the package is organised. Imports flow down this list, never up:
     identifiers  Taskcluster's identifier rule and the machine id <dc>:<host> (one definition)
     times        the lastseen format, time parsing, durations, the clock-skew limit
     config       settings: parsed once from a mapping, documented, verified at start-up
-    problems     the problem rules: pure functions of a machine's facts; a run's outcome code
+    records      plain data, no I/O: MachineRecord, Run, a run's outcome code
+    problems     the problem rules: pure functions of a machine's facts
     events       pure parsing: a queue message in, a WorkerEvent / PendingEvent / Skip out
-    store        every Redis key and Lua script; atomic, monotonic batch writes; reads
+    history      the history entry: one run as a fixed-width string, encoded and decoded
+    store        every Redis key and Lua script (lua/); atomic, monotonic batch writes; reads
     pipeline     the write-then-ack pipeline, kombu-free: batches, writes in flight, in-order
                  acks, the one Redis retry helper
     broker       the durable queue and its bindings; opening, closing and dropping connections
@@ -23,7 +25,7 @@ How the package is organised. Imports flow down this list, never up:
     metrics      blueprint: /metrics (prometheus-client, a registry per scrape)
     openapi      blueprint: /openapi.json, built from the code's own constants
     web          create_app(config, redis=None): assembles the blueprints and error handlers
-    preload      /machines JSON in, validated, into the store
+    preload      /machines JSON in, validated, for the store to load
     inventory    the expected inventory: JSON, CSV or lines in, validated; load rules; its CLI
     simulate     realistic queue messages for a made-up fleet
     cli          process entry points (configuration and logging at the edge)

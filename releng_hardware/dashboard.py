@@ -14,8 +14,8 @@ from .config import Config
 from .fleet import ANY_PROBLEM, MACHINE_FILTERS, MachineQuery, counted_json, select, summary
 from .identifiers import is_identifier, split_machine_id
 from .params import BadParameter, positive_int_param
-from .problems import (COMPLETED, EXCEPTION, FAILED, LOST, NOT_COUNTED, PROBLEMS, RUNNING,
-                       WINDOW, outcome_code)
+from .problems import PROBLEMS, WINDOW
+from .records import COMPLETED, EXCEPTION, FAILED, LOST, NOT_COUNTED, RUNNING, outcome_code
 from .responses import ApiError, answer_redis_errors, collector_paused, query_args
 from .snapshot import read_fleet, read_machine
 

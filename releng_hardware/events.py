@@ -26,7 +26,6 @@ WORKER_EXCHANGES = {
 }
 PENDING_EXCHANGE = "task-pending"
 EXCHANGES = (PENDING_EXCHANGE, *WORKER_EXCHANGES)
-RESOLVED_STATES = ("completed", "failed", "exception")
 # Exceptions the worker reports itself; the queue resolves runs with any other
 # reason (claim-expired, deadline-exceeded, canceled, superseded) without it.
 WORKER_EXCEPTION_REASONS = frozenset({

@@ -13,7 +13,7 @@ from typing import Any, Callable, Container, Iterable, Mapping, Sequence
 from .identifiers import MACHINE_ID_SEPARATOR, split_machine_id
 from .params import BadParameter, choice_param, duration_param, identifier_param
 from .problems import PROBLEMS, MachineFacts, Thresholds, machine_problems
-from .store import MachineRecord, Run
+from .records import MachineRecord, Run
 from .times import format_lastseen, parse_time
 
 STATES = ("running", "completed", "failed", "exception")

@@ -1,4 +1,4 @@
-"""Load the /machines JSON format from a stream into Redis, all or nothing."""
+"""The /machines JSON format read from a stream and validated, for a load into the store (Store.preload)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any, Iterator
 
 import orjson
 
-from .store import Store
 from .identifiers import is_identifier, machine_id
 from .times import MAX_CLOCK_SKEW, parse_time
 
@@ -68,8 +67,3 @@ def _entry(index: int, entry: dict[str, Any], now: datetime) -> tuple[str, datet
 def _kind(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean",
             type(None): "null"}.get(type(value), "number")
-
-
-def preload(store: Store, raw: bytes, now: datetime) -> tuple[int, int]:
-    """Validate everything, then write in one transaction; (written, kept because newer)."""
-    return store.preload(parse_entries(raw, now))

@@ -1,7 +1,7 @@
 """What is wrong with a machine: the problem rules, pure functions of plain values.
 
 A machine's recent ended runs reach the rules as its `outcomes`: one character per
-run, newest first (see `outcome_code`), kept up to date by the store at write time
+run, newest first (see `records.outcome_code`), kept up to date by the store at write time
 so that no request has to read a machine's whole history.
 """
 
@@ -12,34 +12,12 @@ from datetime import datetime
 from typing import Callable, Container, NamedTuple
 
 from .config import WINDOW, Config
+from .records import COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED
 
-COMPLETED, FAILED, EXCEPTION, LOST, NOT_COUNTED, RUNNING = "c", "f", "e", "l", "x", "r"
-# The queue ended these runs for reasons outside the machine: they say nothing
-# about its health either way.
-NOT_COUNTED_REASONS = frozenset({"canceled", "superseded", "deadline-exceeded"})
-# The queue gave up on a run whose worker stopped reclaiming it: the machine died mid-task.
-LOST_REASON = "claim-expired"
-_STATE_OF_OUTCOME = {COMPLETED: "completed", FAILED: "failed", EXCEPTION: "exception",
-                     LOST: "exception", NOT_COUNTED: "exception", RUNNING: "running"}
-_OUTCOME_OF_STATE = {"completed": COMPLETED, "failed": FAILED}
 # str.translate tables (C speed: /machines judges every machine per request)
 _COUNTED_ONLY = str.maketrans("", "", NOT_COUNTED)
 _COMPLETED_OR_FAILED_ONLY = str.maketrans("", "", EXCEPTION + LOST + NOT_COUNTED)
 SUCCESS_RATE_MIN_RUNS = 5
-
-
-def outcome_code(state: str, reason: str | None) -> str:
-    """The one character a run's state and reason count as in `outcomes`."""
-    if state == "exception":
-        if reason in NOT_COUNTED_REASONS:
-            return NOT_COUNTED
-        return LOST if reason == LOST_REASON else EXCEPTION
-    return _OUTCOME_OF_STATE.get(state, RUNNING)
-
-
-def state_of_outcome(code: str) -> str:
-    """The run state an outcome character stands for."""
-    return _STATE_OF_OUTCOME[code]
 
 
 class MachineFacts(NamedTuple):
@@ -47,7 +25,7 @@ class MachineFacts(NamedTuple):
 
     age_seconds: float | None
     queue: str | None = None  # `<provisioner>/<workerType>`
-    outcomes: str = ""  # ended runs, newest first, one `outcome_code` each
+    outcomes: str = ""  # ended runs, newest first, one `records.outcome_code` each
     newest_state: str | None = None  # the newest run's state ...
     newest_reason: str | None = None  # ... its reasonResolved ...
     newest_time: str | None = None  # ... and its time (started while it runs), naive UTC

@@ -9,7 +9,8 @@ from typing import Callable, Iterable, NamedTuple
 from .config import Config
 from .fleet import busy_queues, machine_json, never_seen_records, recent_tasks
 from .problems import Thresholds
-from .store import MachineRecord, Store
+from .records import MachineRecord
+from .store import Store
 
 
 class Fleet(NamedTuple):

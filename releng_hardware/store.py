@@ -3,9 +3,9 @@
 Layout (each name behind the configured key prefix):
 - `machines`          hash  machine id -> lastseen (the proof of concept's index, kept as is)
 - `machine_records`   hash  machine id -> JSON of what the machine last did, its counters and
-                            `outcomes` (its ended runs newest first, one problems.outcome_code
+                            `outcomes` (its ended runs newest first, one records.outcome_code
                             each: what the problem rules read, so /machines decodes no history)
-- `machine_history`   hash  machine id -> its newest runs, one HISTORY_ENTRY per line, newest
+- `machine_history`   hash  machine id -> its newest runs, one history entry per line, newest
                             first; read only for one machine; a run older than everything a full
                             history keeps counts as a redelivery
 - `runs:<id>`         zset  written by versions before the history: recent `taskId/runId/state`;
@@ -26,22 +26,31 @@ Writes go through Lua scripts, so each batch is atomic and two listeners on
 one queue cannot interleave a read-compare-write. Loads (preload, and any other
 bulk write) go through `Store._all_or_nothing`: one MULTI/EXEC that Redis applies
 whole or not at all, even when the link or the server fails in the middle.
+
+The scripts are lua/*.lua, package data read once at import. Each layout they share with
+Python is defined once, here or in `history`: a batch item's fields (WORKER_ITEM,
+PENDING_ITEM) and the history entry's spans (history.FIELDS) travel with every batch as
+BATCH_LAYOUT, and the script resolves each name to its position before its first write,
+failing the batch whole on a name it cannot find. One small argument per batch, nothing
+per message; a test checks that each item builder fills the fields its layout names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from importlib import resources
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import orjson
 import redis
 
+from . import history
 from .events import PendingEvent, WorkerEvent
-from .problems import (COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED, RUNNING, WINDOW,
-                       outcome_code, state_of_outcome)
-from .times import epoch_milliseconds, epoch_seconds, format_lastseen, from_epoch_milliseconds
+from .problems import WINDOW
+from .records import RUNNING, MachineRecord, outcome_code
+from .times import epoch_seconds, format_lastseen
 
 # A load whose watched keys keep changing under it, or whose link keeps breaking, gives up
 # after this many attempts.
@@ -52,190 +61,25 @@ WATCH_ATTEMPTS = 5
 HISTORY_SLACK = 8
 LISTENER_COUNTERS = ("processed", "written", "skipped", "malformed", "duplicate", "ignored")
 
-_RECORD_BATCH = r"""
-local machines, records, stats, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local prefix, now, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local written, duplicates, ignored, newest = 0, 0, 0, ''
-local touched, recs, hists, changed = {}, {}, {}, {}
-local rank = {running = '0', completed = '1', failed = '1', exception = '1'}
-local function order(seen, state, task_id, run_id)
-  return seen .. '|' .. rank[state] .. '|' .. task_id .. '|' .. run_id
-end
--- A history entry is one fixed-width string (see HISTORY_ENTRY) whose first 40
--- characters sort it: a greater entry is a newer run. A history is its entries,
--- newest first, joined by newlines: string work only, no decoding per write.
--- the batch is one JSON argument: cheaper to send and to unpack than thousands of ARGV
-for _, item in ipairs(cjson.decode(ARGV[8])) do
-  local kind = item[1]
-  if kind == 'w' then
-    local id, seen, first, event_time = item[2], item[3], item[4], item[5]
-    local provisioner, worker_type = item[6], item[7]
-    local task_id, run_id, state = item[8], item[9], item[10]
-    local reason, deadline, code = item[11], item[12], item[13]
-    local entry, run_key = item[14], string.sub(item[14], 15, 40)
-    local rec = recs[id]
-    if not rec then
-      local raw = redis.call('HGET', records, id)
-      if raw then
-        rec = cjson.decode(raw)
-        -- written before the history existed: its run set still knows older redeliveries
-        if not rec.outcomes then rec.legacy_runs = 1 end
-      else
-        rec = {completed = 0, failed = 0, exception = 0}
-      end
-      recs[id] = rec
-      local runs = {}
-      for run in string.gmatch(redis.call('HGET', history, id) or '', '[^\n]+') do
-        runs[#runs + 1] = run
-      end
-      hists[id] = runs
-    end
-    local runs = hists[id]
-    local fresh, at = true, nil
-    for i, run in ipairs(runs) do
-      -- a plain find anchored at the run key's place: no substring made per entry
-      if string.find(run, run_key, 15, true) == 15 then at = i break end
-    end
-    if at then
-      -- only a resolution replaces a running entry: anything else is a redelivery
-      fresh = string.sub(runs[at], 41, 41) == 'r' and code ~= 'r'
-      if fresh then
-        if string.sub(entry, 42, 54) == '0000000000000' then
-          entry = string.sub(entry, 1, 41) .. string.sub(runs[at], 42, 54) .. string.sub(entry, 55)
-        end
-        table.remove(runs, at)
-      end
-    elseif #runs >= keep and runs[#runs] > entry then
-      -- older than everything a full history keeps: it may have been counted already
-      fresh = false
-    elseif rec.legacy_runs and redis.call('ZSCORE', prefix .. 'runs:' .. id,
-        task_id .. '/' .. run_id .. '/' .. state) then
-      fresh = false
-    end
-    if not fresh then
-      duplicates = duplicates + 1
-    else
-      written = written + 1
-      changed[id] = true
-      -- runs mostly come newest: the place is found near the front
-      local place = 1
-      while runs[place] and runs[place] > entry do place = place + 1 end
-      table.insert(runs, place, entry)
-      while #runs > keep do runs[#runs] = nil end
-      local current = redis.call('HGET', machines, id)
-      if (not current) or seen > current then redis.call('HSET', machines, id, seen) end
-      if (not rec.firstseen) or first < rec.firstseen then rec.firstseen = first end
-      if (not rec.task_id) or order(event_time, state, task_id, run_id)
-          > order(rec.task_time, rec.state, rec.task_id, tostring(rec.run_id)) then
-        rec.provisioner, rec.worker_type = provisioner, worker_type
-        rec.task_id, rec.run_id, rec.state, rec.task_time = task_id, tonumber(run_id), state, event_time
-        if reason ~= '' then rec.reason_resolved = reason else rec.reason_resolved = nil end
-      end
-      if state ~= 'running' then rec[state] = (rec[state] or 0) + 1 end
-      if seen > newest then newest = seen end
-      if deadline ~= '' then
-        local queue = provisioner .. '/' .. worker_type
-        local task_run = task_id .. '/' .. run_id
-        redis.call('ZREM', prefix .. 'pending:' .. queue, task_run)
-        redis.call('ZADD', prefix .. 'claimed:' .. queue, deadline, task_run)
-        touched[queue] = touched[queue] or 'claimed'
-      end
-    end
-  elseif kind == 'p' then
-    local queue, task_run, deadline = item[2], item[3], item[4]
-    if tonumber(deadline) > now and not redis.call('ZSCORE', prefix .. 'claimed:' .. queue, task_run) then
-      if redis.call('ZADD', prefix .. 'pending:' .. queue, deadline, task_run) == 1 then
-        written = written + 1
-      else
-        duplicates = duplicates + 1
-      end
-      touched[queue] = 'pending'
-    else
-      -- already started, resolved or past its deadline: a late or stale task-pending
-      ignored = ignored + 1
-    end
-  else
-    return redis.error_reply('unknown record kind ' .. tostring(kind))
-  end
-end
-for id in pairs(changed) do
-  local rec, runs = recs[id], hists[id]
-  -- what the problem rules read with every machine, so no request decodes histories
-  local outcomes = {}
-  for _, run in ipairs(runs) do
-    local run_code = string.sub(run, 41, 41)
-    if run_code ~= 'r' then outcomes[#outcomes + 1] = run_code end
-  end
-  rec.outcomes = table.concat(outcomes)
-  if rec.legacy_runs and #runs >= keep then
-    -- the full history now recognises every redelivery older than its oldest run
-    local oldest = tonumber(string.sub(runs[#runs], 1, 13)) / 1000
-    local legacy = prefix .. 'runs:' .. id
-    redis.call('ZREMRANGEBYSCORE', legacy, '-inf', '(' .. oldest)
-    if redis.call('EXISTS', legacy) == 0 then rec.legacy_runs = nil end
-  end
-  redis.call('HSET', records, id, cjson.encode(rec))
-  redis.call('HSET', history, id, table.concat(runs, '\n'))
-end
-for queue, why in pairs(touched) do
-  if why == 'pending' then redis.call('SADD', prefix .. 'pending_queues', queue) end
-  redis.call('ZREMRANGEBYSCORE', prefix .. 'pending:' .. queue, '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', prefix .. 'claimed:' .. queue, '-inf', now)
-end
-redis.call('HINCRBY', stats, 'processed', ARGV[4])
-redis.call('HINCRBY', stats, 'skipped', ARGV[5])
-redis.call('HINCRBY', stats, 'malformed', ARGV[6])
-redis.call('HINCRBY', stats, 'written', written)
-redis.call('HINCRBY', stats, 'duplicate', duplicates)
-redis.call('HINCRBY', stats, 'ignored', ignored)
-redis.call('HSET', stats, 'last_message_at', ARGV[7])
-if written > 0 then redis.call('INCR', prefix .. 'version') end
-if newest ~= '' then
-  local known = redis.call('HGET', stats, 'newest_event_at')
-  if (not known) or newest > known then redis.call('HSET', stats, 'newest_event_at', newest) end
-end
-return {written, duplicates, ignored}
-"""
+# The batch items the record script reads, field by field in this order (strings: Lua would
+# print a float score with too few digits). The script gets these names with every batch
+# and finds each field by its name, so Python and Lua cannot read one item two ways.
+WORKER_ITEM = ("kind", "machine_id", "lastseen", "firstseen", "event_time", "provisioner",
+               "worker_type", "task_id", "run_id", "state", "reason", "deadline", "entry")
+PENDING_ITEM = ("kind", "queue", "task_run", "deadline")
+# The layout the record script reads every field with: the items' and the history entry's.
+BATCH_LAYOUT = orjson.dumps({"worker": WORKER_ITEM, "pending": PENDING_ITEM,
+                             "entry": history.lua_spans(), "running": RUNNING})
 
-# One bounded step of the retention sweep: HSCAN a few entries of `machines` from the
-# shared cursor and remove the machines seen before the cutoff, unless in the inventory,
-# with every per-machine entry and key the store has.
-_REMOVE_EXPIRED = r"""
-local machines, records, history, inventory = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local cursor_key, version = KEYS[5], KEYS[6]
-local prefix, cutoff, count = ARGV[1], ARGV[2], ARGV[3]
-local reply = redis.call('HSCAN', machines, redis.call('GET', cursor_key) or '0', 'COUNT', count)
-local entries, removed = reply[2], 0
-for i = 1, #entries, 2 do
-  local id, seen = entries[i], entries[i + 1]
-  -- lastseen strings sort as the times they write
-  if seen < cutoff and redis.call('HEXISTS', inventory, id) == 0 then
-    redis.call('HDEL', machines, id)
-    redis.call('HDEL', records, id)
-    redis.call('HDEL', history, id)
-    redis.call('DEL', prefix .. 'runs:' .. id)
-    removed = removed + 1
-  end
-end
-redis.call('SET', cursor_key, reply[1])
-if removed > 0 then redis.call('INCR', version) end
-return {removed, #entries / 2, reply[1]}
-"""
 
-_PRELOAD = r"""
-local written, kept = 0, 0
-for i = 1, #ARGV, 2 do
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not current) or ARGV[i + 1] > current then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    written = written + 1
-  else
-    kept = kept + 1
-  end
-end
-if written > 0 then redis.call('INCR', KEYS[2]) end
-return {written, kept}
-"""
+def _script(name: str) -> str:
+    """The Lua script lua/<name>.lua, shipped as package data."""
+    return (resources.files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+_RECORD_BATCH = _script("record_batch")
+_REMOVE_EXPIRED = _script("remove_expired")
+_PRELOAD = _script("preload")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,17 +91,6 @@ class BatchResult:
     ignored: int = 0
 
 
-class Run(NamedTuple):
-    """One run of a machine's history; times in the lastseen format, None when not known."""
-
-    task_id: str
-    run_id: int
-    state: str
-    reason_resolved: str | None
-    started: str | None
-    resolved: str | None
-
-
 @dataclass(frozen=True, slots=True)
 class SweepStep:
     """What one step of the retention sweep did."""
@@ -266,54 +99,6 @@ class SweepStep:
     examined: int
     # True when this step ended a pass over every machine
     wrapped: bool
-
-
-class MachineRecord(NamedTuple):
-    """One machine as stored: its lastseen and, when known, what it last did.
-
-    A NamedTuple, not a frozen dataclass: /machines builds ten thousand per request.
-    `history` (newest first) is read only for one machine at a time.
-    """
-
-    machine_id: str
-    lastseen: str | None  # None only for an inventory machine never seen (built by the views)
-    details: Mapping[str, Any]
-    history: Sequence[Run] = ()
-
-
-# One run in `machine_history`, fixed width so that the store's script reads it by
-# position and orders entries by plain string comparison (greater is newer):
-# the run's latest time (resolved, else started) in epoch milliseconds (13 digits),
-# 1 once ended (a resolution sorts after a start at the same instant), the taskId
-# (a slugid: 22 characters), the runId (4 digits), the outcome code, the start
-# (13 digits, zeros when not known), and the reason when the code does not say it.
-# Filled by position, which is four times as fast as str.format with names.
-HISTORY_ENTRY = "%013d%d%s%04d%s%013d%s"
-# The reason an entry leaves out because its outcome code says it.
-_REASON_OF_OUTCOME = {COMPLETED: "completed", FAILED: "failed", LOST: LOST_REASON, RUNNING: None}
-
-
-def _entry_time(moment: datetime) -> int:
-    # 13 digits hold 1970 to 2286: a time outside would break the entry's fixed width
-    milliseconds = epoch_milliseconds(moment)
-    if 0 < milliseconds <= 9_999_999_999_999:
-        return milliseconds
-    return 1 if milliseconds < 1 else 9_999_999_999_999
-
-
-def _history_time(milliseconds: int) -> str | None:
-    return format_lastseen(from_epoch_milliseconds(milliseconds)) if milliseconds else None
-
-
-def _decode_run(entry: str) -> Run:
-    code = entry[40]
-    return Run(entry[14:36], int(entry[36:40]), state_of_outcome(code),
-               entry[54:] or _REASON_OF_OUTCOME.get(code), _history_time(int(entry[41:54])),
-               None if code == RUNNING else _history_time(int(entry[:13])))
-
-
-def _decode_history(raw: str | None) -> tuple[Run, ...]:
-    return tuple(_decode_run(entry) for entry in raw.split("\n")) if raw else ()
 
 
 # Every Redis failure: the data store's fault, never the request's or the message's.
@@ -394,16 +179,12 @@ class Store:
         """Apply a batch atomically: lastseen only moves forward, redeliveries count once."""
         items: list[tuple] = []
         for event in events:
-            # numbers travel as strings: Lua would print a float score with too few digits
-            if isinstance(event, WorkerEvent):
-                items.append(self._worker_item(event))
-            else:
-                items.append(("p", f"{event.provisioner_id}/{event.worker_type}",
-                              f"{event.task_id}/{event.run_id}", repr(epoch_seconds(event.deadline))))
+            items.append(self._worker_item(event) if isinstance(event, WorkerEvent)
+                         else self._pending_item(event))
         args = [
             self.prefix, epoch_seconds(now), self.history_size,
             len(events) + skipped + malformed if processed is None else processed,
-            skipped, malformed, format_lastseen(received_at or now), orjson.dumps(items),
+            skipped, malformed, format_lastseen(received_at or now), orjson.dumps(items), BATCH_LAYOUT,
         ]
         written, duplicates, ignored = self._record_batch(
             keys=[self.machines_key, self.records_key, self.listener_key, self.history_key],
@@ -411,32 +192,33 @@ class Store:
         return BatchResult(int(written), int(duplicates), int(ignored))
 
     @staticmethod
+    def _pending_item(event: PendingEvent) -> tuple:
+        # laid out as PENDING_ITEM
+        return ("p", f"{event.provisioner_id}/{event.worker_type}", f"{event.task_id}/{event.run_id}",
+                repr(epoch_seconds(event.deadline)))
+
+    @staticmethod
     def _worker_item(event: WorkerEvent) -> tuple:
+        # laid out as WORKER_ITEM
         # built for every message the listener records: each time is formatted once
         lastseen_at, state, task_id = event.lastseen, event.state, event.task_id
         reason = event.reason_resolved
         lastseen = format_lastseen(lastseen_at)
         event_time = event.event_time or lastseen_at
-        running = state == "running"
         started = event.started
-        if started is None and running:
+        if started is None and state == "running":
             started = event_time
         # the run's start is evidence of life too, whichever of its messages comes first
         first = lastseen if started is None or started >= lastseen_at else format_lastseen(started)
-        code = outcome_code(state, reason)
-        if len(task_id) != 22:
-            raise ValueError(f"taskId {task_id!r} is not a slugid")
-        entry = HISTORY_ENTRY % (
-            _entry_time(event_time), not running, task_id, event.run_id, code,
-            0 if started is None else _entry_time(started),
-            reason or "" if code in (EXCEPTION, NOT_COUNTED) else "")
+        entry = history.encode_entry(event_time, started, task_id, event.run_id,
+                                     outcome_code(state, reason), reason)
         deadline = event.deadline
         return (
             "w", event.machine_id, lastseen, first,
             lastseen if event_time is lastseen_at else format_lastseen(event_time),
             event.provisioner_id, event.worker_type, task_id, str(event.run_id), state, reason or "",
             "" if deadline is None else repr(epoch_seconds(deadline)),
-            code, entry,
+            entry,
         )
 
     def preload(self, lastseen_by_machine: Mapping[str, datetime], chunk: int = 5000) -> tuple[int, int]:
@@ -560,11 +342,11 @@ class Store:
         pipe.hget(self.machines_key, machine_id)
         pipe.hget(self.records_key, machine_id)
         pipe.hget(self.history_key, machine_id)
-        lastseen, raw, history = pipe.execute()
+        lastseen, raw, raw_history = pipe.execute()
         if lastseen is None:
             return None
         return MachineRecord(machine_id, lastseen, orjson.loads(raw) if raw else {},
-                             _decode_history(history))
+                             history.decode_history(raw_history))
 
     def inventory_lists(self, machine_ref: str) -> bool | None:
         """Whether the inventory lists `<dc>:<host>`, or a machine of a bare hostname; None

@@ -22,7 +22,8 @@ from kombu import Connection, Producer
 from releng_hardware.config import Config
 from releng_hardware.events import PendingEvent, WorkerEvent, parse_message
 from releng_hardware.simulate import Message, declare_exchanges
-from releng_hardware.store import Run, Store, open_redis
+from releng_hardware.records import Run
+from releng_hardware.store import Store, open_redis
 from releng_hardware.times import utcnow
 from tests.conftest import AMQP_URL, wait_for
 

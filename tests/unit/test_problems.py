@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from releng_hardware.config import WINDOW, Config, settings_table
-from releng_hardware.problems import (PROBLEMS, RULES, MachineFacts, Thresholds, machine_problems,
-                                      outcome_code, state_of_outcome)
+from releng_hardware.problems import PROBLEMS, RULES, MachineFacts, Thresholds, machine_problems
+from releng_hardware.records import outcome_code, state_of_outcome
 from releng_hardware.times import format_lastseen
 from tests.conftest import NOW
 

@@ -7,10 +7,14 @@ from datetime import datetime, timedelta
 
 import orjson
 import pytest
+import redis
 
+from releng_hardware import history
 from releng_hardware.events import PendingEvent, WorkerEvent, parse_message
+from releng_hardware.records import EXCEPTION, RUNNING, Run
 from releng_hardware.simulate import backlog
-from releng_hardware.store import Run, Store
+from releng_hardware.store import BATCH_LAYOUT, PENDING_ITEM, WORKER_ITEM, Store
+from releng_hardware.times import epoch_seconds
 from tests.conftest import NOW
 
 T0 = datetime(2026, 11, 20, 12, 0, 0)
@@ -308,3 +312,47 @@ def test_old_version_run_set_goes_once_the_history_covers_it(store):
     details = store.machine(MACHINE).details
     assert "legacy_runs" not in details
     assert details["completed"] == 1 + store.history_size
+
+
+# -- the batch layout Python sends and Lua reads -------------------------------------
+
+
+def test_a_worker_item_holds_each_field_where_its_layout_names_it():
+    worker = event(5, state="exception", reason="worker-shutdown", started=2)
+    item = dict(zip(WORKER_ITEM, Store._worker_item(worker), strict=True))
+    assert item == {
+        "kind": "w", "machine_id": MACHINE, "lastseen": at(5), "firstseen": at(2), "event_time": at(5),
+        "provisioner": "releng-hardware", "worker_type": "gecko-t-linux-talos",
+        "task_id": worker.task_id, "run_id": "0", "state": "exception", "reason": "worker-shutdown",
+        "deadline": repr(epoch_seconds(DEADLINE)),
+        "entry": history.encode_entry(worker.lastseen, T0 + timedelta(minutes=2), worker.task_id, 0,
+                                      EXCEPTION, "worker-shutdown"),
+    }
+
+
+def test_a_pending_item_holds_each_field_where_its_layout_names_it():
+    item = dict(zip(PENDING_ITEM, Store._pending_item(pending(run=2)), strict=True))
+    assert item == {"kind": "p", "queue": "releng-hardware/gecko-t-linux-talos",
+                    "task_run": "BBBBBBBBQAGAAAAAAAAAAA/2",
+                    "deadline": repr(epoch_seconds(DEADLINE))}
+
+
+def test_the_batch_script_gets_the_layouts_python_writes_with():
+    layout = orjson.loads(BATCH_LAYOUT)
+    assert layout["worker"] == list(WORKER_ITEM) and layout["pending"] == list(PENDING_ITEM)
+    assert layout["entry"] == history.lua_spans() and layout["running"] == RUNNING
+
+
+@pytest.mark.parametrize("broken", [
+    {"worker": [name for name in WORKER_ITEM if name != "deadline"]},
+    {"pending": ["queue", "kind", "task_run", "deadline"]},
+    {"entry": {name: span for name, span in history.lua_spans().items() if name != "run_key"}},
+])
+def test_a_layout_the_script_cannot_read_fails_the_batch_before_any_write(store, broken):
+    layout = {**orjson.loads(BATCH_LAYOUT), **broken}
+    items = orjson.dumps([Store._worker_item(event(1)), Store._pending_item(pending())])
+    with pytest.raises(redis.ResponseError):
+        store._record_batch(keys=[store.machines_key, store.records_key, store.listener_key,
+                                  store.history_key],
+                            args=["", 0, store.history_size, 2, 0, 0, at(1), items, orjson.dumps(layout)])
+    assert list(store.all_keys()) == []

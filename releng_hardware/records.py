@@ -1,0 +1,57 @@
+"""The plain data the layers share: a machine as stored, one of its runs, a run's outcome code.
+
+No I/O and no Redis: the store builds these, the problem rules and the views read them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple, Sequence
+
+# A run's outcome in one character: what `outcomes` and the history store per run.
+COMPLETED, FAILED, EXCEPTION, LOST, NOT_COUNTED, RUNNING = "c", "f", "e", "l", "x", "r"
+# The queue ended these runs for reasons outside the machine: they say nothing
+# about its health either way.
+NOT_COUNTED_REASONS = frozenset({"canceled", "superseded", "deadline-exceeded"})
+# The queue gave up on a run whose worker stopped reclaiming it: the machine died mid-task.
+LOST_REASON = "claim-expired"
+STATE_OF_OUTCOME = {COMPLETED: "completed", FAILED: "failed", EXCEPTION: "exception",
+                    LOST: "exception", NOT_COUNTED: "exception", RUNNING: "running"}
+OUTCOME_OF_STATE = {"completed": COMPLETED, "failed": FAILED}
+
+
+def outcome_code(state: str, reason: str | None) -> str:
+    """The one character a run's state and reason count as in `outcomes`."""
+    if state == "exception":
+        if reason in NOT_COUNTED_REASONS:
+            return NOT_COUNTED
+        return LOST if reason == LOST_REASON else EXCEPTION
+    return OUTCOME_OF_STATE.get(state, RUNNING)
+
+
+def state_of_outcome(code: str) -> str:
+    """The run state an outcome character stands for."""
+    return STATE_OF_OUTCOME[code]
+
+
+class Run(NamedTuple):
+    """One run of a machine's history; times in the lastseen format, None when not known."""
+
+    task_id: str
+    run_id: int
+    state: str
+    reason_resolved: str | None
+    started: str | None
+    resolved: str | None
+
+
+class MachineRecord(NamedTuple):
+    """One machine as stored: its lastseen and, when known, what it last did.
+
+    A NamedTuple, not a frozen dataclass: /machines builds ten thousand per request.
+    `history` (newest first) is read only for one machine at a time.
+    """
+
+    machine_id: str
+    lastseen: str | None  # None only for an inventory machine never seen (built by the views)
+    details: Mapping[str, Any]
+    history: Sequence[Run] = ()
