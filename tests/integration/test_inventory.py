@@ -17,8 +17,6 @@ from releng_hardware.store import Store, open_redis
 from tests.conftest import NOW, REDIS_URL, ROOT, make_config, seen, wait_for
 from tests.integration.test_processes import service_env
 
-pytestmark = pytest.mark.integration
-
 LINES = b"mdc1:t-linux-1 gecko-t-linux\nmdc1:t-linux-2 gecko-t-linux\nmdc2:t-mac-1\n"
 EXPECTED = {"mdc1:t-linux-1": "gecko-t-linux", "mdc1:t-linux-2": "gecko-t-linux", "mdc2:t-mac-1": None}
 
