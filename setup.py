@@ -22,7 +22,7 @@ setup(
             "releng-hardware-listen=releng_hardware.cli:listen",
             "releng-hardware-preload=releng_hardware.cli:preload",
             "releng-hardware-simulate=releng_hardware.cli:simulate",
-            "releng-hardware-inventory=releng_hardware.inventory:main",
+            "releng-hardware-inventory=releng_hardware.cli:inventory",
         ],
     },
 )

@@ -26,9 +26,10 @@ How the package is organised. Imports flow down this list, never up:
     openapi      blueprint: /openapi.json, built from the code's own constants
     web          create_app(config, redis=None): assembles the blueprints and error handlers
     preload      /machines JSON in, validated, for the store to load
-    inventory    the expected inventory: JSON, CSV or lines in, validated; load rules; its CLI
+    inventory    the expected inventory: JSON, CSV or lines in, validated; the load rules
     simulate     realistic queue messages for a made-up fleet
-    cli          process entry points (configuration and logging at the edge)
+    cli          process entry points and the commands (listen, preload, simulate, inventory):
+                 configuration and logging at the edge
 
 The three processes are webserver.py, listen_to_pulse.py and preload_redis.py at the top of
 the repository; each only calls into cli. I/O is injected (a Redis client, an AMQP

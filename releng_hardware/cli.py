@@ -87,6 +87,58 @@ def preload(dry_run: bool) -> None:
     click.echo(f"{len(entries)} entries read: {written} written, {kept} kept because newer")
 
 
+@click.group(help="The expected inventory: the machines that should exist.")
+def inventory() -> None:
+    """Console script `releng-hardware-inventory` (also `python -m releng_hardware.inventory`)."""
+
+
+@inventory.command(name="load",
+                   help="Read the inventory on stdin (the /machines JSON array, CSV with a header "
+                        "naming datacenter, machine and optionally worker_type, or lines "
+                        "'datacenter:hostname [worker_type]') and replace the stored one. Nothing "
+                        "is written unless every entry is valid. Prints one line: the machines "
+                        "after the load, added, removed, unchanged, changed worker type.")
+@click.option("--merge", is_flag=True, help="Add to the inventory instead of replacing it.")
+@click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
+@click.option("--force", is_flag=True,
+              help="Replace even when that removes more than a tenth of the inventory.")
+def inventory_load(merge: bool, dry_run: bool, force: bool) -> None:
+    """Load the inventory from stdin, all or nothing."""
+    from .inventory import InventoryChange, InventoryError, parse_inventory, plan_load
+    from .store import load_failure
+    config = load_config()
+    try:
+        loaded = parse_inventory(sys.stdin.buffer.read())
+    except InventoryError as exc:
+        fail(f"nothing written: {exc}", code=1)
+    planned: list[InventoryChange] = []
+
+    def decide(current: dict[str, str | None]) -> Mapping[str, str | None] | None:
+        planned.append(plan_load(current, loaded, merge=merge, force=force))
+        return None if dry_run else planned[-1].after
+
+    try:
+        open_store(config).update_inventory(decide)
+    except InventoryError as exc:
+        fail(f"nothing written: {exc}", code=1)
+    except redis.RedisError as exc:
+        fail(f"Redis at {mask_url(config.redis_url)} {load_failure(exc)}", code=1)
+    click.echo(planned[-1].summary() + (" (dry run: nothing written)" if dry_run else ""))
+
+
+@inventory.command(name="show", help="Print the inventory as a JSON array in the /machines shape; "
+                                     "`show | load` changes nothing.")
+def inventory_show() -> None:
+    """Print the stored inventory."""
+    from .inventory import inventory_json
+    config = load_config()
+    try:
+        machines = open_store(config).inventory()
+    except redis.RedisError as exc:
+        fail(f"Redis at {mask_url(config.redis_url)} failed: {exc}", code=1)
+    sys.stdout.buffer.write(inventory_json(machines))
+
+
 @click.command(help="Publish realistic Taskcluster queue messages for a made-up fleet on the "
                     "broker of PULSE_URL (a local RabbitMQ), declaring the queue's exchanges.")
 @click.option("--machines", default=40, show_default=True, help="Fleet size.")

@@ -1,27 +1,21 @@
 """The expected inventory: the machines that should exist, loaded from JSON, CSV or plain lines.
 
-`python -m releng_hardware.inventory load|show` (console script `releng-hardware-inventory`).
-Parsing and the load rules are pure; the commands at the bottom read stdin and call the store.
+Pure: parsing, validation, the load rules and the JSON the inventory is shown as. The commands
+`releng-hardware-inventory load|show` (also `python -m releng_hardware.inventory`) are in cli.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Iterator, Mapping
 
-import click
 import orjson
-import redis
 
-from .cli import fail, load_config, open_store
-from .config import mask_url
 from .identifiers import is_identifier, machine_id, split_machine_id
 from .preload import machine_objects
-from .store import load_failure
 
 # A replace removing more than this share of the inventory is more likely a cut-off pipe
 # or the wrong file than a real decommissioning; --force says it is meant.
@@ -190,55 +184,8 @@ def inventory_json(inventory: Mapping[str, str | None]) -> bytes:
     return ("[\n  " + ",\n  ".join(rows) + "\n]\n" if rows else "[]\n").encode()
 
 
-# -- the command-line tool ------------------------------------------------------
-
-@click.group(help="The expected inventory: the machines that should exist.")
-def main() -> None:
-    """Console script `releng-hardware-inventory`."""
-
-
-@main.command(help="Read the inventory on stdin (the /machines JSON array, CSV with a header "
-                   "naming datacenter, machine and optionally worker_type, or lines "
-                   "'datacenter:hostname [worker_type]') and replace the stored one. Nothing is "
-                   "written unless every entry is valid. Prints one line: the machines after "
-                   "the load, added, removed, unchanged, changed worker type.")
-@click.option("--merge", is_flag=True, help="Add to the inventory instead of replacing it.")
-@click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
-@click.option("--force", is_flag=True,
-              help="Replace even when that removes more than a tenth of the inventory.")
-def load(merge: bool, dry_run: bool, force: bool) -> None:
-    """Load the inventory from stdin, all or nothing."""
-    config = load_config()
-    try:
-        loaded = parse_inventory(sys.stdin.buffer.read())
-    except InventoryError as exc:
-        fail(f"nothing written: {exc}", code=1)
-    planned: list[InventoryChange] = []
-
-    def decide(current: dict[str, str | None]) -> Mapping[str, str | None] | None:
-        planned.append(plan_load(current, loaded, merge=merge, force=force))
-        return None if dry_run else planned[-1].after
-
-    try:
-        open_store(config).update_inventory(decide)
-    except InventoryError as exc:
-        fail(f"nothing written: {exc}", code=1)
-    except redis.RedisError as exc:
-        fail(f"Redis at {mask_url(config.redis_url)} {load_failure(exc)}", code=1)
-    click.echo(planned[-1].summary() + (" (dry run: nothing written)" if dry_run else ""))
-
-
-@main.command(help="Print the inventory as a JSON array in the /machines shape; "
-                   "`show | load` changes nothing.")
-def show() -> None:
-    """Print the stored inventory."""
-    config = load_config()
-    try:
-        inventory = open_store(config).inventory()
-    except redis.RedisError as exc:
-        fail(f"Redis at {mask_url(config.redis_url)} failed: {exc}", code=1)
-    sys.stdout.buffer.write(inventory_json(inventory))
-
-
 if __name__ == "__main__":
-    main()
+    # `python -m releng_hardware.inventory`: run as a program, this file is an entry point
+    # like the scripts at the top of the repository, so it may call the command in cli.
+    from .cli import inventory
+    inventory()

@@ -1,26 +1,6 @@
 """Every Redis key and script of the service, and nothing else.
 
-Layout (each name behind the configured key prefix):
-- `machines`          hash  machine id -> lastseen (the proof of concept's index, kept as is)
-- `machine_records`   hash  machine id -> JSON of what the machine last did, its counters and
-                            `outcomes` (its ended runs newest first, one records.outcome_code
-                            each: what the problem rules read, so /machines decodes no history)
-- `machine_history`   hash  machine id -> its newest runs, one history entry per line, newest
-                            first; read only for one machine; a run older than everything a full
-                            history keeps counts as a redelivery
-- `runs:<id>`         zset  written by versions before the history: recent `taskId/runId/state`;
-                            still consulted for redeliveries, trimmed as the history covers it
-- `pending:<queue>`   zset  `taskId/runId` waiting for a worker of `<provisioner>/<workerType>`,
-                            scored by the task's deadline
-- `claimed:<queue>`   zset  `taskId/runId` already started or resolved (so a late task-pending
-                            cannot bring it back), scored by the deadline
-- `pending_queues`    set   every `<queue>` that ever had a pending task
-- `listener`          hash  the listener's heartbeat and counters
-- `inventory`         hash  machine id -> worker type ("" for none): the machines that should
-                            exist; absent when no inventory is loaded
-- `version`           int   bumped by every write that changed machine data (for ETags)
-- `retention_cursor`  str   where the sweep for machines past RETENTION goes on in `machines`
-                            (an HSCAN cursor shared by every listener)
+Its keys and what each holds: docs/architecture.md, "Redis layout" (the one description).
 
 Writes go through Lua scripts, so each batch is atomic and two listeners on
 one queue cannot interleave a read-compare-write. Loads (preload, and any other

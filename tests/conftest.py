@@ -1,21 +1,24 @@
-"""Shared fixtures: fakeredis for unit tests, the machine's real Redis and RabbitMQ for integration."""
+"""Shared helpers and the unit tests' fixtures (fakeredis); markers from each test's folder.
+
+The integration tests' fixtures (the machine's real Redis and RabbitMQ) are in
+tests/integration/conftest.py.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
-import threading
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import fakeredis
 import pytest
 
 from releng_hardware.config import Config
-from releng_hardware.store import Store, open_redis
+from releng_hardware.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -56,6 +59,18 @@ def require_service(name: str, host: str, port: int) -> None:
 def unique(prefix: str) -> str:
     """A short unique name (fits Taskcluster's 38-character identifiers)."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, message: str) -> Any:
+    """Poll until condition() is truthy; fail with message after timeout seconds."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(message)
 
 
 def make_config(**overrides: Any) -> Config:
@@ -137,131 +152,17 @@ def client(app_factory: Callable[..., Any]) -> Any:
     return app_factory().test_client()
 
 
-# -- integration: the machine's real services ---------------------------------
+# -- markers ---------------------------------------------------------------------
 
-@pytest.fixture
-def redis_prefix() -> str:
-    """A key prefix no other test uses."""
-    return unique("test") + ":"
+# A test's folder says what it needs, so its marker comes from there and no file can forget it.
+FOLDER_MARKERS = {"integration": "integration", "browser": "browser"}
 
 
-@pytest.fixture
-def real_redis(redis_prefix: str) -> Iterator[Any]:
-    """A client of the real Redis; every key under the test's prefix is deleted afterwards."""
-    require_service("Redis", "127.0.0.1", 6379)
-    client = open_redis(REDIS_URL)
-    yield client
-    keys = list(client.scan_iter(match=redis_prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture
-def real_store(real_redis: Any, redis_prefix: str) -> Store:
-    """A store on the real Redis under the test's prefix."""
-    return Store(real_redis, redis_prefix)
-
-
-@pytest.fixture
-def provisioner_id() -> str:
-    """A provisioner only this test publishes for, so no other test's messages reach it."""
-    return unique("prov")
-
-
-@pytest.fixture
-def amqp_config(redis_prefix: str, provisioner_id: str) -> Iterator[Config]:
-    """Settings for the real broker: own queue, own provisioner; the queue is deleted afterwards."""
-    require_service("RabbitMQ", "127.0.0.1", 5672)
-    require_service("Redis", "127.0.0.1", 6379)
-    declare_queue_service_exchanges()
-    config = make_config(
-        pulse_url=AMQP_URL, redis_url=REDIS_URL, redis_key_prefix=redis_prefix,
-        pulse_queue_name=unique("test"), provisioner_ids=(provisioner_id,),
-        batch_max_age=0.05, redis_timeout=2.0,
-    )
-    yield config
-    delete_queue(config.queue_name)
-
-
-def declare_queue_service_exchanges() -> None:
-    """Declare the topic exchanges as the Taskcluster queue has them on Pulse (a fresh broker lacks them)."""
-    from kombu import Connection
-
-    from releng_hardware.simulate import declare_exchanges
-    with Connection(AMQP_URL) as connection:
-        declare_exchanges(connection.default_channel)
-
-
-def delete_queue(name: str) -> None:
-    """Remove a test queue from the broker."""
-    from kombu import Connection
-    with Connection(AMQP_URL) as connection:
-        try:
-            connection.default_channel.queue_delete(name)
-        except Exception:
-            pass
-
-
-class ListenerThread:
-    """The real listener consuming in a background thread of the test process."""
-
-    def __init__(self, config: Config, store: Store) -> None:
-        from kombu import Connection
-
-        from releng_hardware.listener import Listener
-        self.connection = Connection(config.amqp_url, heartbeat=config.amqp_heartbeat)
-        self.listener = Listener(self.connection, store, config)
-        self.thread = threading.Thread(target=self.listener.run_until_stopped, daemon=True)
-
-    def start(self) -> "ListenerThread":
-        self.thread.start()
-        return self
-
-    def wait_connected(self, timeout: float = 10.0) -> None:
-        wait_for(lambda: self.listener.connects > 0, timeout, "listener never connected")
-
-    def stop(self) -> None:
-        self.listener.should_stop = True
-        self.thread.join(timeout=10)
-        self.connection.release()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, message: str) -> Any:
-    """Poll until condition() is truthy; fail with message after timeout seconds."""
-    import time
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(message)
-
-
-@pytest.fixture
-def listener_thread(amqp_config: Config, real_store: Store) -> Iterator[Callable[..., ListenerThread]]:
-    """Start real listeners on the test's queue; all are stopped afterwards."""
-    started: list[ListenerThread] = []
-
-    def start(config: Config | None = None) -> ListenerThread:
-        thread = ListenerThread(config or amqp_config, real_store).start()
-        started.append(thread)
-        thread.wait_connected()
-        return thread
-    yield start
-    for thread in started:
-        thread.stop()
-
-
-@pytest.fixture
-def publish(amqp_config: Config) -> Callable[..., int]:
-    """Publish simulator messages (or hand-made ones) on the real exchanges."""
-    from kombu import Connection
-
-    from releng_hardware.simulate import publish as publish_messages
-
-    def send(messages: Any) -> int:
-        with Connection(AMQP_URL) as connection:
-            return publish_messages(connection, messages)
-    return send
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration `integration` and under tests/browser `browser`."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        folder = item.path.resolve().relative_to(tests).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])

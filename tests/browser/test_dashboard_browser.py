@@ -23,8 +23,6 @@ from tests.browser.support import (ARTIFACTS, NOW, ROOT, Served, open_chromium, 
 
 PROVISIONER = "releng-hardware"
 
-pytestmark = pytest.mark.browser
-
 
 def slugid(rng: random.Random) -> str:
     """A random id in Taskcluster's slugid shape."""

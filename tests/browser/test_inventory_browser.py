@@ -10,8 +10,6 @@ from releng_hardware.store import Store
 from tests.browser.support import Served, rows, serve, wait_for_url
 from tests.browser.test_dashboard_browser import small_fleet
 
-pytestmark = pytest.mark.browser
-
 
 def fleet_with_inventory(store: Store) -> None:
     """The small fleet, and an inventory listing two of its machines and two never seen."""

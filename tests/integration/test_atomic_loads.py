@@ -15,8 +15,6 @@ from releng_hardware.store import Store, open_redis
 from tests.conftest import ROOT
 from tests.integration.support import CuttingProxy, RedisServer
 
-pytestmark = pytest.mark.integration
-
 MACHINES = 100_000
 KNOWN = ("mdc1:t-host-7", "2026-11-20T09:00:00.000000")
 CUT_AFTER = 1_000_000  # bytes: a fifth of the load reaches Redis before the link breaks

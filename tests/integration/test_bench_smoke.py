@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT, require_service
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def _positive(value: object) -> bool:

@@ -36,8 +36,6 @@ from tests.integration.support import (AMQP_PORT, ListenerProcess, MachineState,
                                               publish_all, queue_bindings, queue_depth,
                                               reference_state, unbind_queue, wait_drained)
 
-pytestmark = pytest.mark.integration
-
 MAX_LOG_LINE = 1000
 
 

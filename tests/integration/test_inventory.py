@@ -12,12 +12,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from releng_hardware import inventory
+from releng_hardware import cli
 from releng_hardware.store import Store, open_redis
 from tests.conftest import NOW, REDIS_URL, ROOT, make_config, seen, wait_for
 from tests.integration.test_processes import service_env
-
-pytestmark = pytest.mark.integration
 
 LINES = b"mdc1:t-linux-1 gecko-t-linux\nmdc1:t-linux-2 gecko-t-linux\nmdc2:t-mac-1\n"
 EXPECTED = {"mdc1:t-linux-1": "gecko-t-linux", "mdc1:t-linux-2": "gecko-t-linux", "mdc2:t-mac-1": None}
@@ -27,7 +25,7 @@ EXPECTED = {"mdc1:t-linux-1": "gecko-t-linux", "mdc1:t-linux-2": "gecko-t-linux"
 def tool(real_store: Store, redis_prefix: str) -> Any:
     """Run `releng-hardware-inventory ARGS` on the test's prefix of the real Redis."""
     def run(*args: str, input: bytes = b"") -> Any:
-        return CliRunner().invoke(inventory.main, list(args), input=input,
+        return CliRunner().invoke(cli.inventory, list(args), input=input,
                                   env={"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": redis_prefix})
     return run
 

@@ -18,7 +18,7 @@ from releng_hardware.store import Store
 from releng_hardware.times import utcnow
 from tests.integration.support import RedisServer, events_of, get
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 LOAD_SECONDS = 20
 CLIENTS = 200

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 from datetime import datetime, timedelta
 
-import pytest
 from kombu import Connection
 
 from releng_hardware.events import EXCHANGE_PREFIX, parse_message
@@ -14,8 +13,6 @@ from releng_hardware.store import Store
 from releng_hardware.times import LASTSEEN_FORMAT, format_lastseen, utcnow
 from releng_hardware.web import create_app
 from tests.conftest import AMQP_URL, wait_for
-
-pytestmark = pytest.mark.integration
 
 
 def expected_lastseen(messages, provisioner_id):

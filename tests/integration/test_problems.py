@@ -6,8 +6,6 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
-
 from releng_hardware.events import EXCHANGE_PREFIX
 from releng_hardware.simulate import Message, backlog
 from releng_hardware.store import Store
@@ -16,8 +14,6 @@ from releng_hardware.web import create_app
 from tests.conftest import wait_for
 from tests.integration.support import diff_states, machine_state, reference_state
 from tests.unit.test_api_problems import SICK_FLEET_PROBLEMS
-
-pytestmark = pytest.mark.integration
 
 WORKER_TYPE = "gecko-t-linux-talos"
 

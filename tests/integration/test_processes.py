@@ -10,14 +10,11 @@ import sys
 import time
 from datetime import timedelta
 
-import pytest
-
 from releng_hardware.simulate import backlog
 from releng_hardware.times import utcnow
 from tests.conftest import AMQP_URL, REDIS_URL, ROOT, wait_for
 from tests.integration.support import free_port, get
 
-pytestmark = pytest.mark.integration
 BIN = os.path.dirname(sys.executable)
 
 

@@ -14,8 +14,6 @@ from releng_hardware.store import open_redis
 from tests.conftest import ROOT
 from tests.integration.support import RedisServer
 
-pytestmark = pytest.mark.integration
-
 ENTRY = {"machine": "t-linux64-ms-100", "datacenter": "mdc1", "lastseen": "2026-01-02T03:04:05.000000"}
 
 

@@ -12,8 +12,6 @@ from releng_hardware.store import Store
 from releng_hardware.times import format_lastseen, utcnow
 from tests.conftest import make_config, wait_for
 
-pytestmark = pytest.mark.integration
-
 RETENTION = timedelta(days=30)
 # more than Redis keeps in a compact hash (128 entries), so HSCAN really goes step by step
 OLD, RECENT = 300, 300

@@ -11,8 +11,6 @@ from releng_hardware.web import create_app
 from tests.conftest import NOW, make_config, seen
 from tests.integration.support import free_port
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def admin(own_redis):
