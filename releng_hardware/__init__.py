@@ -8,6 +8,9 @@ How the package is organised. Imports flow down this list, never up:
     problems     the problem rules: pure functions of a machine's facts; a run's outcome code
     events       pure parsing: a queue message in, a WorkerEvent / PendingEvent / Skip out
     store        every Redis key and Lua script; atomic, monotonic batch writes; reads
+    workers      Taskcluster's worker state through the official client: listWorkers (every page),
+                 getWorker, quarantineWorker; bounded, checked calls; credentials never leave it
+    poller       the listener's Taskcluster poll: quarantines into the store, on a thread, in turns
     pipeline     the write-then-ack pipeline, kombu-free: batches, writes in flight, in-order
                  acks, the one Redis retry helper
     broker       the durable queue and its bindings; opening, closing and dropping connections
@@ -25,6 +28,8 @@ How the package is organised. Imports flow down this list, never up:
     web          create_app(config, redis=None): assembles the blueprints and error handlers
     preload      /machines JSON in, validated, into the store
     inventory    the expected inventory: JSON, CSV or lines in, validated; load rules; its CLI
+    actions      quarantine, lift and backfill: choosing machines, the safety limit, the calls
+    standin      a local Taskcluster stand-in (worker routes, Hawk check, faults) for tests and scripts/run
     simulate     realistic queue messages for a made-up fleet
     cli          process entry points (configuration and logging at the edge)
 

@@ -21,6 +21,17 @@ Layout (each name behind the configured key prefix):
 - `version`           int   bumped by every write that changed machine data (for ETags)
 - `retention_cursor`  str   where the sweep for machines past RETENTION goes on in `machines`
                             (an HSCAN cursor shared by every listener)
+- `quarantine`        hash  machine id -> JSON {"until", "reason", "by", "queue"}: Taskcluster's
+                            quarantines (times in the lastseen format), replaced per
+                            `<provisioner>/<workerType>` after each complete poll of it
+- `taskcluster`       hash  the Taskcluster poll's status: last_good_poll_at, last_poll_at,
+                            consecutive_failures, polls, failures, last_error, last_error_at
+- `taskcluster_turn`  str   whose turn it is to poll Taskcluster: SET NX with an expiry a little
+                            under TASKCLUSTER_POLL, never released, so whichever listener takes
+                            it polls and the others skip that round (they take turns)
+
+A machine known only from a backfill has `"source": "taskcluster"` in its record until the
+listener writes a run of it.
 
 Writes go through Lua scripts, so each batch is atomic and two listeners on
 one queue cannot interleave a read-compare-write. Loads (preload, and any other
@@ -117,6 +128,7 @@ for _, item in ipairs(cjson.decode(ARGV[8])) do
     else
       written = written + 1
       changed[id] = true
+      rec.source = nil  -- seen by the listener now, not only by a backfill
       -- runs mostly come newest: the place is found near the front
       local place = 1
       while runs[place] and runs[place] > entry do place = place + 1 end
@@ -236,6 +248,85 @@ end
 if written > 0 then redis.call('INCR', KEYS[2]) end
 return {written, kept}
 """
+
+
+# Replace the quarantines of one `<provisioner>/<workerType>` with the given ones (machine id
+# -> their JSON): entries of that queue no longer listed are dropped.
+_REPLACE_QUARANTINES = r"""
+local quarantine, version = KEYS[1], KEYS[2]
+local queue, wanted = ARGV[1], cjson.decode(ARGV[2])
+local changed = 0
+local current = redis.call('HGETALL', quarantine)
+for i = 1, #current, 2 do
+  local id = current[i]
+  if wanted[id] == nil and cjson.decode(current[i + 1]).queue == queue then
+    redis.call('HDEL', quarantine, id)
+    changed = changed + 1
+  end
+end
+for id, value in pairs(wanted) do
+  if redis.call('HGET', quarantine, id) ~= value then
+    redis.call('HSET', quarantine, id, value)
+    changed = changed + 1
+  end
+end
+if changed > 0 then redis.call('INCR', version) end
+return changed
+"""
+
+# Backfill from Taskcluster's worker list: for each [id, lastseen, firstseen or '', provisioner,
+# worker type], raise lastseen (never lower it) and fill in the record; a machine the listener
+# never recorded a run of says it is known from Taskcluster only.
+_BACKFILL = r"""
+local machines, records, version = KEYS[1], KEYS[2], KEYS[3]
+local written, kept = 0, 0
+for _, item in ipairs(cjson.decode(ARGV[1])) do
+  local id, seen, first, provisioner, worker_type = item[1], item[2], item[3], item[4], item[5]
+  local current = redis.call('HGET', machines, id)
+  if (not current) or seen > current then
+    redis.call('HSET', machines, id, seen)
+    local raw = redis.call('HGET', records, id)
+    local rec
+    if raw then rec = cjson.decode(raw) else rec = {completed = 0, failed = 0, exception = 0} end
+    if first ~= '' and ((not rec.firstseen) or first < rec.firstseen) then rec.firstseen = first end
+    if not rec.worker_type then rec.provisioner, rec.worker_type = provisioner, worker_type end
+    if not rec.task_id then rec.source = 'taskcluster' end
+    redis.call('HSET', records, id, cjson.encode(rec))
+    written = written + 1
+  else
+    kept = kept + 1
+  end
+end
+if written > 0 then redis.call('INCR', version) end
+return {written, kept}
+"""
+
+TASKCLUSTER_COUNTERS = ("consecutive_failures", "polls", "failures")
+
+
+class Quarantine(NamedTuple):
+    """A machine's quarantine in Taskcluster: until when (the lastseen format), why, by whom,
+    and the `<provisioner>/<workerType>` it was read for."""
+
+    until: str
+    reason: str | None
+    by: str | None
+    queue: str
+
+    def as_json(self) -> dict[str, str | None]:
+        """What the API serves as a machine's `quarantine`."""
+        return {"until": self.until, "reason": self.reason, "by": self.by}
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillItem:
+    """What a backfill writes for one machine (times naive UTC)."""
+
+    machine_id: str
+    lastseen: datetime
+    firstseen: datetime | None
+    provisioner: str
+    worker_type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +454,11 @@ class Store:
         self._record_batch = client.register_script(_RECORD_BATCH)
         self._preload = client.register_script(_PRELOAD)
         self._remove_expired = client.register_script(_REMOVE_EXPIRED)
+        self.quarantine_key = prefix + "quarantine"
+        self.taskcluster_key = prefix + "taskcluster"
+        self.taskcluster_turn_key = prefix + "taskcluster_turn"
+        self._replace_quarantines = client.register_script(_REPLACE_QUARANTINES)
+        self._backfill = client.register_script(_BACKFILL)
 
     # -- writes -------------------------------------------------------------
 
@@ -590,7 +686,93 @@ class Store:
         """Every key under this store's prefix (for tests and clean-up)."""
         return self.redis.scan_iter(match=self.prefix + "*", count=1000)
 
+    # -- Taskcluster: quarantines, the poll, backfill ---------------------------
+
+    def replace_quarantines(self, queue: str, quarantines: Mapping[str, Quarantine]) -> int:
+        """Make `quarantines` (machine id -> its quarantine) the whole set of `queue`'s, at once:
+        a machine of that queue not in it is no longer quarantined. The entries changed."""
+        wanted = {machine_id: _quarantine_value(quarantine._replace(queue=queue))
+                  for machine_id, quarantine in quarantines.items()}
+        return int(self._replace_quarantines(keys=[self.quarantine_key, self.version_key],
+                                             args=[queue, orjson.dumps(wanted)]))
+
+    def set_quarantine(self, machine_id: str, quarantine: Quarantine | None) -> None:
+        """Record one machine's quarantine (None: lifted) at once, as the CLI just set it."""
+        pipe = self.redis.pipeline(transaction=True)
+        if quarantine is None:
+            pipe.hdel(self.quarantine_key, machine_id)
+        else:
+            pipe.hset(self.quarantine_key, machine_id, _quarantine_value(quarantine))
+        pipe.incr(self.version_key)
+        pipe.execute()
+
+    def quarantines(self, now: datetime | None = None) -> dict[str, Quarantine]:
+        """Machine id -> its quarantine as last read from Taskcluster (or set by the CLI);
+        given `now`, only those lasting past it."""
+        cutoff = None if now is None else format_lastseen(now)
+        found = {}
+        for machine_id, raw in self.redis.hgetall(self.quarantine_key).items():
+            value = orjson.loads(raw)
+            quarantine = Quarantine(value["until"], value.get("reason"), value.get("by"),
+                                    value.get("queue", ""))
+            if cutoff is None or quarantine.until > cutoff:
+                found[machine_id] = quarantine
+        return found
+
+    def take_taskcluster_turn(self, holder: str, seconds: float) -> bool:
+        """True when this holder may poll Taskcluster now: nobody polled in the last `seconds`."""
+        return bool(self.redis.set(self.taskcluster_turn_key, holder, nx=True,
+                                   px=max(1, int(seconds * 1000))))
+
+    def taskcluster_polled(self, now: datetime, error: str | None = None) -> None:
+        """Note one poll of Taskcluster: complete and good (error None), or failed with `error`
+        (one line, no credential)."""
+        at = format_lastseen(now)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(self.taskcluster_key, "polls", 1)
+        if error is None:
+            pipe.hset(self.taskcluster_key, mapping={"last_good_poll_at": at, "last_poll_at": at,
+                                                     "consecutive_failures": 0})
+        else:
+            pipe.hincrby(self.taskcluster_key, "failures", 1)
+            pipe.hincrby(self.taskcluster_key, "consecutive_failures", 1)
+            pipe.hset(self.taskcluster_key, mapping={"last_poll_at": at, "last_error": error[:300],
+                                                     "last_error_at": at})
+        pipe.execute()
+
+    def taskcluster_status(self) -> dict[str, Any]:
+        """The poll's status: last_good_poll_at, last_poll_at, last_error, last_error_at (str or
+        None) and the counters consecutive_failures, polls, failures (int)."""
+        stored = self.redis.hgetall(self.taskcluster_key)
+        status: dict[str, Any] = {name: stored.get(name) for name in (
+            "last_good_poll_at", "last_poll_at", "last_error", "last_error_at")}
+        status.update((name, int(stored.get(name) or 0)) for name in TASKCLUSTER_COUNTERS)
+        return status
+
+    def backfill(self, items: Sequence[BackfillItem], chunk: int = 5000) -> tuple[int, int]:
+        """Raise lastseen (never lower it), firstseen and the worker type of machines from
+        Taskcluster's worker list, all or nothing; (written, kept because newer)."""
+        rows = [(item.machine_id, format_lastseen(item.lastseen),
+                 "" if item.firstseen is None else format_lastseen(item.firstseen),
+                 item.provisioner, item.worker_type) for item in items]
+
+        def queue_writes(pipe: Any) -> None:
+            pipe.multi()
+            for start in range(0, len(rows), chunk):
+                self._backfill(keys=[self.machines_key, self.records_key, self.version_key],
+                               args=[orjson.dumps(rows[start:start + chunk])], client=pipe)
+        written = kept = 0
+        for chunk_written, chunk_kept in self._all_or_nothing(queue_writes):
+            written, kept = written + int(chunk_written), kept + int(chunk_kept)
+        return written, kept
+
 
 def _inventory(stored: Mapping[str, str]) -> dict[str, str | None]:
     # "" stands for "no worker type": a worker type is never empty
     return {machine_id: worker_type or None for machine_id, worker_type in stored.items()}
+
+
+def _quarantine_value(quarantine: Quarantine) -> str:
+    # sorted keys: the script compares stored and new values as strings
+    return orjson.dumps({"until": quarantine.until, "reason": quarantine.reason, "by": quarantine.by,
+                         "queue": quarantine.queue}, option=orjson.OPT_SORT_KEYS).decode()
