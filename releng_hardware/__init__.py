@@ -29,8 +29,8 @@ How the package is organised. Imports flow down this list, never up:
     preload      /machines JSON in, validated, into the store
     inventory    the expected inventory: JSON, CSV or lines in, validated; load rules; its CLI
     actions      quarantine, lift and backfill: choosing machines, the safety limit, the calls
-    standin      a local Taskcluster stand-in (worker routes, Hawk check, faults) for tests and scripts/run
     simulate     realistic queue messages for a made-up fleet
+    standin      a local Taskcluster stand-in (worker routes, Hawk check, faults) for tests and scripts/run
     cli          process entry points (configuration and logging at the edge)
 
 The three processes are webserver.py, listen_to_pulse.py and preload_redis.py at the top of

@@ -294,26 +294,34 @@ def _send_raw(handler: BaseHTTPRequestHandler, status: int, body: bytes, content
         pass  # the client gave up (a stalled answer): nothing to tell
 
 
-def seed_simulated_fleet(standin: TaskclusterStandin, machine_ids: list[tuple[str, str]],
-                         provisioner_id: str, now: datetime, quarantined: int = 3) -> None:
-    """Workers for (machine id, worker type) pairs of a simulated fleet, the first `quarantined`
-    of them quarantined for a day (for `scripts/run`)."""
-    for index, (machine, worker_type) in enumerate(machine_ids):
-        group, _, worker_id = machine.rpartition(":")
-        standin.add_worker(provisioner_id, worker_type, group, worker_id,
+def main(argv: list[str] | None = None) -> None:
+    """`python -m releng_hardware.standin`: a stand-in for the simulator's fleet (scripts/run),
+    a few of its machines quarantined, until interrupted."""
+    import argparse
+
+    from .simulate import fleet
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--machines", type=int, default=40, help="the simulator's --machines")
+    parser.add_argument("--quarantined", type=int, default=3)
+    parser.add_argument("--provisioner", default="releng-hardware")
+    args = parser.parse_args(argv)
+    now = utcnow()
+    standin = TaskclusterStandin().start(args.port)
+    for index, machine in enumerate(fleet(args.machines)):
+        quarantined = index % max(1, args.machines // max(1, args.quarantined)) == 0 \
+            and index // max(1, args.machines // max(1, args.quarantined)) < args.quarantined
+        standin.add_worker(args.provisioner, machine.worker_type, machine.worker_group, machine.worker_id,
                            first_claim=now - timedelta(days=30), last_active=now - timedelta(minutes=20),
-                           quarantine_until=now + timedelta(days=1) if index < quarantined else None,
-                           reason="simulated: disk errors" if index < quarantined else None,
-                           by="standin-seed")
-
-
-def serve_forever(port: int, seed: Callable[[TaskclusterStandin], None] | None = None) -> None:
-    """Run a stand-in on 127.0.0.1:`port` until interrupted."""
-    standin = TaskclusterStandin().start(port)
-    if seed is not None:
-        seed(standin)
+                           quarantine_until=now + timedelta(days=2) if quarantined else None,
+                           reason="simulated: disk errors" if quarantined else None, by="standin-seed")
+    print(f"Taskcluster stand-in at {standin.root_url}", flush=True)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         standin.close()
+
+
+if __name__ == "__main__":
+    main()
