@@ -16,6 +16,8 @@ setup(
         "python-dateutil>=2.8",
         "orjson>=3.9",
         "prometheus-client>=0.20",
+        "taskcluster>=60,<200",
+        "click>=8.1",
     ],
     entry_points={
         "console_scripts": [
@@ -23,6 +25,7 @@ setup(
             "releng-hardware-preload=releng_hardware.cli:preload",
             "releng-hardware-simulate=releng_hardware.cli:simulate",
             "releng-hardware-inventory=releng_hardware.cli:inventory",
+            "releng-hardware=releng_hardware.cli:main",
         ],
     },
 )

@@ -10,6 +10,9 @@ How the package is organised. Imports flow down this list, never up:
     events       pure parsing: a queue message in, a WorkerEvent / PendingEvent / Skip out
     history      the history entry: one run as a fixed-width string, encoded and decoded
     store        every Redis key and Lua script (lua/); atomic, monotonic batch writes; reads
+    workers      Taskcluster's worker state through the official client: listWorkers (every page),
+                 getWorker, quarantineWorker; bounded, checked calls; credentials never leave it
+    poller       the listener's Taskcluster poll: quarantines into the store, on a thread, in turns
     pipeline     the write-then-ack pipeline, kombu-free: batches, writes in flight, in-order
                  acks, the one Redis retry helper
     broker       the durable queue and its bindings; opening, closing and dropping connections
@@ -27,7 +30,9 @@ How the package is organised. Imports flow down this list, never up:
     web          create_app(config, redis=None): assembles the blueprints and error handlers
     preload      /machines JSON in, validated, for the store to load
     inventory    the expected inventory: JSON, CSV or lines in, validated; the load rules
+    actions      quarantine, lift and backfill: choosing machines, the safety limit, the calls
     simulate     realistic queue messages for a made-up fleet
+    standin      a local Taskcluster stand-in (worker routes, Hawk check, faults) for tests and scripts/run
     cli          process entry points and the commands (listen, preload, simulate, inventory):
                  configuration and logging at the edge
 

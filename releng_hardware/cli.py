@@ -61,7 +61,7 @@ def listen() -> None:
     except ConfigError as exc:
         fail(f"configuration error: {exc}")
     setup_logging(config.log_level)
-    sys.exit(main(config, open_store(config)))
+    sys.exit(main(config, open_store(config), taskcluster=taskcluster_client(config)))
 
 
 @click.command(help="Load the /machines JSON array from stdin into Redis. Nothing is written "
@@ -182,3 +182,160 @@ def simulate(machines: int, count: int, backlog: bool, seed: int, wait_for_liste
         logging.info("publishing to %s for %d machines", mask_url(config.pulse_url), machines)
         published = sim.publish(connection, messages, should_stop=lambda: bool(stopping))
     click.echo(f"published {published} messages")
+
+
+# -- releng-hardware: acting on Taskcluster ------------------------------------
+
+def taskcluster_client(config: Config, environ: Mapping[str, str] | None = None) -> Any:
+    """The Taskcluster client of TASKCLUSTER_ROOT_URL, signed with TASKCLUSTER_CLIENT_ID and
+    TASKCLUSTER_ACCESS_TOKEN when both are set."""
+    from .workers import Taskcluster, credentials_from_environ
+    return Taskcluster(config.taskcluster_root_url,
+                       credentials_from_environ(os.environ if environ is None else environ))
+
+
+@click.group(help="Act on Taskcluster's workers: quarantine, lift, backfill.")
+def main() -> None:
+    """Console script `releng-hardware`."""
+
+
+def _selection(command: Any) -> Any:
+    for option in reversed((
+            click.argument("machines", nargs=-1, metavar="ID..."),
+            click.option("--problem", help="The machines with this problem (or `any`)."),
+            click.option("--datacenter", help="The machines of this datacenter."),
+            click.option("--worker-type", help="The machines of this worker type."),
+            click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing."),
+            click.option("--force", is_flag=True,
+                         help="Change more than QUARANTINE_MAX machines, or more than a tenth of "
+                              "a pool, in one call."))):
+        command = option(command)
+    return command
+
+
+def _act(machines: tuple[str, ...], problem: str | None, datacenter: str | None,
+         worker_type: str | None, dry_run: bool, force: bool, *, seconds: float | None,
+         reason: str | None) -> None:
+    """Quarantine for `seconds`, or lift when None."""
+    from datetime import timedelta
+
+    from .actions import choose, over_the_limit, quarantine_machines
+    from .fleet import MachineQuery
+    from .params import BadParameter
+    from .snapshot import read_fleet
+    config = load_config()
+    now = utcnow()
+    lifting = seconds is None
+    until = now if seconds is None else now + timedelta(seconds=seconds)
+    args = {name: value for name, value in (("problem", problem), ("datacenter", datacenter),
+                                            ("worker_type", worker_type)) if value}
+    try:
+        query = MachineQuery.from_args(args) if args else None
+    except BadParameter as exc:
+        fail(str(exc))
+    if not machines and query is None:
+        fail("name machines, or select them with --problem, --datacenter or --worker-type")
+    store = open_store(config)
+    try:
+        fleet = read_fleet(store, config, now, with_never_seen=False).machines
+    except redis.RedisError as exc:
+        fail(f"cannot read Redis at {mask_url(config.redis_url)}: {exc}", code=1)
+    targets, problems = choose(fleet, machines, query)
+    for line in problems:
+        click.echo(line)
+    if not targets:
+        fail("no machine to change; nothing done", code=1)
+    limit = over_the_limit(targets, fleet, config.quarantine_max)
+    if limit and not force:
+        fail(f"refused: {limit}; nothing done (--force if that is meant)", code=1)
+    if dry_run:
+        for target in targets:
+            click.echo(f"{target.machine_id}: would be {'lifted' if lifting else 'quarantined'}"
+                       + ("" if lifting else f" until {until.isoformat(timespec='seconds')}"))
+        click.echo(f"{len(targets)} machines; nothing changed (dry run)")
+        sys.exit(1 if problems else 0)
+    taskcluster = taskcluster_client(config)
+    if not taskcluster.has_credentials:
+        more = f" (and the like for {len(targets) - 1} more)" if len(targets) > 1 else ""
+        fail(f"no Taskcluster credentials (set TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN): "
+             f"this needs scope {targets[0].scope}{more}; nothing changed", code=1)
+    try:
+        failed = quarantine_machines(store, taskcluster, targets, until=until, reason=reason, now=now,
+                                     echo=click.echo)
+    except redis.RedisError as exc:
+        fail(f"Taskcluster changed, but Redis at {mask_url(config.redis_url)} failed: {exc}; the next "
+             "poll records it", code=1)
+    sys.exit(1 if failed or problems else 0)
+
+
+@main.command(help="Quarantine machines in Taskcluster (they take no tasks until --until).")
+@_selection
+@click.option("--until", "until_text", default="7d", show_default=True,
+              help="How long: a duration like 12h or 7d.")
+@click.option("--reason", required=True, help="Why (Taskcluster shows it as quarantineInfo).")
+def quarantine(machines: tuple[str, ...], problem: str | None, datacenter: str | None,
+               worker_type: str | None, dry_run: bool, force: bool, until_text: str, reason: str) -> None:
+    """Quarantine the chosen machines."""
+    from .times import parse_duration
+    try:
+        seconds = parse_duration(until_text)
+    except ValueError as exc:
+        fail(f"--until: {exc}")
+    if seconds <= 0:
+        fail("--until: must be longer than zero")
+    _act(machines, problem, datacenter, worker_type, dry_run, force,
+         seconds=seconds, reason=reason)
+
+
+@main.command(help="Lift the quarantine of machines in Taskcluster.")
+@_selection
+def lift(machines: tuple[str, ...], problem: str | None, datacenter: str | None,
+         worker_type: str | None, dry_run: bool, force: bool) -> None:
+    """Lift the quarantine of the chosen machines (a quarantineUntil of now)."""
+    _act(machines, problem, datacenter, worker_type, dry_run, force, seconds=None, reason=None)
+
+
+@main.command(help="Fill in lastseen, firstseen and the worker type of machines from Taskcluster's "
+                   "worker list (lastDateActive is ±30 minutes): only where the stored lastseen is "
+                   "older or missing, all or nothing.")
+@click.option("--worker-type", "worker_types", multiple=True,
+              help="Also this worker type (of each followed provisioner); repeatable.")
+@click.option("--dry-run", is_flag=True, help="Read Taskcluster; write nothing.")
+def backfill(worker_types: tuple[str, ...], dry_run: bool) -> None:
+    """Backfill from worker-manager's listWorkers."""
+    from .actions import backfill_items
+    from .identifiers import is_identifier
+    from .store import load_failure
+    from .workers import TaskclusterError
+    config = load_config()
+    for worker_type in worker_types:
+        if not is_identifier(worker_type):
+            fail(f"--worker-type: {worker_type!r} is not a Taskcluster identifier")
+    store = open_store(config)
+    try:
+        inventory = store.inventory()
+    except redis.RedisError as exc:
+        fail(f"cannot read Redis at {mask_url(config.redis_url)}: {exc}", code=1)
+    types = sorted({worker_type for worker_type in inventory.values() if worker_type} | set(worker_types))
+    if not types:
+        fail("no worker type to read: load an inventory with worker types, or give --worker-type")
+    taskcluster = taskcluster_client(config)
+    workers = []
+    try:
+        for provisioner in config.provisioner_ids:
+            for worker_type in types:
+                workers.extend(taskcluster.list_workers(provisioner, worker_type))
+    except TaskclusterError as exc:
+        fail(f"nothing written: {exc}", code=1)
+    now = utcnow()
+    plan = backfill_items(workers, now)
+    read = (f"{plan.workers} workers of {len(types)} worker types read, {plan.without_activity} "
+            "without lastDateActive")
+    if dry_run:
+        click.echo(f"{read}; {len(plan.items)} to write if older; nothing written (dry run)")
+        return
+    try:
+        written, kept = store.backfill(plan.items)
+    except redis.RedisError as exc:
+        fail(f"Redis at {mask_url(config.redis_url)} {load_failure(exc)}", code=1)
+    click.echo(f"{read}: {written} written, {kept} kept because newer")

@@ -182,6 +182,13 @@ class Config:
         "TASKCLUSTER_ROOT_URL", "https://firefox-ci-tc.services.mozilla.com", _root_url,
         "Taskcluster deployment that task links point to")
     log_level: str = _setting("LOG_LEVEL", "INFO", str.upper, "log level of every process")
+    taskcluster_poll: float = _setting(
+        "TASKCLUSTER_POLL", 300.0, _duration_or_zero,
+        "how often a listener reads the quarantined workers from Taskcluster (one listener "
+        "polls per round); 0 turns it off", "5m")
+    quarantine_max: int = _setting(
+        "QUARANTINE_MAX", 5, _positive_int,
+        "most machines one releng-hardware quarantine or lift changes without --force")
 
     def __post_init__(self) -> None:
         if self.prefetch <= self.batch_size:

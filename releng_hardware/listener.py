@@ -18,6 +18,7 @@ from .broker import (bound_waits, close_connection, declare_queue, drop_connecti
 from .config import Config, mask_url
 from .events import Skip, parse_message
 from .pipeline import Backoff, WritePipeline
+from .poller import start_poller
 from .store import Store, SweepStep
 from .times import utcnow
 from .watchdog import Watchdog
@@ -252,8 +253,9 @@ def install_signal_handlers(listener: Listener) -> None:
     signal.signal(signal.SIGINT, listener.stop)
 
 
-def main(config: Config, store: Store) -> int:
-    """Run the listener until SIGTERM; the exit code."""
+def main(config: Config, store: Store, *, taskcluster: Any = None) -> int:
+    """Run the listener until SIGTERM; the exit code. Given a Taskcluster client (workers.py),
+    it also polls Taskcluster's quarantines on a thread of its own (poller.py)."""
     connection = open_connection(config)
     watchdog = Watchdog(config.listener_watchdog)
     listener = Listener(connection, store, config, watchdog=watchdog)
@@ -262,5 +264,8 @@ def main(config: Config, store: Store) -> int:
              mask_url(connection.as_uri(include_password=True)), config.queue_name,
              ",".join(config.provisioner_ids))
     watchdog.start()
+    poller = start_poller(config, store, taskcluster)
     listener.run_until_stopped()
+    if poller is not None:
+        poller.stop()
     return 0

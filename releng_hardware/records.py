@@ -5,6 +5,8 @@ No I/O and no Redis: the store builds these, the problem rules and the views rea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Mapping, NamedTuple, Sequence
 
 # A run's outcome in one character: what `outcomes` and the history store per run.
@@ -55,3 +57,28 @@ class MachineRecord(NamedTuple):
     lastseen: str | None  # None only for an inventory machine never seen (built by the views)
     details: Mapping[str, Any]
     history: Sequence[Run] = ()
+
+
+class Quarantine(NamedTuple):
+    """A machine's quarantine in Taskcluster: until when (the lastseen format), why, by whom,
+    and the `<provisioner>/<workerType>` it was read for."""
+
+    until: str
+    reason: str | None
+    by: str | None
+    queue: str
+
+    def as_json(self) -> dict[str, str | None]:
+        """What the API serves as a machine's `quarantine`."""
+        return {"until": self.until, "reason": self.reason, "by": self.by}
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillItem:
+    """What a backfill writes for one machine (times naive UTC)."""
+
+    machine_id: str
+    lastseen: datetime
+    firstseen: datetime | None
+    provisioner: str
+    worker_type: str

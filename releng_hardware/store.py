@@ -29,7 +29,7 @@ import redis
 from . import history
 from .events import PendingEvent, WorkerEvent
 from .problems import WINDOW
-from .records import RUNNING, MachineRecord, outcome_code
+from .records import RUNNING, BackfillItem, MachineRecord, Quarantine, outcome_code
 from .times import epoch_seconds, format_lastseen
 
 # A load whose watched keys keep changing under it, or whose link keeps breaking, gives up
@@ -60,6 +60,13 @@ def _script(name: str) -> str:
 _RECORD_BATCH = _script("record_batch")
 _REMOVE_EXPIRED = _script("remove_expired")
 _PRELOAD = _script("preload")
+_REPLACE_QUARANTINES = _script("replace_quarantines")
+_BACKFILL = _script("backfill")
+
+
+
+
+TASKCLUSTER_COUNTERS = ("consecutive_failures", "polls", "failures")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +150,11 @@ class Store:
         self._record_batch = client.register_script(_RECORD_BATCH)
         self._preload = client.register_script(_PRELOAD)
         self._remove_expired = client.register_script(_REMOVE_EXPIRED)
+        self.quarantine_key = prefix + "quarantine"
+        self.taskcluster_key = prefix + "taskcluster"
+        self.taskcluster_turn_key = prefix + "taskcluster_turn"
+        self._replace_quarantines = client.register_script(_REPLACE_QUARANTINES)
+        self._backfill = client.register_script(_BACKFILL)
 
     # -- writes -------------------------------------------------------------
 
@@ -367,7 +379,93 @@ class Store:
         """Every key under this store's prefix (for tests and clean-up)."""
         return self.redis.scan_iter(match=self.prefix + "*", count=1000)
 
+    # -- Taskcluster: quarantines, the poll, backfill ---------------------------
+
+    def replace_quarantines(self, queue: str, quarantines: Mapping[str, Quarantine]) -> int:
+        """Make `quarantines` (machine id -> its quarantine) the whole set of `queue`'s, at once:
+        a machine of that queue not in it is no longer quarantined. The entries changed."""
+        wanted = {machine_id: _quarantine_value(quarantine._replace(queue=queue))
+                  for machine_id, quarantine in quarantines.items()}
+        return int(self._replace_quarantines(keys=[self.quarantine_key, self.version_key],
+                                             args=[queue, orjson.dumps(wanted)]))
+
+    def set_quarantine(self, machine_id: str, quarantine: Quarantine | None) -> None:
+        """Record one machine's quarantine (None: lifted) at once, as the CLI just set it."""
+        pipe = self.redis.pipeline(transaction=True)
+        if quarantine is None:
+            pipe.hdel(self.quarantine_key, machine_id)
+        else:
+            pipe.hset(self.quarantine_key, machine_id, _quarantine_value(quarantine))
+        pipe.incr(self.version_key)
+        pipe.execute()
+
+    def quarantines(self, now: datetime | None = None) -> dict[str, Quarantine]:
+        """Machine id -> its quarantine as last read from Taskcluster (or set by the CLI);
+        given `now`, only those lasting past it."""
+        cutoff = None if now is None else format_lastseen(now)
+        found = {}
+        for machine_id, raw in self.redis.hgetall(self.quarantine_key).items():
+            value = orjson.loads(raw)
+            quarantine = Quarantine(value["until"], value.get("reason"), value.get("by"),
+                                    value.get("queue", ""))
+            if cutoff is None or quarantine.until > cutoff:
+                found[machine_id] = quarantine
+        return found
+
+    def take_taskcluster_turn(self, holder: str, seconds: float) -> bool:
+        """True when this holder may poll Taskcluster now: nobody polled in the last `seconds`."""
+        return bool(self.redis.set(self.taskcluster_turn_key, holder, nx=True,
+                                   px=max(1, int(seconds * 1000))))
+
+    def taskcluster_polled(self, now: datetime, error: str | None = None) -> None:
+        """Note one poll of Taskcluster: complete and good (error None), or failed with `error`
+        (one line, no credential)."""
+        at = format_lastseen(now)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(self.taskcluster_key, "polls", 1)
+        if error is None:
+            pipe.hset(self.taskcluster_key, mapping={"last_good_poll_at": at, "last_poll_at": at,
+                                                     "consecutive_failures": 0})
+        else:
+            pipe.hincrby(self.taskcluster_key, "failures", 1)
+            pipe.hincrby(self.taskcluster_key, "consecutive_failures", 1)
+            pipe.hset(self.taskcluster_key, mapping={"last_poll_at": at, "last_error": error[:300],
+                                                     "last_error_at": at})
+        pipe.execute()
+
+    def taskcluster_status(self) -> dict[str, Any]:
+        """The poll's status: last_good_poll_at, last_poll_at, last_error, last_error_at (str or
+        None) and the counters consecutive_failures, polls, failures (int)."""
+        stored = self.redis.hgetall(self.taskcluster_key)
+        status: dict[str, Any] = {name: stored.get(name) for name in (
+            "last_good_poll_at", "last_poll_at", "last_error", "last_error_at")}
+        status.update((name, int(stored.get(name) or 0)) for name in TASKCLUSTER_COUNTERS)
+        return status
+
+    def backfill(self, items: Sequence[BackfillItem], chunk: int = 5000) -> tuple[int, int]:
+        """Raise lastseen (never lower it), firstseen and the worker type of machines from
+        Taskcluster's worker list, all or nothing; (written, kept because newer)."""
+        rows = [(item.machine_id, format_lastseen(item.lastseen),
+                 "" if item.firstseen is None else format_lastseen(item.firstseen),
+                 item.provisioner, item.worker_type) for item in items]
+
+        def queue_writes(pipe: Any) -> None:
+            pipe.multi()
+            for start in range(0, len(rows), chunk):
+                self._backfill(keys=[self.machines_key, self.records_key, self.version_key],
+                               args=[orjson.dumps(rows[start:start + chunk])], client=pipe)
+        written = kept = 0
+        for chunk_written, chunk_kept in self._all_or_nothing(queue_writes):
+            written, kept = written + int(chunk_written), kept + int(chunk_kept)
+        return written, kept
+
 
 def _inventory(stored: Mapping[str, str]) -> dict[str, str | None]:
     # "" stands for "no worker type": a worker type is never empty
     return {machine_id: worker_type or None for machine_id, worker_type in stored.items()}
+
+
+def _quarantine_value(quarantine: Quarantine) -> str:
+    # sorted keys: the script compares stored and new values as strings
+    return orjson.dumps({"until": quarantine.until, "reason": quarantine.reason, "by": quarantine.by,
+                         "queue": quarantine.queue}, option=orjson.OPT_SORT_KEYS).decode()

@@ -155,6 +155,7 @@ local function record_worker(item)
   end
   written = written + 1
   changed[id] = true
+  rec.source = nil  -- seen by the listener now, not only by a backfill
   insert_run(runs, entry)
   local seen = item[SEEN]
   note_seen(id, rec, seen, item[FIRST])
