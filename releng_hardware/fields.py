@@ -17,7 +17,7 @@ from .events import RESOLVED_STATES
 from .problems import PROBLEMS
 
 # The states of a run, so of a machine's last task.
-STATES = ("running", "completed", "failed", "exception")
+STATES = ("running", *RESOLVED_STATES)
 # A machine's `counts`: the store counts its runs per resolved state.
 RUN_COUNTS = RESOLVED_STATES
 LASTSEEN_EXAMPLE = "2026-11-20T14:55:00.000000"
@@ -134,7 +134,8 @@ def _problem_cells(problems: list[str]) -> list[str]:
 class MachineField:
     """One field of a machine: its name, what builds it, its CSV form and its schema.
 
-    The schemas are shared by every document built: never mutated.
+    The schemas go into every OpenAPI document as they are, like openapi's own constants:
+    never mutated.
     """
 
     name: str
