@@ -19,8 +19,10 @@ How the package is organised. Imports flow down this list, never up:
     watchdog     a consume loop making no progress ends the process, for a restart
     listener     kombu wiring: consume into the pipeline; reconnects, liveness, signals
     params       query parameter values, parsed strictly (BadParameter names the parameter)
+    fields       a machine as the API serves it: one table of its fields (JSON, CSV, OpenAPI)
     fleet        pure views: a machine as JSON, filters, sorting, summary, CSV, listener health
     snapshot     the reads behind the views: the store read once, the pure views applied at now
+    appstate     what create_app gives the views: store, settings, clock, version; app_state()
     responses    what every view shares: JSON answers and errors, strict query parsing, ETags
     api          blueprint: /machines, /machines/<id>, /summary
     dockerflow   blueprint: /__lbheartbeat__, /__heartbeat__, /__version__

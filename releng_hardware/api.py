@@ -6,13 +6,16 @@ import csv
 import io
 from datetime import datetime
 from operator import itemgetter
+from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
+from .appstate import app_state
 from .config import Config
-from .fleet import (CSV_FIELDS, MACHINE_FILTERS, MachineQuery, counted_json, csv_columns, csv_row,
-                    is_poll, lastseen_machines, lastseen_rows, needs_records, parse_fields,
+from .fields import CSV_FIELDS
+from .fleet import (MACHINE_FILTERS, MachineQuery, counted_json, csv_columns, csv_rows, is_poll,
+                    lastseen_machines, lastseen_rows, machine_view, needs_records, parse_fields,
                     poll_machines, project, select, summary)
 from .identifiers import MAX_MACHINE_REF, is_machine_ref
 from .params import duration_param
@@ -35,11 +38,11 @@ def machines() -> Response:
     query = MachineQuery.from_args({name: args[name] for name in MACHINE_FILTERS if name in args})
     fields = parse_fields(args["fields"]) if "fields" in args else None
     wants_csv = _wants_csv(args.get("format"))
-    ext = current_app.extensions["releng_hardware"]
-    store, now = ext["store"], ext["clock"]()
+    app = app_state()
+    store, now = app.store, app.clock()
     data_version = store.data_version()  # before the data: a newer ETag never labels older data
     with collector_paused():
-        return _machines(store, ext["config"], now, query, fields, wants_csv, data_version)
+        return _machines(store, app.config, now, query, fields, wants_csv, data_version)
 
 
 def _machines(store: Store, config: Config, now: datetime, query: MachineQuery,
@@ -54,7 +57,8 @@ def _machines(store: Store, config: Config, now: datetime, query: MachineQuery,
         state = ("" if query.stale is None and query.seen_within is None
                  else digest("\n".join(row[2] for row in rows).encode()))
     else:
-        fleet = read_fleet(store, config, now, with_never_seen=query.include_never_seen)
+        fleet = read_fleet(store, config, now, with_never_seen=query.include_never_seen,
+                           view=machine_view(fields))
         selected = select(fleet.machines + fleet.never_seen, query)
         state = problem_flags(selected)
         if fields is not None:
@@ -74,8 +78,8 @@ def machine(machine_id: str) -> Response:
         raise ApiError(400, "bad_machine_id",
                        "a machine id is <datacenter>:<hostname> or a hostname, "
                        "made of letters, digits, - and _")
-    ext = current_app.extensions["releng_hardware"]
-    store, now = ext["store"], ext["clock"]()
+    app = app_state()
+    store, now = app.store, app.clock()
     if ":" not in machine_id:
         candidates = store.machine_ids_for_hostname(machine_id)
         if not candidates:
@@ -87,7 +91,7 @@ def machine(machine_id: str) -> Response:
     record = store.machine(machine_id)
     if record is None:
         raise _not_seen(store, machine_id)
-    return json_response(read_machine(store, ext["config"], record, now))
+    return json_response(read_machine(store, app.config, record, now))
 
 
 def _not_seen(store: Store, machine_ref: str) -> ApiError:
@@ -101,12 +105,12 @@ def _not_seen(store: Store, machine_ref: str) -> ApiError:
 def fleet_summary() -> Response:
     """Counts per datacenter, provisioner and worker type."""
     args = query_args(SUMMARY_PARAMS)
-    ext = current_app.extensions["releng_hardware"]
-    config = ext["config"]
+    app = app_state()
+    config = app.config
     stale_after = (duration_param("stale_after", args["stale_after"])
                    if "stale_after" in args else config.stale_after)
     with collector_paused():
-        fleet = read_fleet(ext["store"], config, ext["clock"](), stale_after, view=counted_json)
+        fleet = read_fleet(app.store, config, app.clock(), stale_after, view=counted_json)
         counts = summary(fleet.machines + fleet.never_seen, fleet.pending, stale_after,
                          fleet.inventory)
         return conditional(orjson.dumps(counts), "application/json")
@@ -131,15 +135,15 @@ def machines_etag(version: int, state: str) -> str:
     return digest(source.encode())
 
 
-def problem_flags(machines: list[dict]) -> str:
+def problem_flags(machines: Iterable[Mapping[str, Any]]) -> str:
     """Each machine's problems, which change as time passes."""
     return "|".join(map(" ".join, map(itemgetter("problems"), machines)))
 
 
-def csv_text(machines: list[dict], fields: tuple[str, ...] = CSV_FIELDS) -> str:
+def csv_text(machines: Iterable[Mapping[str, Any]], fields: Sequence[str] = CSV_FIELDS) -> str:
     """The machines as CSV with a header row, one column per field (several for some)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(csv_columns(fields))
-    writer.writerows(csv_row(machine, fields) for machine in machines)
+    writer.writerows(csv_rows(machines, fields))
     return out.getvalue()

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from flask import Blueprint, Response, current_app, render_template, request, url_for
+from flask import Blueprint, Response, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from .appstate import app_state
 from .config import Config
 from .fleet import ANY_PROBLEM, MACHINE_FILTERS, MachineQuery, counted_json, select, summary
 from .identifiers import is_identifier, split_machine_id
@@ -242,13 +243,12 @@ def index() -> Response:
     args = query_args(DASHBOARD_PARAMS, drop_empty=True)
     requested_page = positive_int_param("page", args.pop("page")) if "page" in args else 1
     query = MachineQuery.from_args(args)
-    ext = current_app.extensions["releng_hardware"]
-    config: Config = ext["config"]
-    now: datetime = ext["clock"]()
+    app = app_state()
+    config, now = app.config, app.clock()
     with collector_paused():
         # every machine judged, counted, filtered and ordered from the light view; only the
         # page's rows are built in full: a whole deployment is 100,000 machines for 200 rows
-        fleet = read_fleet(ext["store"], config, now, view=counted_json)
+        fleet = read_fleet(app.store, config, now, view=counted_json)
         # the machines that should exist but never showed up belong on the page for the people
         # on duty
         machines = fleet.machines + fleet.never_seen
@@ -293,10 +293,8 @@ def machine_page(machine_id: str) -> Response:
         raise ApiError(400, "bad_machine_id",
                        "a machine page is /machine/<datacenter>:<hostname>, made of letters, "
                        "digits, - and _")
-    ext = current_app.extensions["releng_hardware"]
-    config: Config = ext["config"]
-    now: datetime = ext["clock"]()
-    store = ext["store"]
+    app = app_state()
+    config, now, store = app.config, app.clock(), app.store
     record = store.machine(machine_id)
     if record is None:
         raise ApiError(404, "not_found", f"{machine_id} has not been seen since tracking began")

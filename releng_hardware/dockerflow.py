@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
 from . import __version__
+from .appstate import app_state
 from .fleet import listener_check
 from .responses import REDIS_ERRORS, json_response
 
@@ -27,14 +28,14 @@ def lbheartbeat() -> Response:
 @bp.get("/__version__")
 def version_info() -> Response:
     """What is deployed (read once at start-up)."""
-    return json_response(current_app.extensions["releng_hardware"]["version"])
+    return json_response(app_state().version)
 
 
 @bp.get("/__heartbeat__")
 def heartbeat() -> Response:
     """Redis answers and the listener reported recently: 200, else 500 naming the check."""
-    ext = current_app.extensions["releng_hardware"]
-    config, store = ext["config"], ext["store"]
+    app = app_state()
+    config, store = app.config, app.store
     checks: dict[str, str] = {}
     details: dict[str, Any] = {}
     try:
@@ -47,7 +48,7 @@ def heartbeat() -> Response:
         listener = None
     if listener is not None:
         checks["listener"], details["listener"] = listener_check(
-            listener, ext["clock"](), config.listener_stale_after, config.stale_after)
+            listener, app.clock(), config.listener_stale_after, config.stale_after)
     status = "error" if "error" in checks.values() else (
         "warning" if "warning" in checks.values() else "ok")
     return json_response({"status": status, "checks": checks, "details": details},

@@ -8,16 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
-from typing import Any, Callable, Container, Iterable, Mapping, Sequence
+from typing import Any, Callable, Container, Iterable, Iterator, Mapping, Sequence, TypeVar
 
+from .fields import (CSV_FIELDS, FIELD, LASTSEEN_FIELDS, MACHINE_FIELDS, STATES, CountedMachine,
+                     Machine, Tier, tier_of)
 from .identifiers import MACHINE_ID_SEPARATOR, split_machine_id
 from .params import BadParameter, choice_param, duration_param, identifier_param
 from .problems import PROBLEMS, MachineFacts, Thresholds, machine_problems
 from .records import MachineRecord, Run
 from .times import format_lastseen, parse_time
 
-STATES = ("running", "completed", "failed", "exception")
 SORT_KEYS = ("lastseen", "-lastseen", "machine", "-machine")
+# A machine as machine_json or counted_json builds it.
+M = TypeVar("M", bound=Mapping[str, Any])
 # `problem=any` selects the machines with at least one problem.
 ANY_PROBLEM = "any"
 PROBLEM_FILTERS = (ANY_PROBLEM, *PROBLEMS)
@@ -30,23 +33,6 @@ INCLUDES = ("never_seen",)
 # The counts of /summary, per group and in its totals (beside `problems`).
 SUMMARY_COUNTS = ("total", "expected", "never_seen", "seen_within_1h", "stale", "last_task_exception",
                   "idle_with_work_waiting")
-# Every field of a machine as the API serves it, in the order it serves them.
-MACHINE_FIELDS = (
-    "id", "machine", "datacenter", "lastseen", "age_seconds", "firstseen", "provisioner",
-    "worker_type", "last_task", "counts", "stale", "idle_with_work_waiting", "problems",
-)
-# The fields that follow from a machine's id and lastseen alone: a /machines asking for no
-# other reads the `machines` hash only and builds nothing it would throw away.
-LASTSEEN_FIELDS = frozenset({"id", "machine", "datacenter", "lastseen", "age_seconds"})
-# The fields the CSV form has when /machines does not name them, and the columns of each.
-CSV_FIELDS = (
-    "id", "datacenter", "machine", "lastseen", "age_seconds", "firstseen", "provisioner",
-    "worker_type", "last_task", "counts", "idle_with_work_waiting", "problems",
-)
-_LAST_TASK_CELLS = ("task_id", "run_id", "state", "reason_resolved", "url")
-_COUNTS = ("completed", "failed", "exception")
-_CSV_COLUMNS_OF = {"last_task": tuple(f"last_task_{name}" for name in _LAST_TASK_CELLS),
-                   "counts": _COUNTS}
 
 
 @dataclass(frozen=True)
@@ -111,10 +97,11 @@ def _lastseen_and_age(lastseen: str | None, now: datetime) -> tuple[str | None, 
 
 def machine_json(record: MachineRecord, now: datetime, root_url: str,
                  busy_queues: Container[str] = (), limits: Thresholds = Thresholds(), *,
-                 in_inventory: bool | None = None) -> dict:
+                 in_inventory: bool | None = None) -> Machine:
     """One machine as the API shows it; `in_inventory` is None when no inventory is loaded.
 
-    A record without a lastseen is an inventory machine never seen.
+    A record without a lastseen is an inventory machine never seen. A dict literal of
+    fields.FIELDS (tests hold its keys to the table): no call per field per machine.
     """
     get = record.details.get
     datacenter, hostname, lastseen, age, problems = _judged(record, now, limits, busy_queues,
@@ -165,13 +152,13 @@ def _facts(record: MachineRecord, age: float | None, in_inventory: bool | None) 
 
 def counted_json(record: MachineRecord, now: datetime, root_url: str = "",
                  busy_queues: Container[str] = (), limits: Thresholds = Thresholds(), *,
-                 in_inventory: bool | None = None) -> dict:
+                 in_inventory: bool | None = None) -> CountedMachine:
     """The fields of machine_json that `summary` counts and `select` filters and orders on, and
     only those (`last_task` holds only its state): a third less work for a summary or a page
     of a whole deployment.
 
     It takes machine_json's arguments, so that the one can stand for the other; it links to
-    nothing, so `root_url` is not used.
+    nothing, so `root_url` is not used. It builds the fields of Tier.COUNTED.
     """
     get = record.details.get
     datacenter, hostname, lastseen, age, problems = _judged(record, now, limits, busy_queues,
@@ -189,6 +176,14 @@ def counted_json(record: MachineRecord, now: datetime, root_url: str = "",
         "idle_with_work_waiting": "idle_with_work_waiting" in problems,
         "problems": problems,
     }
+
+
+def machine_view(fields: Sequence[str] | None) -> Callable[..., Machine | CountedMachine]:
+    """The lighter of machine_json and counted_json that builds the fields (None: every one),
+    chosen once per request."""
+    if fields is not None and tier_of(fields) <= Tier.COUNTED:
+        return counted_json
+    return machine_json
 
 
 def recent_tasks(history: Sequence[Run], limit: int, root_url: str) -> list[dict]:
@@ -216,9 +211,9 @@ def busy_queues(pending: Mapping[str, int]) -> set[str]:
     return {queue for queue, count in pending.items() if count > 0}
 
 
-def select(machines: list[dict], query: MachineQuery) -> list[dict]:
+def select(machines: Sequence[M], query: MachineQuery) -> list[M]:
     """The machines matching every filter of the query, in its order."""
-    def keep(machine: dict) -> bool:
+    def keep(machine: M) -> bool:
         last_task = machine["last_task"]
         return (
             (query.datacenter is None or machine["datacenter"] == query.datacenter)
@@ -255,7 +250,7 @@ def parse_fields(text: str) -> tuple[str, ...]:
     return names
 
 
-def project(machines: list[dict], fields: Sequence[str]) -> list[dict]:
+def project(machines: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> list[dict[str, Any]]:
     """The machines with only the given fields, in that order."""
     return [{name: machine[name] for name in fields} for machine in machines]
 
@@ -355,7 +350,7 @@ def _age_matches(age: float | None, query: MachineQuery) -> bool:
             and (query.seen_within is None or (age is not None and age <= query.seen_within)))
 
 
-def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float,
+def summary(machines: Iterable[Mapping[str, Any]], pending: Mapping[str, int], stale_after: float,
             inventory: Container[str] = ()) -> dict:
     """Counts per datacenter x provisioner x worker type, and the work waiting per worker type.
 
@@ -402,27 +397,24 @@ def summary(machines: list[dict], pending: Mapping[str, int], stale_after: float
 
 def csv_columns(fields: Sequence[str] = CSV_FIELDS) -> tuple[str, ...]:
     """The CSV header of the fields: one column per field, several for last_task and counts."""
-    return tuple(column for name in fields for column in _CSV_COLUMNS_OF.get(name, (name,)))
+    return tuple(column for name in fields for column in FIELD[name].columns)
 
 
 CSV_COLUMNS = csv_columns()
 
 
-def csv_row(machine: dict, fields: Sequence[str] = CSV_FIELDS) -> list[Any]:
-    """A machine flattened into csv_columns(fields); its problems joined by spaces."""
-    row: list[Any] = []
-    for name in fields:
-        value = machine[name]
-        if name == "last_task":
-            task = value or {}
-            row += [task.get(cell) for cell in _LAST_TASK_CELLS]
-        elif name == "counts":
-            row += [value[count] for count in _COUNTS]
-        elif name == "problems":
-            row.append(" ".join(value))
-        else:
-            row.append(value)
-    return row
+def csv_rows(machines: Iterable[Mapping[str, Any]],
+             fields: Sequence[str] = CSV_FIELDS) -> Iterator[list[Any]]:
+    """The machines flattened into csv_columns(fields); their problems joined by spaces."""
+    plan = [(name, FIELD[name].csv_cells) for name in fields]
+    for machine in machines:
+        row: list[Any] = []
+        for name, cells in plan:
+            if cells is None:
+                row.append(machine[name])
+            else:
+                row += cells(machine[name])
+        yield row
 
 
 def listener_report_time(listener: Mapping[str, str]) -> str:

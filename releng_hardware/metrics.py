@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Iterator, Mapping
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .appstate import app_state
 from .config import Config
 from .fleet import listener_report_time, seconds_since
 from .problems import PROBLEMS
@@ -17,6 +18,23 @@ from .snapshot import read_fleet
 from .store import LISTENER_COUNTERS, Store
 
 bp = Blueprint("metrics", __name__)
+
+# The names of the metric families.
+MACHINES = "releng_hardware_machines"
+MACHINES_STALE = "releng_hardware_machines_stale"
+MACHINES_IDLE_WITH_WORK_WAITING = "releng_hardware_machines_idle_with_work_waiting"
+MACHINE_PROBLEMS = "releng_hardware_machine_problems"
+STALE_AFTER_SECONDS = "releng_hardware_stale_after_seconds"
+PENDING_TASKS = "releng_hardware_pending_tasks"
+LISTENER_MESSAGES = "releng_hardware_listener_messages"
+# a counter's samples are exposed under its name with _total
+LISTENER_MESSAGES_TOTAL = f"{LISTENER_MESSAGES}_total"
+LISTENER_LAG_SECONDS = "releng_hardware_listener_lag_seconds"
+LISTENER_HEARTBEAT_AGE_SECONDS = "releng_hardware_listener_heartbeat_age_seconds"
+# Every family as the exposition names its samples, in the order a scrape yields them.
+EXPOSED_FAMILIES = (MACHINES, MACHINES_STALE, MACHINES_IDLE_WITH_WORK_WAITING, MACHINE_PROBLEMS,
+                    STALE_AFTER_SECONDS, PENDING_TASKS, LISTENER_MESSAGES_TOTAL,
+                    LISTENER_LAG_SECONDS, LISTENER_HEARTBEAT_AGE_SECONDS)
 
 # (label, upper bound in seconds): fixed so dashboards and alerts can rely on them
 # whatever STALE_AFTER is; releng_hardware_machines_stale follows STALE_AFTER.
@@ -47,19 +65,19 @@ class FleetCollector(Collector):
         listener = self.store.listener_status()
 
         by_bucket = GaugeMetricFamily(
-            "releng_hardware_machines",
+            MACHINES,
             "Machines per datacenter, worker type and time since last seen",
             labels=["datacenter", "worker_type", "staleness"])
         stale = GaugeMetricFamily(
-            "releng_hardware_machines_stale",
+            MACHINES_STALE,
             "Machines not seen for at least STALE_AFTER",
             labels=["datacenter", "worker_type"])
         idle = GaugeMetricFamily(
-            "releng_hardware_machines_idle_with_work_waiting",
+            MACHINES_IDLE_WITH_WORK_WAITING,
             "Stale machines whose worker type has pending tasks",
             labels=["datacenter", "worker_type"])
         problems = GaugeMetricFamily(
-            "releng_hardware_machine_problems",
+            MACHINE_PROBLEMS,
             "Machines with each problem, per datacenter and worker type",
             labels=["problem", "datacenter", "worker_type"])
         counts: dict[tuple[str, str], dict[str, int]] = {}
@@ -92,11 +110,11 @@ class FleetCollector(Collector):
         yield stale
         yield idle
         yield problems
-        yield GaugeMetricFamily("releng_hardware_stale_after_seconds",
+        yield GaugeMetricFamily(STALE_AFTER_SECONDS,
                                 "The STALE_AFTER threshold in seconds", value=self.config.stale_after)
 
         pending_tasks = GaugeMetricFamily(
-            "releng_hardware_pending_tasks", "Tasks waiting for a worker, per worker type",
+            PENDING_TASKS, "Tasks waiting for a worker, per worker type",
             labels=["provisioner", "worker_type"])
         for queue, count in sorted(fleet.pending.items()):
             provisioner, _, worker_type = queue.partition("/")
@@ -111,7 +129,7 @@ def listener_metrics(listener: Mapping[str, str], now: datetime) -> Iterator[
     """The listener's counters and lags from its status hash in Redis."""
     # The store only ever HINCRBYs these, so they are true counters.
     messages = CounterMetricFamily(
-        "releng_hardware_listener_messages",
+        LISTENER_MESSAGES,
         "Queue messages the listener handled, by outcome", labels=["outcome"])
     for outcome in LISTENER_COUNTERS:
         messages.add_metric([outcome], _number(listener.get(outcome)))
@@ -119,12 +137,12 @@ def listener_metrics(listener: Mapping[str, str], now: datetime) -> Iterator[
     lag = seconds_since(listener.get("newest_event_at"), now)
     if lag is not None:
         yield GaugeMetricFamily(
-            "releng_hardware_listener_lag_seconds",
+            LISTENER_LAG_SECONDS,
             "Seconds between now and the newest event time the listener wrote", value=lag)
     silence = seconds_since(listener_report_time(listener), now)
     if silence is not None:
         yield GaugeMetricFamily(
-            "releng_hardware_listener_heartbeat_age_seconds",
+            LISTENER_HEARTBEAT_AGE_SECONDS,
             "Seconds since the listener last reported a heartbeat or a message", value=silence)
 
 
@@ -138,10 +156,10 @@ def _number(text: str | None) -> float:
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus text exposition of the fleet and the listener."""
-    ext = current_app.extensions["releng_hardware"]
+    app = app_state()
     # A registry per request: nothing is shared between requests, apps or tests.
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(ext["store"], ext["config"], ext["clock"]()))
+    registry.register(FleetCollector(app.store, app.config, app.clock()))
     payload = generate_latest(registry)
     return Response(payload, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4,
                                       "Cache-Control": "no-cache"})

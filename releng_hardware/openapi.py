@@ -7,8 +7,9 @@ from typing import Any
 from flask import Blueprint, Response
 
 from . import __version__
-from .fleet import (CSV_COLUMNS, INCLUDES, MACHINE_FIELDS, PROBLEM_FILTERS, SORT_KEYS, STATES,
-                    SUMMARY_COUNTS)
+from .fields import FIELDS, LAST_TASK_SCHEMA, MACHINE_FIELDS, STATES
+from .fleet import CSV_COLUMNS, INCLUDES, PROBLEM_FILTERS, SORT_KEYS, SUMMARY_COUNTS
+from .metrics import EXPOSED_FAMILIES, LISTENER_MESSAGES_TOTAL, MACHINE_PROBLEMS
 from .problems import PROBLEMS
 from .identifiers import IDENTIFIER, MACHINE_REF, MAX_MACHINE_REF
 from .params import POSITIVE_INT
@@ -21,7 +22,6 @@ bp = Blueprint("openapi", __name__)
 IDENTIFIER_PATTERN = f"^{IDENTIFIER}$"
 _FIELD = f"(?:{'|'.join(MACHINE_FIELDS)})"
 FIELDS_PATTERN = f"^ *{_FIELD} *(?:, *{_FIELD} *)*$"
-LASTSEEN_EXAMPLE = "2026-11-20T14:55:00.000000"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -134,40 +134,8 @@ def _machine_schema(*, detail: bool) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "type": "object",
         "required": list(MACHINE_FIELDS),
-        "properties": {
-            "id": {"type": "string", "description": "<datacenter>:<hostname>",
-                   "examples": ["mdc1:t-linux64-ms-100"]},
-            "machine": {"type": "string", "description": "the hostname (worker id)"},
-            "datacenter": {"type": "string", "description": "the worker group"},
-            # a machine never seen is listed (include=never_seen), never served alone
-            "lastseen": ({"type": "string", "description": "naive UTC, six fraction digits",
-                          "examples": [LASTSEEN_EXAMPLE]} if detail else
-                         _nullable("string", description="naive UTC, six fraction digits; null "
-                                                         "only for an inventory machine never "
-                                                         "seen (include=never_seen)",
-                                   examples=[LASTSEEN_EXAMPLE])),
-            "age_seconds": _nullable("number", description="now - lastseen"),
-            "firstseen": _nullable("string"),
-            "provisioner": _nullable("string"),
-            "worker_type": _nullable("string"),
-            "last_task": {"anyOf": [_ref("LastTask"), {"type": "null"}]},
-            "counts": {
-                "type": "object",
-                "description": "runs resolved on the machine since tracking began",
-                "required": ["completed", "failed", "exception"],
-                "properties": {name: {"type": "integer", "minimum": 0}
-                               for name in ("completed", "failed", "exception")},
-                "additionalProperties": False,
-            },
-            "stale": {"type": "boolean", "description": "not seen for STALE_AFTER"},
-            "idle_with_work_waiting": {
-                "type": "boolean",
-                "description": "stale while its worker type has pending tasks"},
-            "problems": {
-                "type": "array",
-                "items": {"type": "string", "enum": list(PROBLEMS)},
-                "description": "what is wrong with the machine, sorted; empty when all is well"},
-        },
+        "properties": {field.name: field.detail_schema if detail and field.detail_schema
+                       else field.schema for field in FIELDS},
         "additionalProperties": False,
     }
     if detail:
@@ -200,19 +168,7 @@ def _schemas() -> dict[str, Any]:
             },
             "additionalProperties": False,
         },
-        "LastTask": {
-            "type": "object",
-            "required": ["task_id", "run_id", "state", "reason_resolved", "time", "url"],
-            "properties": {
-                "task_id": {"type": "string"},
-                "run_id": _nullable("integer"),
-                "state": {"type": ["string", "null"], "enum": [*STATES, None]},
-                "reason_resolved": _nullable("string"),
-                "time": _nullable("string", description="when the run reached this state (UTC)"),
-                "url": {"type": "string", "description": "the task in the Taskcluster UI"},
-            },
-            "additionalProperties": False,
-        },
+        "LastTask": LAST_TASK_SCHEMA,
         "Machine": _machine_schema(detail=False),
         "MachineDetail": _machine_schema(detail=True),
         "MachineFields": {
@@ -293,6 +249,18 @@ def _schemas() -> dict[str, Any]:
                            for name in ("source", "version", "commit", "build")},
         },
     }
+
+
+# The labels whose values the code fixes, which the document lists per family.
+METRIC_LABELS = {MACHINE_PROBLEMS: ("problem", PROBLEMS),
+                 LISTENER_MESSAGES_TOTAL: ("outcome", LISTENER_COUNTERS)}
+
+
+def _family(name: str) -> str:
+    if name not in METRIC_LABELS:
+        return name
+    label, values = METRIC_LABELS[name]
+    return f"{name} ({label}: {', '.join(values)})"
 
 
 def build_document() -> dict[str, Any]:
@@ -402,16 +370,7 @@ def build_document() -> dict[str, Any]:
             }},
             "/metrics": {"get": {
                 "summary": "Prometheus metrics of the fleet and the listener",
-                "description": "Families: releng_hardware_machines, "
-                               "releng_hardware_machines_stale, "
-                               "releng_hardware_machines_idle_with_work_waiting, "
-                               "releng_hardware_machine_problems (problem: "
-                               f"{', '.join(PROBLEMS)}), "
-                               "releng_hardware_stale_after_seconds, releng_hardware_pending_tasks, "
-                               "releng_hardware_listener_messages_total (outcome: "
-                               f"{', '.join(LISTENER_COUNTERS)}), "
-                               "releng_hardware_listener_lag_seconds, "
-                               "releng_hardware_listener_heartbeat_age_seconds.",
+                "description": f"Families: {', '.join(map(_family, EXPOSED_FAMILIES))}.",
                 "responses": {
                     "200": {"description": "text exposition format 0.0.4",
                             "content": {"text/plain": {"schema": {"type": "string"}}}},

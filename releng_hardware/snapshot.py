@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import chain
-from typing import Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from .config import Config
+from .fields import CountedMachine, Machine, MachineDetail
 from .fleet import busy_queues, machine_json, never_seen_records, recent_tasks
 from .problems import Thresholds
 from .records import MachineRecord
@@ -16,16 +17,19 @@ from .store import Store
 class Fleet(NamedTuple):
     """Everything the views show, read once."""
 
-    machines: list[dict]  # every machine seen, as the view of read_fleet shows it
+    # every machine seen, as the view of read_fleet shows it
+    machines: list[Machine] | list[CountedMachine]
     pending: dict[str, int]  # tasks waiting per `<provisioner>/<workerType>`
-    never_seen: list[dict]  # the inventory's machines never seen, in the same view
+    # the inventory's machines never seen, in the same view
+    never_seen: list[Machine] | list[CountedMachine]
     inventory: dict[str, str | None]  # machine id -> worker type; empty when none is loaded
     # some of `machines` and `never_seen` as machine_json shows them, judged by the same read
-    in_full: Callable[[Iterable[dict]], list[dict]]
+    in_full: Callable[[Iterable[Mapping[str, Any]]], list[Machine]]
 
 
 def read_fleet(store: Store, config: Config, now: datetime, stale_after: float | None = None, *,
-               with_never_seen: bool = True, view: Callable[..., dict] = machine_json) -> Fleet:
+               with_never_seen: bool = True,
+               view: Callable[..., Machine | CountedMachine] = machine_json) -> Fleet:
     """Every machine as the API shows it, the pending tasks per queue and the inventory, at `now`.
 
     with_never_seen=False leaves `never_seen` empty, for a view that would not show them;
@@ -39,7 +43,7 @@ def read_fleet(store: Store, config: Config, now: datetime, stale_after: float |
     records = store.machines()
     root_url = config.taskcluster_root_url
 
-    def judged(record: MachineRecord, as_view: Callable[..., dict]) -> dict:
+    def judged(record: MachineRecord, as_view: Callable[..., Any]) -> Any:
         # an inventory machine never seen is in the inventory: the same test says so
         return as_view(record, now, root_url, busy, limits,
                        in_inventory=record.machine_id in inventory if inventory else None)
@@ -55,7 +59,7 @@ def read_fleet(store: Store, config: Config, now: datetime, stale_after: float |
 
     by_id: dict[str, MachineRecord] = {}  # built on the first call: most views never make one
 
-    def in_full(shown: Iterable[dict]) -> list[dict]:
+    def in_full(shown: Iterable[Mapping[str, Any]]) -> list[Machine]:
         if not by_id:
             by_id.update((record.machine_id, record) for record in chain(records, never_seen))
         return [judged(by_id[machine["id"]], machine_json) for machine in shown]
@@ -64,13 +68,13 @@ def read_fleet(store: Store, config: Config, now: datetime, stale_after: float |
                  in_full)
 
 
-def read_machine(store: Store, config: Config, record: MachineRecord, now: datetime) -> dict:
+def read_machine(store: Store, config: Config, record: MachineRecord,
+                 now: datetime) -> MachineDetail:
     """One machine as the API shows it at `now`, with its recent tasks, judged against the work
     waiting now."""
     busy = busy_queues(store.pending_counts(now))
     machine = machine_json(record, now, config.taskcluster_root_url, busy,
                            Thresholds.from_config(config),
                            in_inventory=store.inventory_lists(record.machine_id))
-    machine["recent_tasks"] = recent_tasks(record.history, config.recent_tasks,
-                                           config.taskcluster_root_url)
-    return machine
+    return {**machine, "recent_tasks": recent_tasks(record.history, config.recent_tasks,
+                                                    config.taskcluster_root_url)}

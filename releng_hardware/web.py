@@ -10,6 +10,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestURITooLarge
 
 from . import api, dashboard, dockerflow, metrics, openapi
+from .appstate import AppState, install
 from .config import Config
 from .params import BadParameter
 from .responses import MAX_URL_LENGTH, ApiError, answer_redis_errors, error_response
@@ -25,12 +26,12 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
     app.json.sort_keys = False  # type: ignore[attr-defined]
     client = redis if redis is not None else open_redis(
         config.redis_url, config.redis_timeout, tls_verify=config.redis_tls_verify)
-    app.extensions["releng_hardware"] = {
-        "store": Store(client, config.redis_key_prefix, recent_tasks=config.recent_tasks),
-        "config": config,
-        "clock": clock,
-        "version": dockerflow.load_version(Path(__file__).resolve().parent.parent),
-    }
+    install(app, AppState(
+        store=Store(client, config.redis_key_prefix, recent_tasks=config.recent_tasks),
+        config=config,
+        clock=clock,
+        version=dockerflow.load_version(Path(__file__).resolve().parent.parent),
+    ))
     for blueprint in (api.bp, dockerflow.bp, dashboard.bp, metrics.bp, openapi.bp):
         app.register_blueprint(blueprint)
     app.before_request(_refuse_long_urls)

@@ -204,3 +204,99 @@ def test_in_full_builds_the_machines_of_a_counted_read_as_the_whole_view_does(st
     assert light.in_full(rows[:2]) == (whole.machines + whole.never_seen)[:-3:-1]
     assert {machine["id"] for machine in whole.never_seen} == {"mdc1:t-linux64-ms-199",
                                                                "mdc3:t-spare-1"}
+
+
+# -- the table of fields (releng_hardware.fields) and the builders it is held to ------------
+
+def _every_shape_read(store, view=None):
+    from releng_hardware.config import Config
+    from releng_hardware.snapshot import read_fleet
+    from tests.conftest import record_every_shape
+
+    record_every_shape(store)
+    fleet = read_fleet(store, Config(), NOW, view=view) if view else read_fleet(store, Config(), NOW)
+    return fleet.machines + fleet.never_seen
+
+
+def test_machine_json_builds_the_fields_of_the_table_in_its_order(store):
+    from releng_hardware.fields import LAST_TASK_FIELDS, RUN_COUNTS
+
+    machines = _every_shape_read(store)
+    assert {machine["lastseen"] is None for machine in machines} == {True, False}
+    assert {machine["last_task"] is None for machine in machines} == {True, False}
+    for machine in machines:
+        assert tuple(machine) == MACHINE_FIELDS
+        assert tuple(machine["counts"]) == RUN_COUNTS
+        if machine["last_task"] is not None:
+            assert tuple(machine["last_task"]) == LAST_TASK_FIELDS
+
+
+def test_the_typed_machines_have_the_keys_of_the_table():
+    from releng_hardware.fields import (LAST_TASK_FIELDS, RUN_COUNTS, CountedMachine, Counts,
+                                        LastTask, Machine, MachineDetail, Tier, FIELDS)
+
+    assert tuple(Machine.__annotations__) == MACHINE_FIELDS
+    assert tuple(MachineDetail.__annotations__) == (*MACHINE_FIELDS, "recent_tasks")
+    assert tuple(LastTask.__annotations__) == LAST_TASK_FIELDS
+    assert tuple(Counts.__annotations__) == RUN_COUNTS
+    # counted_json keeps last_task's state for select's state filter: a partial last_task
+    assert tuple(CountedMachine.__annotations__) == tuple(
+        field.name for field in FIELDS if field.tier <= Tier.COUNTED or field.name == "last_task")
+
+
+def test_counted_json_builds_its_tier_as_machine_json_does(store):
+    from releng_hardware.fields import FIELDS, CountedMachine, Tier
+    from releng_hardware.fleet import counted_json
+
+    counted = _every_shape_read(store, counted_json)
+    whole = _every_shape_read(store)
+    names = [field.name for field in FIELDS if field.tier <= Tier.COUNTED]
+    assert len(names) < len(MACHINE_FIELDS)
+    for light, full in zip(counted, whole, strict=True):
+        assert tuple(light) == tuple(CountedMachine.__annotations__)
+        assert {name: light[name] for name in names} == {name: full[name] for name in names}
+        assert light["last_task"] == (None if full["last_task"] is None
+                                      else {"state": full["last_task"]["state"]})
+
+
+def test_the_lastseen_tier_is_what_a_lastseen_row_holds():
+    from releng_hardware.fields import LASTSEEN_FIELDS
+    from releng_hardware.fleet import _LASTSEEN_ROW_FIELDS, POLL_FIELDS
+
+    assert frozenset(_LASTSEEN_ROW_FIELDS) == LASTSEEN_FIELDS
+    assert LASTSEEN_FIELDS.issuperset(POLL_FIELDS)
+
+
+def test_fields_of_the_counted_tier_are_served_without_building_whole_machines(client, fleet,
+                                                                               monkeypatch):
+    from releng_hardware import fleet as views
+
+    url = "/machines?fields=id,stale,problems,worker_type&include=never_seen&sort=-lastseen"
+    full = client.get("/machines?include=never_seen&sort=-lastseen").get_json()
+    wanted = ("id", "stale", "problems", "worker_type")
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("built a whole machine")
+    monkeypatch.setattr(views, "machine_json", refuse)
+    assert client.get(url).get_json() == [{name: machine[name] for name in wanted}
+                                          for machine in full]
+    # a field only machine_json builds still needs it (the app turns the refusal into a 500)
+    assert client.get("/machines?fields=id,counts").status_code == 500
+
+
+@pytest.mark.parametrize("name", MACHINE_FIELDS)
+def test_each_field_fills_as_many_csv_cells_as_it_has_columns(store, name):
+    from releng_hardware.fleet import csv_columns, csv_rows
+
+    machines = _every_shape_read(store)
+    rows = list(csv_rows(machines, (name,)))
+    assert len(rows) == len(machines)
+    assert {len(row) for row in rows} == {len(csv_columns((name,)))}
+
+
+def test_the_default_csv_columns_are_the_table_s_in_their_csv_places():
+    from releng_hardware.fields import CSV_FIELDS, FIELDS
+
+    placed = [field for field in FIELDS if field.csv_place is not None]
+    assert sorted(field.csv_place for field in placed) == list(range(len(placed)))
+    assert [CSV_FIELDS.index(field.name) for field in placed] == [field.csv_place for field in placed]

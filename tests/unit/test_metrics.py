@@ -157,3 +157,16 @@ def test_redis_down_is_a_503_json(client, fleet, fake_server):
 ])
 def test_staleness_bucket_boundaries(age, bucket):
     assert staleness_bucket(age) == bucket
+
+
+def test_a_scrape_yields_the_families_named_in_metrics_in_their_order(client, fleet):
+    from releng_hardware.metrics import EXPOSED_FAMILIES
+    from releng_hardware.openapi import build_document
+
+    fleet.listener_heartbeat(NOW)  # so the lag and heartbeat families are present too
+    text = client.get("/metrics").get_data(as_text=True)
+    names = [sample.name for family in text_string_to_metric_families(text)
+             for sample in family.samples]
+    assert list(dict.fromkeys(names)) == list(EXPOSED_FAMILIES)
+    described = build_document()["paths"]["/metrics"]["get"]["description"]
+    assert all(name in described for name in EXPOSED_FAMILIES)

@@ -378,3 +378,21 @@ def test_parameters_echoed_back_never_reach_a_header_or_raw_html(client, fleet, 
         assert "<script>alert" not in response.get_data(as_text=True)
     else:  # JSON (never sniffed as HTML) or the metrics text, which ignores queries
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_app_keeps_its_store_settings_clock_and_version_in_one_frozen_state(app_factory,
+                                                                                 fake_redis):
+    import dataclasses
+
+    from releng_hardware.appstate import AppState, app_state
+
+    config = make_config(stale_after=3600.0)
+    app = app_factory(config, now=NOW + timedelta(hours=2))
+    with app.app_context():
+        state = app_state()
+    assert isinstance(state, AppState)
+    assert state.config is config and state.clock() == NOW + timedelta(hours=2)
+    assert state.store.redis is fake_redis
+    assert state.version == app.test_client().get("/__version__").get_json()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.config = make_config()  # type: ignore[misc]
