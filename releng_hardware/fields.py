@@ -13,13 +13,13 @@ from enum import IntEnum
 from operator import attrgetter
 from typing import Any, Callable, TypedDict
 
-from .events import RESOLVED_STATES
+from .events import WORKER_EXCHANGES
 from .problems import PROBLEMS
 
 # The states of a run, so of a machine's last task.
-STATES = ("running", *RESOLVED_STATES)
+STATES = tuple(WORKER_EXCHANGES.values())
 # A machine's `counts`: the store counts its runs per resolved state.
-RUN_COUNTS = RESOLVED_STATES
+RUN_COUNTS = tuple(state for state in STATES if state != "running")
 LASTSEEN_EXAMPLE = "2026-11-20T14:55:00.000000"
 
 
