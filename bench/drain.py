@@ -223,7 +223,9 @@ def listener_env(amqp_url: str, redis_url: str, prefix: str, queue_name: str,
     production defaults for everything else, whatever the caller's shell holds."""
     env = child_env({"PULSE_URL": amqp_url, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix,
                      "PULSE_QUEUE_NAME": queue_name, "PROVISIONER_IDS": provisioner_id,
-                     "LOG_LEVEL": "INFO"})
+                     "LOG_LEVEL": "INFO",
+                     # nothing here reaches the real Taskcluster; its poll runs beside consuming
+                     "TASKCLUSTER_POLL": "0"})
     for name in ("PULSE_PREFETCH", "BATCH_SIZE", "BATCH_MAX_AGE"):
         env.pop(name, None)
     return env
