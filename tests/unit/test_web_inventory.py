@@ -166,7 +166,7 @@ def test_dashboard_shows_what_machines_with_include_never_seen_returns(client, f
 
 
 def test_dashboard_summary_has_inventory_columns_only_with_an_inventory(client, fleet):
-    assert len(page(client).summary_rows[0]) == 9
+    assert len(page(client).summary_rows[0]) == 10
     load(fleet)
     rows = {tuple(row[:2]): row for row in page(client).summary_rows}
     # datacenter, worker type, machines, expected, never seen, ...
