@@ -16,7 +16,7 @@ from .config import Config
 from .fields import CSV_FIELDS
 from .fleet import (MACHINE_FILTERS, MachineQuery, counted_json, csv_columns, csv_rows, is_poll,
                     lastseen_machines, lastseen_rows, machine_view, needs_records, parse_fields,
-                    poll_machines, project, select, summary)
+                    poll_machines, project, select, summary, taskcluster_poll_state)
 from .identifiers import MAX_MACHINE_REF, is_machine_ref
 from .params import duration_param
 from .responses import (ApiError, collector_paused, conditional, digest, json_response,
@@ -109,10 +109,14 @@ def fleet_summary() -> Response:
     config = app.config
     stale_after = (duration_param("stale_after", args["stale_after"])
                    if "stale_after" in args else config.stale_after)
+    now = app.clock()
     with collector_paused():
-        fleet = read_fleet(app.store, config, app.clock(), stale_after, view=counted_json)
+        fleet = read_fleet(app.store, config, now, stale_after, view=counted_json)
         counts = summary(fleet.machines + fleet.never_seen, fleet.pending, stale_after,
                          fleet.inventory)
+        # how old the quarantines counted are
+        counts["taskcluster"] = taskcluster_poll_state(app.store.taskcluster_status(), now,
+                                                       config.taskcluster_poll)
         return conditional(orjson.dumps(counts), "application/json")
 
 

@@ -12,7 +12,8 @@ from werkzeug.exceptions import HTTPException
 
 from .appstate import app_state
 from .config import Config
-from .fleet import ANY_PROBLEM, MACHINE_FILTERS, MachineQuery, counted_json, select, summary
+from .fleet import (ANY_PROBLEM, MACHINE_FILTERS, MachineQuery, counted_json, select, summary,
+                    taskcluster_poll_state)
 from .identifiers import is_identifier, split_machine_id
 from .params import BadParameter, positive_int_param
 from .problems import PROBLEMS, WINDOW
@@ -222,13 +223,23 @@ class Pagination:
 
 
 def attention_sections(machines: list[dict], pagination: Pagination) -> list[Section]:
-    """The machines needing attention, then the others, each in the query's order, cut to the page."""
+    """The machines needing attention, then the quarantined ones, then the others, each in the
+    query's order, cut to the page.
+
+    A quarantined machine is already in someone's hands: it leaves "Needs attention", so the
+    next person on duty does not chase it again.
+    """
     attention: list[dict] = []
+    quarantined: list[dict] = []
     others: list[dict] = []
     for machine in machines:
-        (attention if needs_attention(machine) else others).append(machine)
+        if machine["quarantine"] is not None:
+            quarantined.append(machine)
+        else:
+            (attention if needs_attention(machine) else others).append(machine)
     sections, offset = [], 0
     for key, title, group in (("attention", "Needs attention", attention),
+                              ("quarantined", "Quarantined", quarantined),
                               ("others", "Everything else", others)):
         shown = group[max(0, pagination.start - offset):max(0, pagination.stop - offset)]
         if shown:
@@ -257,6 +268,7 @@ def index() -> Response:
         sections = [section._replace(machines=fleet.in_full(section.machines))
                     for section in attention_sections(shown, pagination)]
         fleet_summary = summary(machines, fleet.pending, config.stale_after, fleet.inventory)
+        poll = taskcluster_poll_state(app.store.taskcluster_status(), now, config.taskcluster_poll)
         # every datacenter and worker type present heads a group of the summary
         groups = fleet_summary["groups"]
         datacenters = choices([group["datacenter"] for group in groups], query.datacenter)
@@ -270,6 +282,7 @@ def index() -> Response:
         total=len(machines),
         summary=fleet_summary,
         inventory=bool(fleet.inventory),  # its columns only when there is one
+        poll=poll,
         datacenters=datacenters,
         worker_types=worker_types,
         problems=problem_help(config),

@@ -13,7 +13,7 @@ from flask import Blueprint, Response
 
 from . import __version__
 from .appstate import app_state
-from .fleet import listener_check
+from .fleet import listener_check, taskcluster_check
 from .responses import REDIS_ERRORS, json_response
 
 bp = Blueprint("dockerflow", __name__)
@@ -33,7 +33,8 @@ def version_info() -> Response:
 
 @bp.get("/__heartbeat__")
 def heartbeat() -> Response:
-    """Redis answers and the listener reported recently: 200, else 500 naming the check."""
+    """Redis answers and the listener reported recently: 200, else 500 naming the check; a late
+    Taskcluster poll is a warning."""
     app = app_state()
     config, store = app.config, app.store
     checks: dict[str, str] = {}
@@ -41,14 +42,19 @@ def heartbeat() -> Response:
     try:
         store.ping()
         listener = store.listener_status()
+        taskcluster = store.taskcluster_status()
         checks["redis"] = "ok"
     except REDIS_ERRORS as exc:
         checks["redis"] = "error"
         details["redis"] = f"Redis unavailable: {type(exc).__name__}"
-        listener = None
+        listener = taskcluster = None
+    now = app.clock()
     if listener is not None:
         checks["listener"], details["listener"] = listener_check(
-            listener, app.clock(), config.listener_stale_after, config.stale_after)
+            listener, now, config.listener_stale_after, config.stale_after)
+    if taskcluster is not None:
+        checks["taskcluster"], details["taskcluster"] = taskcluster_check(
+            taskcluster, now, config.taskcluster_poll)
     status = "error" if "error" in checks.values() else (
         "warning" if "warning" in checks.values() else "ok")
     return json_response({"status": status, "checks": checks, "details": details},

@@ -34,6 +34,14 @@ class LastTask(TypedDict):
     url: str
 
 
+class QuarantineJSON(TypedDict):
+    """A machine's quarantine in Taskcluster, as the API serves it (records.Quarantine.as_json)."""
+
+    until: str
+    reason: str | None
+    by: str | None
+
+
 class Counts(TypedDict):
     """The runs resolved on a machine since tracking began, per RUN_COUNTS."""
 
@@ -58,6 +66,8 @@ class Machine(TypedDict):
     stale: bool
     idle_with_work_waiting: bool
     problems: list[str]
+    quarantine: QuarantineJSON | None
+    source: str | None
 
 
 class MachineDetail(Machine):
@@ -81,6 +91,7 @@ class CountedMachine(TypedDict):
     stale: bool
     idle_with_work_waiting: bool
     problems: list[str]
+    quarantine: QuarantineJSON | None
 
 
 class Tier(IntEnum):
@@ -128,6 +139,20 @@ def _count_cells(counts: Counts) -> list[int]:
 
 def _problem_cells(problems: list[str]) -> list[str]:
     return [" ".join(problems)]
+
+
+# A machine's quarantine: its keys, in the order records.Quarantine.as_json builds them.
+QUARANTINE_FIELDS = ("until", "reason", "by")
+# The CSV flattens quarantine into these, each column named quarantine_<key>.
+QUARANTINE_COLUMNS = tuple(f"quarantine_{name}" for name in QUARANTINE_FIELDS)
+# What `source` says of a machine known only from `releng-hardware backfill` (Taskcluster's
+# worker list); null is every other machine: seen by the listener, preloaded, or never seen.
+SOURCE_TASKCLUSTER = "taskcluster"
+
+
+def _quarantine_cells(quarantine: QuarantineJSON | None) -> list[Any]:
+    got = (quarantine or {}).get
+    return [got(name) for name in QUARANTINE_FIELDS]
 
 
 @dataclass(frozen=True)
@@ -197,6 +222,24 @@ FIELDS = (
         "items": {"type": "string", "enum": list(PROBLEMS)},
         "description": "what is wrong with the machine, sorted; empty when all is well"},
         11, csv_cells=_problem_cells),
+    # from the `quarantine` hash the listener's Taskcluster poll keeps, read once per request
+    MachineField("quarantine", Tier.COUNTED, {
+        "type": ["object", "null"],
+        "description": "its quarantine in Taskcluster as last polled (or set by `releng-hardware "
+                       "quarantine`); null when none, or once `until` has passed",
+        "required": list(QUARANTINE_FIELDS),
+        "properties": {
+            "until": {"type": "string", "description": _LASTSEEN_DESCRIPTION,
+                      "examples": [LASTSEEN_EXAMPLE]},
+            "reason": _nullable("string", description="Taskcluster's quarantineInfo"),
+            "by": _nullable("string", description="the clientId that set it"),
+        },
+        "additionalProperties": False,
+    }, 12, QUARANTINE_COLUMNS, _quarantine_cells),
+    MachineField("source", Tier.FULL, {
+        "type": ["string", "null"], "enum": [SOURCE_TASKCLUSTER, None],
+        "description": "taskcluster: known only from a backfill of Taskcluster's worker list "
+                       "(lastseen to ±30 min) until the listener sees it; null otherwise"}, 13),
 )
 FIELD = {field.name: field for field in FIELDS}
 MACHINE_FIELDS = tuple(FIELD)

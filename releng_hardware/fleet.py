@@ -15,7 +15,7 @@ from .fields import (CSV_FIELDS, FIELD, LASTSEEN_FIELDS, MACHINE_FIELDS, STATES,
 from .identifiers import MACHINE_ID_SEPARATOR, split_machine_id
 from .params import BadParameter, choice_param, duration_param, identifier_param
 from .problems import PROBLEMS, MachineFacts, Thresholds, machine_problems
-from .records import MachineRecord, Run
+from .records import MachineRecord, Quarantine, Run
 from .times import format_lastseen, parse_time
 
 SORT_KEYS = ("lastseen", "-lastseen", "machine", "-machine")
@@ -26,13 +26,18 @@ ANY_PROBLEM = "any"
 PROBLEM_FILTERS = (ANY_PROBLEM, *PROBLEMS)
 # The /machines query parameters that select and order machines (the page takes the same).
 MACHINE_FILTERS = ("datacenter", "worker_type", "provisioner", "state", "stale", "seen_within",
-                   "problem", "sort", "include")
+                   "problem", "quarantined", "sort", "include")
+# `quarantined=true|false`: only the machines quarantined in Taskcluster now, or only the others.
+BOOLEANS = ("true", "false")
 # What /machines adds to the machines seen when asked: `never_seen` is the inventory's
 # machines that have not been seen since tracking began.
 INCLUDES = ("never_seen",)
 # The counts of /summary, per group and in its totals (beside `problems`).
 SUMMARY_COUNTS = ("total", "expected", "never_seen", "seen_within_1h", "stale", "last_task_exception",
-                  "idle_with_work_waiting")
+                  "idle_with_work_waiting", "quarantined")
+# A Taskcluster poll older than this many polls is a warning in /__heartbeat__: the quarantines
+# shown may be out of date.
+TASKCLUSTER_POLLS_LATE = 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class MachineQuery:
     stale: float | None = None
     seen_within: float | None = None
     problem: str | None = None
+    quarantined: bool | None = None
     sort: str = "machine"
     include_never_seen: bool = False
 
@@ -63,6 +69,8 @@ class MachineQuery:
                 values[name] = duration_param(name, args[name])
         if "problem" in args:
             values["problem"] = choice_param("problem", args["problem"], PROBLEM_FILTERS)
+        if "quarantined" in args:
+            values["quarantined"] = choice_param("quarantined", args["quarantined"], BOOLEANS) == "true"
         if "sort" in args:
             values["sort"] = choice_param("sort", args["sort"], SORT_KEYS)
         if "include" in args:
@@ -97,8 +105,9 @@ def _lastseen_and_age(lastseen: str | None, now: datetime) -> tuple[str | None, 
 
 def machine_json(record: MachineRecord, now: datetime, root_url: str,
                  busy_queues: Container[str] = (), limits: Thresholds = Thresholds(), *,
-                 in_inventory: bool | None = None) -> Machine:
-    """One machine as the API shows it; `in_inventory` is None when no inventory is loaded.
+                 in_inventory: bool | None = None, quarantine: Quarantine | None = None) -> Machine:
+    """One machine as the API shows it; `in_inventory` is None when no inventory is loaded,
+    `quarantine` its quarantine lasting past `now` (Store.quarantines(now)), None when none.
 
     A record without a lastseen is an inventory machine never seen. A dict literal of
     fields.FIELDS (tests hold its keys to the table): no call per field per machine.
@@ -131,6 +140,8 @@ def machine_json(record: MachineRecord, now: datetime, root_url: str,
         "stale": "stale" in problems,
         "idle_with_work_waiting": "idle_with_work_waiting" in problems,
         "problems": problems,
+        "quarantine": None if quarantine is None else quarantine.as_json(),
+        "source": get("source"),
     }
 
 
@@ -152,7 +163,8 @@ def _facts(record: MachineRecord, age: float | None, in_inventory: bool | None) 
 
 def counted_json(record: MachineRecord, now: datetime, root_url: str = "",
                  busy_queues: Container[str] = (), limits: Thresholds = Thresholds(), *,
-                 in_inventory: bool | None = None) -> CountedMachine:
+                 in_inventory: bool | None = None,
+                 quarantine: Quarantine | None = None) -> CountedMachine:
     """The fields of machine_json that `summary` counts and `select` filters and orders on, and
     only those (`last_task` holds only its state): a third less work for a summary or a page
     of a whole deployment.
@@ -175,6 +187,7 @@ def counted_json(record: MachineRecord, now: datetime, root_url: str = "",
         "stale": "stale" in problems,
         "idle_with_work_waiting": "idle_with_work_waiting" in problems,
         "problems": problems,
+        "quarantine": None if quarantine is None else quarantine.as_json(),
     }
 
 
@@ -224,11 +237,13 @@ def select(machines: Sequence[M], query: MachineQuery) -> list[M]:
             and (query.problem is None or (
                 bool(machine["problems"]) if query.problem == ANY_PROBLEM
                 else query.problem in machine["problems"]))
+            and (query.quarantined is None
+                 or (machine["quarantine"] is not None) == query.quarantined)
         )
 
     filtered = any(value is not None for value in (
         query.datacenter, query.worker_type, query.provisioner, query.state, query.stale,
-        query.seen_within, query.problem))
+        query.seen_within, query.problem, query.quarantined))
     selected = [machine for machine in machines if keep(machine)] if filtered else list(machines)
     field = query.sort.lstrip("-")
     if field == "machine":
@@ -259,6 +274,7 @@ def needs_records(query: MachineQuery, fields: Iterable[str]) -> bool:
     """False when the query and the fields need nothing but each machine's id and lastseen."""
     return (query.worker_type is not None or query.provisioner is not None
             or query.state is not None or query.problem is not None or query.include_never_seen
+            or query.quarantined is not None
             or not LASTSEEN_FIELDS.issuperset(fields))
 
 
@@ -372,6 +388,8 @@ def summary(machines: Iterable[Mapping[str, Any]], pending: Mapping[str, int], s
         group["expected"] += machine["id"] in inventory
         for code in machine["problems"]:
             group["problems"][code] += 1
+        # Taskcluster may quarantine a machine this service never saw
+        group["quarantined"] += machine["quarantine"] is not None
         if machine["lastseen"] is None:
             group["never_seen"] += 1
             continue
@@ -472,3 +490,41 @@ def seconds_since(text: str | None, now: datetime) -> float | None:
     """Seconds from a stored time to now; None when absent or unreadable."""
     moment = _time_or_none(text) if text else None
     return None if moment is None else round((now - moment).total_seconds(), 3)
+
+
+def taskcluster_poll_state(status: Mapping[str, Any], now: datetime,
+                           poll_seconds: float) -> dict[str, Any]:
+    """How old the quarantines served are: the last good Taskcluster poll, its age in seconds
+    (None when there was none, or polling is off) and the failed polls since it."""
+    last_good = status.get("last_good_poll_at")
+    return {
+        "polling": bool(poll_seconds),
+        "last_good_poll_at": last_good,
+        "age_seconds": seconds_since(last_good, now) if poll_seconds else None,
+        "consecutive_failures": status.get("consecutive_failures", 0),
+    }
+
+
+def taskcluster_check(status: Mapping[str, Any], now: datetime,
+                      poll_seconds: float) -> tuple[str, dict[str, Any]]:
+    """("ok" | "warning", details) of the Taskcluster poll: a warning, never an error (the
+    fleet's data does not depend on it), when the last good poll is older than
+    TASKCLUSTER_POLLS_LATE polls or never happened while polling is on."""
+    detail = taskcluster_poll_state(status, now, poll_seconds)
+    detail.update(last_error=status.get("last_error"), last_error_at=status.get("last_error_at"))
+    if not poll_seconds:
+        detail["note"] = "TASKCLUSTER_POLL is 0: quarantines are not polled"
+        return "ok", detail
+    age = detail["age_seconds"]
+    if age is None:
+        detail["problem"] = ("Taskcluster has never been polled successfully" if not
+                             status.get("last_good_poll_at")
+                             else "the last good Taskcluster poll's time is unreadable")
+        return "warning", detail
+    late_after = TASKCLUSTER_POLLS_LATE * poll_seconds
+    if age > late_after:
+        detail["problem"] = (f"no good Taskcluster poll for {age:.0f}s (more than "
+                             f"{TASKCLUSTER_POLLS_LATE} polls): the quarantines shown may be out "
+                             "of date")
+        return "warning", detail
+    return "ok", detail

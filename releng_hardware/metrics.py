@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 from .appstate import app_state
 from .config import Config
-from .fleet import listener_report_time, seconds_since
+from .fleet import listener_report_time, seconds_since, taskcluster_poll_state
 from .problems import PROBLEMS
 from .snapshot import read_fleet
 from .store import LISTENER_COUNTERS, Store
@@ -24,6 +24,7 @@ MACHINES = "releng_hardware_machines"
 MACHINES_STALE = "releng_hardware_machines_stale"
 MACHINES_IDLE_WITH_WORK_WAITING = "releng_hardware_machines_idle_with_work_waiting"
 MACHINE_PROBLEMS = "releng_hardware_machine_problems"
+MACHINES_QUARANTINED = "releng_hardware_machines_quarantined"
 STALE_AFTER_SECONDS = "releng_hardware_stale_after_seconds"
 PENDING_TASKS = "releng_hardware_pending_tasks"
 LISTENER_MESSAGES = "releng_hardware_listener_messages"
@@ -31,10 +32,12 @@ LISTENER_MESSAGES = "releng_hardware_listener_messages"
 LISTENER_MESSAGES_TOTAL = f"{LISTENER_MESSAGES}_total"
 LISTENER_LAG_SECONDS = "releng_hardware_listener_lag_seconds"
 LISTENER_HEARTBEAT_AGE_SECONDS = "releng_hardware_listener_heartbeat_age_seconds"
+TASKCLUSTER_POLL_AGE_SECONDS = "releng_hardware_taskcluster_last_good_poll_age_seconds"
 # Every family as the exposition names its samples, in the order a scrape yields them.
 EXPOSED_FAMILIES = (MACHINES, MACHINES_STALE, MACHINES_IDLE_WITH_WORK_WAITING, MACHINE_PROBLEMS,
-                    STALE_AFTER_SECONDS, PENDING_TASKS, LISTENER_MESSAGES_TOTAL,
-                    LISTENER_LAG_SECONDS, LISTENER_HEARTBEAT_AGE_SECONDS)
+                    MACHINES_QUARANTINED, STALE_AFTER_SECONDS, PENDING_TASKS,
+                    LISTENER_MESSAGES_TOTAL, LISTENER_LAG_SECONDS, LISTENER_HEARTBEAT_AGE_SECONDS,
+                    TASKCLUSTER_POLL_AGE_SECONDS)
 
 # (label, upper bound in seconds): fixed so dashboards and alerts can rely on them
 # whatever STALE_AFTER is; releng_hardware_machines_stale follows STALE_AFTER.
@@ -80,6 +83,11 @@ class FleetCollector(Collector):
             MACHINE_PROBLEMS,
             "Machines with each problem, per datacenter and worker type",
             labels=["problem", "datacenter", "worker_type"])
+        quarantined = GaugeMetricFamily(
+            MACHINES_QUARANTINED,
+            "Machines quarantined in Taskcluster (as last polled), per datacenter and worker type",
+            labels=["datacenter", "worker_type"])
+        quarantined_counts: dict[tuple[str, str], int] = {}
         counts: dict[tuple[str, str], dict[str, int]] = {}
         problem_counts: dict[tuple[str, str], dict[str, int]] = {}
         for machine in fleet.machines:
@@ -95,6 +103,8 @@ class FleetCollector(Collector):
             with_problem = problem_counts.setdefault(key, dict.fromkeys(PROBLEMS, 0))
             for code in machine["problems"]:
                 with_problem[code] += 1
+            quarantined_counts[key] = (quarantined_counts.get(key, 0)
+                                       + (machine["quarantine"] is not None))
         for (datacenter, worker_type), group in sorted(counts.items()):
             # Every bucket, zeros included, so a rate or ratio never meets a missing series.
             for name in (*(name for name, _ in STALENESS_BUCKETS),
@@ -106,10 +116,13 @@ class FleetCollector(Collector):
             # zeros too: an alert's ratio needs every problem's series of every pool
             for code, count in with_problem.items():
                 problems.add_metric([code, datacenter, worker_type], count)
+        for (datacenter, worker_type), count in sorted(quarantined_counts.items()):
+            quarantined.add_metric([datacenter, worker_type], count)  # zeros too, as above
         yield by_bucket
         yield stale
         yield idle
         yield problems
+        yield quarantined
         yield GaugeMetricFamily(STALE_AFTER_SECONDS,
                                 "The STALE_AFTER threshold in seconds", value=self.config.stale_after)
 
@@ -122,6 +135,14 @@ class FleetCollector(Collector):
         yield pending_tasks
 
         yield from listener_metrics(listener, self.now)
+
+        poll = taskcluster_poll_state(self.store.taskcluster_status(), self.now,
+                                      self.config.taskcluster_poll)
+        if poll["age_seconds"] is not None:  # absent when never polled, or polling is off
+            yield GaugeMetricFamily(
+                TASKCLUSTER_POLL_AGE_SECONDS,
+                "Seconds since the last good Taskcluster poll (the quarantines' age)",
+                value=poll["age_seconds"])
 
 
 def listener_metrics(listener: Mapping[str, str], now: datetime) -> Iterator[

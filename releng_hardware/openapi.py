@@ -8,7 +8,8 @@ from flask import Blueprint, Response
 
 from . import __version__
 from .fields import FIELDS, LAST_TASK_SCHEMA, MACHINE_FIELDS, STATES
-from .fleet import CSV_COLUMNS, INCLUDES, PROBLEM_FILTERS, SORT_KEYS, SUMMARY_COUNTS
+from .fleet import (BOOLEANS, CSV_COLUMNS, INCLUDES, PROBLEM_FILTERS, SORT_KEYS, SUMMARY_COUNTS,
+                    TASKCLUSTER_POLLS_LATE)
 from .metrics import EXPOSED_FAMILIES, LISTENER_MESSAGES_TOTAL, MACHINE_PROBLEMS
 from .problems import PROBLEMS
 from .identifiers import IDENTIFIER, MACHINE_REF, MAX_MACHINE_REF
@@ -85,6 +86,8 @@ MACHINE_QUERY = [
     _query("problem", "only machines with this problem, or with any problem (any); never_seen "
                       "and any imply include=never_seen",
            {"type": "string", "enum": list(PROBLEM_FILTERS)}),
+    _query("quarantined", "true: only machines quarantined in Taskcluster now (as last polled); "
+                          "false: only the others", {"type": "string", "enum": list(BOOLEANS)}),
     _query("sort", "order: by last seen (oldest first), -lastseen (newest first), hostname "
                    "(default) or -machine", {"type": "string", "enum": list(SORT_KEYS),
                                              "default": "machine"}),
@@ -98,6 +101,20 @@ COUNT_NOTES = {
     "total": "machines seen",
     "expected": "machines in the inventory (0 when none is loaded)",
     "never_seen": "machines in the inventory not seen since tracking began",
+    "quarantined": "machines quarantined in Taskcluster now (as last polled), never seen ones "
+                   "included",
+}
+CHECK_STATUS = {"type": "string", "enum": ["ok", "warning", "error"]}
+# The Taskcluster poll's state, in /summary and in the heartbeat's details.
+TASKCLUSTER_POLL_PROPERTIES: dict[str, Any] = {
+    "polling": {"type": "boolean", "description": "false when TASKCLUSTER_POLL is 0"},
+    "last_good_poll_at": _nullable("string", description="the last complete poll (UTC); null "
+                                                         "when none"),
+    "age_seconds": _nullable("number", description="now - last_good_poll_at: how old the "
+                                                   "quarantines are; null when never polled "
+                                                   "or polling is off"),
+    "consecutive_failures": {"type": "integer", "minimum": 0,
+                             "description": "failed polls since the last good one"},
 }
 
 
@@ -209,7 +226,8 @@ def _schemas() -> dict[str, Any]:
         },
         "Summary": {
             "type": "object",
-            "required": ["stale_after_seconds", "totals", "groups", "pending_tasks"],
+            "required": ["stale_after_seconds", "totals", "groups", "pending_tasks",
+                         "taskcluster"],
             "properties": {
                 "stale_after_seconds": {"type": "number"},
                 "totals": {
@@ -222,6 +240,14 @@ def _schemas() -> dict[str, Any]:
                     "additionalProperties": False,
                 },
                 "groups": {"type": "array", "items": _ref("SummaryGroup")},
+                "taskcluster": {
+                    "type": "object",
+                    "description": "the listener's Taskcluster poll, which the quarantines "
+                                   "come from",
+                    "required": list(TASKCLUSTER_POLL_PROPERTIES),
+                    "properties": TASKCLUSTER_POLL_PROPERTIES,
+                    "additionalProperties": False,
+                },
                 "pending_tasks": {
                     "type": "object",
                     "description": "tasks waiting per <provisioner>/<workerType>",
@@ -234,11 +260,35 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["status", "checks", "details"],
             "properties": {
-                "status": {"type": "string", "enum": ["ok", "warning", "error"]},
-                "checks": {"type": "object",
-                           "additionalProperties": {"type": "string",
-                                                    "enum": ["ok", "warning", "error"]}},
-                "details": {"type": "object"},
+                "status": CHECK_STATUS,
+                "checks": {
+                    "type": "object",
+                    "description": "redis; listener and taskcluster while Redis answers",
+                    "properties": {
+                        "redis": CHECK_STATUS, "listener": CHECK_STATUS,
+                        "taskcluster": {**CHECK_STATUS, "description": (
+                            "never an error: a warning when the last good poll is older "
+                            f"than {TASKCLUSTER_POLLS_LATE} x TASKCLUSTER_POLL, or never "
+                            "happened while polling is on; ok with a note when "
+                            "TASKCLUSTER_POLL is 0")},
+                    },
+                    "additionalProperties": CHECK_STATUS},
+                "details": {
+                    "type": "object",
+                    "properties": {"taskcluster": {
+                        "type": "object",
+                        "required": [*TASKCLUSTER_POLL_PROPERTIES, "last_error", "last_error_at"],
+                        "properties": {
+                            **TASKCLUSTER_POLL_PROPERTIES,
+                            "last_error": _nullable("string", description="the last failed "
+                                                                          "poll, one line"),
+                            "last_error_at": _nullable("string"),
+                            "note": {"type": "string"},
+                            "problem": {"type": "string"},
+                        },
+                        "additionalProperties": False,
+                    }},
+                },
             },
             "additionalProperties": False,
         },
@@ -378,7 +428,7 @@ def build_document() -> dict[str, Any]:
                 },
             }},
             "/__heartbeat__": {"get": {
-                "summary": "Health of Redis and of the listener (Dockerflow)",
+                "summary": "Health of Redis, the listener and its Taskcluster poll (Dockerflow)",
                 "responses": {
                     "200": _json(_ref("Heartbeat"), "healthy, perhaps with warnings"),
                     "500": _json(_ref("Heartbeat"), "Redis or the listener is failing"),

@@ -10,7 +10,7 @@ from .config import Config
 from .fields import CountedMachine, Machine, MachineDetail
 from .fleet import busy_queues, machine_json, never_seen_records, recent_tasks
 from .problems import Thresholds
-from .records import MachineRecord
+from .records import MachineRecord, Quarantine
 from .store import Store
 
 
@@ -25,6 +25,8 @@ class Fleet(NamedTuple):
     inventory: dict[str, str | None]  # machine id -> worker type; empty when none is loaded
     # some of `machines` and `never_seen` as machine_json shows them, judged by the same read
     in_full: Callable[[Iterable[Mapping[str, Any]]], list[Machine]]
+    # machine id -> its quarantine lasting past now, read once for every machine
+    quarantines: dict[str, Quarantine]
 
 
 def read_fleet(store: Store, config: Config, now: datetime, stale_after: float | None = None, *,
@@ -41,12 +43,16 @@ def read_fleet(store: Store, config: Config, now: datetime, stale_after: float |
     busy = busy_queues(pending)
     limits = Thresholds.from_config(config, stale_after)
     records = store.machines()
+    # one HGETALL of the quarantined machines only (a few), never a read per machine
+    quarantines = store.quarantines(now)
     root_url = config.taskcluster_root_url
 
     def judged(record: MachineRecord, as_view: Callable[..., Any]) -> Any:
         # an inventory machine never seen is in the inventory: the same test says so
+        machine_id = record.machine_id
         return as_view(record, now, root_url, busy, limits,
-                       in_inventory=record.machine_id in inventory if inventory else None)
+                       in_inventory=machine_id in inventory if inventory else None,
+                       quarantine=quarantines.get(machine_id) if quarantines else None)
 
     machines = [judged(record, view) for record in records]
     never_seen: list[MachineRecord] = []
@@ -65,7 +71,7 @@ def read_fleet(store: Store, config: Config, now: datetime, stale_after: float |
         return [judged(by_id[machine["id"]], machine_json) for machine in shown]
 
     return Fleet(machines, pending, [judged(record, view) for record in never_seen], inventory,
-                 in_full)
+                 in_full, quarantines)
 
 
 def read_machine(store: Store, config: Config, record: MachineRecord,
@@ -75,6 +81,7 @@ def read_machine(store: Store, config: Config, record: MachineRecord,
     busy = busy_queues(store.pending_counts(now))
     machine = machine_json(record, now, config.taskcluster_root_url, busy,
                            Thresholds.from_config(config),
-                           in_inventory=store.inventory_lists(record.machine_id))
+                           in_inventory=store.inventory_lists(record.machine_id),
+                           quarantine=store.quarantines(now).get(record.machine_id))
     return {**machine, "recent_tasks": recent_tasks(record.history, config.recent_tasks,
                                                     config.taskcluster_root_url)}

@@ -330,3 +330,40 @@ def docs_screenshot(path: Path) -> None:
 
 if __name__ == "__main__":
     docs_screenshot(Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "docs" / "dashboard.png"))
+
+
+def quarantined_fleet(store: Store) -> None:
+    """The realistic fleet with one of its broken machines quarantined in Taskcluster."""
+    from releng_hardware.records import Quarantine
+    from releng_hardware.times import format_lastseen
+    realistic_fleet(store)
+    store.set_quarantine("mdc1:t-linux64-ms-244", Quarantine(
+        format_lastseen(NOW + timedelta(days=2)), "bad RAM, bug 1900001", "project/releng/ops",
+        f"{PROVISIONER}/gecko-t-linux-talos-1804"))
+    store.taskcluster_polled(NOW - timedelta(minutes=1))
+
+
+@pytest.fixture(scope="module")
+def quarantined_server() -> Iterator[Served]:
+    """The app with the realistic fleet and one quarantined machine."""
+    yield from serve(quarantined_fleet)
+
+
+def test_a_quarantined_machine_leaves_needs_attention_with_its_badges_and_why(browser,
+                                                                             quarantined_server):
+    from selenium.webdriver.common.by import By
+    browser.get(quarantined_server.url + "/")
+    section = [row.get_attribute("data-id") for row in
+               browser.find_elements(By.CSS_SELECTOR, "#section-quarantined tr.machine")]
+    attention = [row.get_attribute("data-id") for row in
+                 browser.find_elements(By.CSS_SELECTOR, "#section-attention tr.machine")]
+    assert section == ["mdc1:t-linux64-ms-244"] and section[0] not in attention
+    assert len(attention) == 5
+    status = browser.find_element(By.CSS_SELECTOR, 'tr[data-id="mdc1:t-linux64-ms-244"] td.status')
+    assert status.find_element(By.CSS_SELECTOR, '[data-problem="consecutive_failures"]').is_displayed()
+    note = status.find_element(By.CSS_SELECTOR, ".quarantine").text
+    assert "quarantined until 2026-11-22 15:00:00 UTC" in note
+    assert "bad RAM, bug 1900001" in note and "by project/releng/ops" in note
+    browser.find_element(By.CSS_SELECTOR, "#quarantined option[value=true]").click()
+    wait_for_url(browser, "quarantined=true")
+    assert list(rows(browser)) == ["mdc1:t-linux64-ms-244"]

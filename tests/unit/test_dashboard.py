@@ -224,11 +224,12 @@ def test_invalid_parameters_are_an_html_400_naming_the_parameter(client, fleet, 
 
 def test_summary_on_top_counts_each_datacenter_and_worker_type(client, fleet):
     rows = page(client).summary_rows
-    # datacenter, worker type, total, seen 1h, stale, idle with work, exception, pending, problems
+    # datacenter, worker type, total, seen 1h, stale, idle with work, exception, quarantined,
+    # pending, problems
     assert rows == [
-        ["mdc1", "gecko-t-linux-talos", "2", "1", "0", "0", "0", "0", ""],
-        ["mdc2", "gecko-t-linux-talos", "1", "0", "1", "0", "0", "0", "stale 1"],
-        ["mdc2", "gecko-t-win10-64-hw", "1", "0", "1", "1", "1", "1", "work waiting 1 stale 1"],
+        ["mdc1", "gecko-t-linux-talos", "2", "1", "0", "0", "0", "0", "0", ""],
+        ["mdc2", "gecko-t-linux-talos", "1", "0", "1", "0", "0", "0", "0", "stale 1"],
+        ["mdc2", "gecko-t-win10-64-hw", "1", "0", "1", "1", "1", "0", "1", "work waiting 1 stale 1"],
     ]
 
 

@@ -164,6 +164,7 @@ def test_a_scrape_yields_the_families_named_in_metrics_in_their_order(client, fl
     from releng_hardware.openapi import build_document
 
     fleet.listener_heartbeat(NOW)  # so the lag and heartbeat families are present too
+    fleet.taskcluster_polled(NOW)  # and the Taskcluster poll's age
     text = client.get("/metrics").get_data(as_text=True)
     names = [sample.name for family in text_string_to_metric_families(text)
              for sample in family.samples]

@@ -14,13 +14,17 @@ reproduce (`curl ...`) and the rule that was broken.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import fakeredis
 import pytest
 import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import FailureGroup
 
+from releng_hardware.records import BackfillItem, Quarantine
 from releng_hardware.store import Store
+from releng_hardware.times import format_lastseen
 from releng_hardware.web import create_app
 from tests.conftest import NOW, make_config, record_every_shape
 from tests.unit.test_openapi import errors
@@ -46,7 +50,19 @@ def served_schema(redis_up: bool) -> schemathesis.schemas.BaseSchema:
     """The app's own document, loaded from the app on an in-memory Redis."""
     server = fakeredis.FakeServer()
     redis = fakeredis.FakeRedis(server=server, decode_responses=True)
-    record_every_shape(Store(redis))
+    store = Store(redis)
+    record_every_shape(store)
+    # answers with a quarantine (one with neither reason nor author), a backfilled machine and
+    # the Taskcluster poll's state
+    store.set_quarantine("mdc2:t-w1064-ms-281", Quarantine(
+        format_lastseen(NOW + timedelta(days=1)), "disk errors", "project/releng/ops",
+        "releng-hardware/gecko-t-win10-64-hw"))
+    store.set_quarantine("mdc1:t-linux64-ms-199", Quarantine(
+        format_lastseen(NOW + timedelta(hours=1)), None, None, "releng-hardware/gecko-t-linux-talos"))
+    store.backfill([BackfillItem("mdc1:t-linux64-ms-150", NOW - timedelta(minutes=40), None,
+                                 "releng-hardware", "gecko-t-linux-talos")])
+    store.taskcluster_polled(NOW - timedelta(minutes=20), "worker-manager: HTTP 500")
+    store.taskcluster_polled(NOW - timedelta(minutes=25))
     app = create_app(make_config(), redis=redis, clock=lambda: NOW)
     settings = SchemathesisConfig.from_dict(SETTINGS if redis_up else REDIS_AWAY)
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app, config=settings)
@@ -94,6 +110,9 @@ def test_every_operation_of_the_document_is_exercised(client):
     ("/summary", "stale_after", "9999999999", False),
     ("/machines", "stale", " 999999999.999999999d ", True),
     ("/machines", "seen_within", "1234567890.5s", False),
+    ("/machines", "quarantined", "true", True),
+    ("/machines", "quarantined", "yes", False),
+    ("/", "quarantined", "", True),
 ])
 def test_document_and_api_agree_on_the_values_first_found_to_differ(client, path, name, value, valid):
     document = client.get("/openapi.json").get_json()

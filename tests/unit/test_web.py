@@ -11,6 +11,7 @@ import redis
 
 from releng_hardware.events import PendingEvent
 from releng_hardware.problems import PROBLEMS
+from releng_hardware.store import Store
 from releng_hardware.times import LASTSEEN_FORMAT
 from tests.conftest import DEADLINE, NOW, make_config, seen
 
@@ -145,10 +146,11 @@ def test_redis_down_is_a_503_json_but_lbheartbeat_stays_up(client, fleet, fake_s
 
 
 def test_heartbeat_is_ok_while_the_listener_reports(client, fleet):
+    fleet.taskcluster_polled(NOW)
     body = client.get("/__heartbeat__")
     assert body.status_code == 200
     assert body.get_json()["status"] == "ok"
-    assert body.get_json()["checks"] == {"redis": "ok", "listener": "ok"}
+    assert body.get_json()["checks"] == {"redis": "ok", "listener": "ok", "taskcluster": "ok"}
 
 
 def test_heartbeat_fails_naming_a_silent_listener(app_factory, fleet):
@@ -172,7 +174,7 @@ def test_heartbeat_warns_when_the_listener_lives_but_receives_nothing(app_factor
 
 def test_heartbeat_fails_when_no_listener_ever_ran(client):
     body = client.get("/__heartbeat__").get_json()
-    assert body["checks"] == {"redis": "ok", "listener": "error"}
+    assert body["checks"] == {"redis": "ok", "listener": "error", "taskcluster": "warning"}
 
 
 def test_version_follows_the_dockerflow_convention(client):
@@ -188,7 +190,7 @@ def test_summary_counts_per_datacenter_and_worker_type(client, fleet):
     assert groups[("mdc1", "gecko-t-linux-talos")] == {
         "datacenter": "mdc1", "worker_type": "gecko-t-linux-talos", "provisioner": "releng-hardware",
         "total": 2, "expected": 0, "never_seen": 0, "seen_within_1h": 1, "stale": 1,
-        "last_task_exception": 1, "idle_with_work_waiting": 1, "pending_tasks": 1,
+        "last_task_exception": 1, "idle_with_work_waiting": 1, "quarantined": 0, "pending_tasks": 1,
         "problems": {**dict.fromkeys(PROBLEMS, 0), "idle_with_work_waiting": 1, "stale": 1},
     }
     assert groups[("mdc2", "gecko-t-win10-64-hw")]["pending_tasks"] == 0
@@ -332,11 +334,12 @@ def test_heartbeat_keeps_its_shape_with_a_corrupt_stored_time(client, fake_redis
                                                               last_message_at, status, problem):
     fake_redis.hset("listener", mapping={"heartbeat_at": heartbeat_at, **(
         {"last_message_at": last_message_at} if last_message_at else {})})
+    Store(fake_redis).taskcluster_polled(NOW)  # only the listener's times are at fault
     response = client.get("/__heartbeat__")
     body = response.get_json()
     assert set(body) == {"status", "checks", "details"}
     assert (body["status"], response.status_code) == (status, 500 if status == "error" else 200)
-    assert body["checks"] == {"redis": "ok", "listener": status}
+    assert body["checks"] == {"redis": "ok", "listener": status, "taskcluster": "ok"}
     if problem:
         assert problem in body["details"]["listener"]["problem"]
     assert client.get("/metrics").status_code == 200

@@ -59,7 +59,8 @@ def test_include_never_seen_adds_the_inventory_machines_never_seen(client, fleet
         "lastseen": None, "age_seconds": None, "firstseen": None,
         "provisioner": "releng-hardware", "worker_type": LINUX, "last_task": None,
         "counts": {"completed": 0, "failed": 0, "exception": 0}, "stale": False,
-        "idle_with_work_waiting": False, "problems": ["never_seen"],
+        "idle_with_work_waiting": False, "problems": ["never_seen"], "quarantine": None,
+        "source": None,
     }
     assert never["mdc2:t-mac-spare"]["worker_type"] is None
 
@@ -165,7 +166,7 @@ def test_dashboard_shows_what_machines_with_include_never_seen_returns(client, f
 
 
 def test_dashboard_summary_has_inventory_columns_only_with_an_inventory(client, fleet):
-    assert len(page(client).summary_rows[0]) == 9
+    assert len(page(client).summary_rows[0]) == 10
     load(fleet)
     rows = {tuple(row[:2]): row for row in page(client).summary_rows}
     # datacenter, worker type, machines, expected, never seen, ...
