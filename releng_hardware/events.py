@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable, NamedTuple, Union
+from typing import Any, Iterable, NamedTuple
 
 import orjson
 
@@ -90,7 +90,7 @@ class Skip:
     detail: str = ""
 
 
-Event = Union[WorkerEvent, PendingEvent]
+Event = WorkerEvent | PendingEvent
 
 
 class _Malformed(Exception):

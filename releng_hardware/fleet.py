@@ -311,8 +311,8 @@ def lastseen_rows(lastseen_by_id: Mapping[str, str], now: datetime, query: Machi
 
 def lastseen_machines(rows: list[LastseenRow], fields: Sequence[str]) -> list[dict]:
     """The rows as machines with only the fields (all of LASTSEEN_FIELDS), in that order."""
-    index = tuple(_LASTSEEN_ROW_FIELDS.index(name) for name in fields)
-    return [{name: row[at] for name, at in zip(fields, index)} for row in rows]
+    places = tuple((name, _LASTSEEN_ROW_FIELDS.index(name)) for name in fields)
+    return [{name: row[at] for name, at in places} for row in rows]
 
 
 # The proof of concept's fields: what its pollers ask for, ten thousand machines a poll.

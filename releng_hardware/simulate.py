@@ -212,7 +212,8 @@ class QueueSimulator:
                  ) -> Callable[[datetime], list[Message]]:
         def resolve(now: datetime) -> list[Message]:
             roll, state, reason = self.rng.random(), "completed", "completed"
-            for state, reason, share in resolutions:
+            # the loop's last state and reason are the roll's outcome
+            for state, reason, share in resolutions:  # noqa: B007
                 if roll < share:
                     break
                 roll -= share

@@ -205,8 +205,9 @@ class TaskclusterStandin:
               fault: str | None) -> dict[str, Any]:
         now = self.clock()
         with self._lock:
+            pool = (provisioner_id, worker_type)
             workers = sorted((worker for worker in self.workers.values()
-                              if (worker.provisioner_id, worker.worker_type) == (provisioner_id, worker_type)),
+                              if (worker.provisioner_id, worker.worker_type) == pool),
                              key=lambda worker: (worker.worker_group, worker.worker_id))
         if query.get("quarantined") in ("true", "false"):
             wanted = query["quarantined"] == "true"

@@ -365,7 +365,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         for queue in queues:
             pipe.zcount(self.prefix + "pending:" + queue, f"({epoch_seconds(now)}", "+inf")
-        return dict(zip(queues, (int(count) for count in pipe.execute())))
+        return dict(zip(queues, (int(count) for count in pipe.execute()), strict=True))
 
     def listener_status(self) -> dict[str, str]:
         """The listener's heartbeat and counters, as stored."""
