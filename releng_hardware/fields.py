@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 from operator import attrgetter
-from typing import Any, Callable, TypedDict
+from typing import Any, Callable, Iterable, Mapping, TypedDict
 
 from .events import WORKER_EXCHANGES
 from .problems import PROBLEMS
@@ -118,7 +118,8 @@ LAST_TASK_CELLS = tuple(name for name in LAST_TASK_FIELDS if name != "time")
 
 
 def _last_task_cells(task: LastTask | None) -> list[Any]:
-    got = (task or {}).get
+    source: Mapping[str, object] = task or {}
+    got = source.get
     return [got(cell) for cell in LAST_TASK_CELLS]
 
 
@@ -208,6 +209,6 @@ CSV_FIELDS = tuple(field.name for field in sorted(
     (field for field in FIELDS if field.csv_place is not None), key=attrgetter("csv_place")))
 
 
-def tier_of(fields: tuple[str, ...] | list[str]) -> Tier:
+def tier_of(fields: Iterable[str]) -> Tier:
     """The lightest view that builds every one of the fields."""
     return max((FIELD[name].tier for name in fields), default=Tier.LASTSEEN)
