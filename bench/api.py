@@ -349,9 +349,9 @@ def run_scale(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, 
     out: dict[str, Any] = {"machines": setup.scale_machines, "fill_seconds": round(fill_seconds, 1)}
     for name, path in (("poll", f"/machines?fields={','.join(POLL_FIELDS)}"),
                        ("summary", "/summary"), ("dashboard", "/")):
-        load(port, lambda n: path, 1, 0.0, max_requests=2)  # warm both workers
-        load(port, lambda n: path, 2, 0.0, max_requests=2)
-        samples = [load(port, lambda n: path, 1, 0.0, max_requests=1)["p50_ms"]
+        load(port, lambda n, path=path: path, 1, 0.0, max_requests=2)  # warm both workers
+        load(port, lambda n, path=path: path, 2, 0.0, max_requests=2)
+        samples = [load(port, lambda n, path=path: path, 1, 0.0, max_requests=1)["p50_ms"]
                    for _ in range(max(5, setup.repetitions))]
         out[name] = {"path": path, "p50_ms": round(median(samples), 1),
                      "max_ms": round(max(samples), 1), "samples_ms": samples}

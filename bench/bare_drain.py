@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import socket
 import sys
 import time
 from pathlib import Path
@@ -43,9 +42,9 @@ def drain(url: str, queue_name: str, count: int, *, prefetch: int = 500, ack_eve
         while received < count:
             try:
                 connection.drain_events(timeout=1.0)
-            except socket.timeout:
+            except TimeoutError:
                 if time.perf_counter() > deadline:
-                    raise TimeoutError(f"only {received} of {count} messages in {timeout:.0f}s")
+                    raise TimeoutError(f"only {received} of {count} messages in {timeout:.0f}s") from None
         if received % ack_every and last[0] is not None:
             last[0].ack(multiple=True)
         seconds = time.perf_counter() - started

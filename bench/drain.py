@@ -188,7 +188,7 @@ def _listener_drain(setup: DrainSetup, prefix: str, redis: Any, timeout: float,
     except RuntimeError as exc:
         raise RuntimeError(f"{exc}\n{process.log_tail()}") from None
     done = time.perf_counter()
-    cpu_seconds = sum(each.cpu_seconds() - at for each, at in zip(processes, cpu_at_start))
+    cpu_seconds = sum(each.cpu_seconds() - at for each, at in zip(processes, cpu_at_start, strict=True))
     peak_rss_kb = max(each.status_kb("VmHWM") for each in processes)
     stats = redis.hgetall(listener_key)
     machines_seen = redis.hlen(prefix + "machines")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .fleet import MachineQuery, select
 from .identifiers import MACHINE_ID_SEPARATOR
@@ -39,14 +39,14 @@ class Target:
         return quarantine_scope(self.provisioner, self.worker_type, self.worker_group, self.worker_id)
 
 
-def choose(machines: Sequence[dict], refs: Sequence[str], query: MachineQuery | None
+def choose(machines: Sequence[Mapping[str, Any]], refs: Sequence[str], query: MachineQuery | None
            ) -> tuple[list[Target], list[str]]:
     """The machines named by `refs` (`<dc>:<host>` or a hostname) that also match `query` (all
     of them when None), or those matching `query` when no ref is given; and one line for each
     ref that names no machine or a machine whose worker type is not known."""
     by_id = {machine["id"]: machine for machine in machines}
     problems: list[str] = []
-    chosen: list[dict] = []
+    chosen: list[Mapping[str, Any]] = []
     if refs:
         for ref in refs:
             found = ([by_id[ref]] if ref in by_id else [] if MACHINE_ID_SEPARATOR in ref
@@ -69,7 +69,8 @@ def choose(machines: Sequence[dict], refs: Sequence[str], query: MachineQuery | 
     return targets, problems
 
 
-def over_the_limit(targets: Sequence[Target], machines: Iterable[dict], limit: int) -> str | None:
+def over_the_limit(targets: Sequence[Target], machines: Iterable[Mapping[str, Any]],
+                   limit: int) -> str | None:
     """Why changing `targets` at once needs --force, or None: more than `limit` machines, or
     more than a tenth of a pool (counted in the fleet)."""
     if len(targets) > limit:
@@ -83,7 +84,7 @@ def over_the_limit(targets: Sequence[Target], machines: Iterable[dict], limit: i
         chosen[target.worker_type] = chosen.get(target.worker_type, 0) + 1
     for worker_type, count in sorted(chosen.items()):
         size = pools.get(worker_type, count)
-        if count > max(1, size * MAX_POOL_SHARE):
+        if count > max(Fraction(1), size * MAX_POOL_SHARE):
             return f"{count} of the {size} machines of {worker_type} is more than a tenth of the pool"
     return None
 

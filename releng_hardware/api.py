@@ -47,6 +47,7 @@ def machines() -> Response:
 
 def _machines(store: Store, config: Config, now: datetime, query: MachineQuery,
               fields: tuple[str, ...] | None, wants_csv: bool, data_version: int) -> Response:
+    selected: Sequence[Mapping[str, Any]]
     if fields is not None and is_poll(query, fields):
         selected = poll_machines(store.lastseen_by_machine(), now, query)
         state = ""  # without problems or a time filter only the data changes this answer

@@ -57,7 +57,7 @@ def listen() -> None:
     from .listener import main
     config = load_config()
     try:
-        config.amqp_url
+        config.amqp_url  # noqa: B018 -- reading it validates the broker settings
     except ConfigError as exc:
         fail(f"configuration error: {exc}")
     setup_logging(config.log_level)

@@ -52,7 +52,7 @@ def _redis_url(text: str) -> str:
 def _with_valid_port(url: str) -> str:
     # a bad port would otherwise fail later, in a client that may print the whole URL
     try:
-        urlsplit(url).port
+        urlsplit(url).port  # noqa: B018 -- reading it parses the port
     except ValueError:
         raise ValueError("has a port that is not a number from 0 to 65535") from None
     return url

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
-from flask import Blueprint, Response, render_template, request, url_for
+from flask import Blueprint, Response, render_template, url_for
 from werkzeug.exceptions import HTTPException
 
 from .appstate import app_state
-from .config import Config
+from .config import WINDOW, Config
 from .fleet import (ANY_PROBLEM, MACHINE_FILTERS, MachineQuery, counted_json, select, summary,
                     taskcluster_poll_state)
 from .identifiers import is_identifier, split_machine_id
 from .params import BadParameter, positive_int_param
-from .problems import PROBLEMS, WINDOW
+from .problems import PROBLEMS
 from .records import COMPLETED, EXCEPTION, FAILED, LOST, NOT_COUNTED, RUNNING, outcome_code
 from .responses import ApiError, answer_redis_errors, collector_paused, query_args
 from .snapshot import read_fleet, read_machine
@@ -85,7 +85,7 @@ def page_url(args: dict[str, str], **changes: str | int | None) -> str:
     """This page's URL with some parameters changed (None removes one); `page` only when given."""
     merged = {**args, **changes}
     return url_for("dashboard.index", **{name: merged[name] for name in DASHBOARD_PARAMS
-                                         if merged.get(name) is not None})
+                                         if merged.get(name) is not None})  # type: ignore[arg-type]
 
 
 class ProblemHelp(NamedTuple):
@@ -187,7 +187,7 @@ def run_duration(run: dict, now: datetime) -> str:
     return relative_age((ended - started).total_seconds()).removesuffix(" ago")
 
 
-def needs_attention(machine: dict) -> bool:
+def needs_attention(machine: Mapping[str, Any]) -> bool:
     """Whether a person on duty should look at this machine: it has a problem besides
     bookkeeping."""
     problems = machine["problems"]
@@ -200,7 +200,7 @@ class Section(NamedTuple):
     key: str
     title: str
     total: int
-    machines: list[dict]
+    machines: Sequence[Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -222,16 +222,16 @@ class Pagination:
         return cls(number, count, start, min(start + size, total), total)
 
 
-def attention_sections(machines: list[dict], pagination: Pagination) -> list[Section]:
+def attention_sections(machines: Sequence[Mapping[str, Any]], pagination: Pagination) -> list[Section]:
     """The machines needing attention, then the quarantined ones, then the others, each in the
     query's order, cut to the page.
 
     A quarantined machine is already in someone's hands: it leaves "Needs attention", so the
     next person on duty does not chase it again.
     """
-    attention: list[dict] = []
-    quarantined: list[dict] = []
-    others: list[dict] = []
+    attention: list[Mapping[str, Any]] = []
+    quarantined: list[Mapping[str, Any]] = []
+    others: list[Mapping[str, Any]] = []
     for machine in machines:
         if machine["quarantine"] is not None:
             quarantined.append(machine)
@@ -289,7 +289,7 @@ def index() -> Response:
         any_problem=ANY_PROBLEM,
         stale_value=args.get("stale", duration_text(config.stale_after)),
         stale_after=duration_text(config.stale_after),
-        api_url=url_for("api.machines", **{**args, "include": "never_seen"}),
+        api_url=url_for("api.machines", **{**args, "include": "never_seen"}),  # type: ignore[arg-type]
         page_url=lambda **changes: page_url(args, **changes),
         now=now,
         refresh=REFRESH_SECONDS,

@@ -39,6 +39,8 @@ def heartbeat() -> Response:
     config, store = app.config, app.store
     checks: dict[str, str] = {}
     details: dict[str, Any] = {}
+    listener: dict[str, str] | None
+    taskcluster: dict[str, Any] | None
     try:
         store.ping()
         listener = store.listener_status()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable, NamedTuple, Union
+from typing import Any, Iterable, NamedTuple
 
 import orjson
 
@@ -90,7 +90,7 @@ class Skip:
     detail: str = ""
 
 
-Event = Union[WorkerEvent, PendingEvent]
+Event = WorkerEvent | PendingEvent
 
 
 class _Malformed(Exception):
@@ -112,7 +112,7 @@ def bindings(provisioner_ids: Iterable[str], *, with_pending: bool = True) -> li
 def parse_message(
     exchange: str,
     routing_key: str,
-    body: bytes | str | dict,
+    body: bytes | str | dict[str, Any],
     received_at: datetime,
     provisioner_ids: Iterable[str] = ("releng-hardware",),
     content_type: str | None = None,
@@ -132,7 +132,7 @@ def parse_message(
         return Skip(exc.reason, malformed=True, detail=exc.detail)
 
 
-def _decode(body: bytes | str | dict) -> dict:
+def _decode(body: bytes | str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(body, dict):
         return body
     if len(body) > MAX_BODY_BYTES:
@@ -146,7 +146,7 @@ def _decode(body: bytes | str | dict) -> dict:
     return decoded
 
 
-def _parse(name: str, routing_key: str, body: dict, received_at: datetime,
+def _parse(name: str, routing_key: str, body: dict[str, Any], received_at: datetime,
            provisioner_ids: Iterable[str], claim_timeout: timedelta) -> Event | Skip:
     # The listener's own CPU bounds its drain rate, and this runs for every message: it reads
     # each field once, in line, and splits the routing key only for a field the body lacks.

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 from operator import attrgetter
-from typing import Any, Callable, TypedDict
+from typing import Any, Callable, Iterable, Mapping, TypedDict
 
 from .events import WORKER_EXCHANGES
 from .problems import PROBLEMS
+from .records import QuarantineJSON
 
 # The states of a run, so of a machine's last task.
 STATES = tuple(WORKER_EXCHANGES.values())
@@ -32,14 +33,6 @@ class LastTask(TypedDict):
     reason_resolved: str | None
     time: str | None
     url: str
-
-
-class QuarantineJSON(TypedDict):
-    """A machine's quarantine in Taskcluster, as the API serves it (records.Quarantine.as_json)."""
-
-    until: str
-    reason: str | None
-    by: str | None
 
 
 class Counts(TypedDict):
@@ -129,7 +122,8 @@ LAST_TASK_CELLS = tuple(name for name in LAST_TASK_FIELDS if name != "time")
 
 
 def _last_task_cells(task: LastTask | None) -> list[Any]:
-    got = (task or {}).get
+    source: Mapping[str, object] = task or {}
+    got = source.get
     return [got(cell) for cell in LAST_TASK_CELLS]
 
 
@@ -151,8 +145,9 @@ SOURCE_TASKCLUSTER = "taskcluster"
 
 
 def _quarantine_cells(quarantine: QuarantineJSON | None) -> list[Any]:
-    got = (quarantine or {}).get
-    return [got(name) for name in QUARANTINE_FIELDS]
+    if quarantine is None:
+        return [None] * len(QUARANTINE_FIELDS)
+    return [quarantine[name] for name in QUARANTINE_FIELDS]  # type: ignore[literal-required]
 
 
 @dataclass(frozen=True)
@@ -251,6 +246,6 @@ CSV_FIELDS = tuple(field.name for field in sorted(
     (field for field in FIELDS if field.csv_place is not None), key=attrgetter("csv_place")))
 
 
-def tier_of(fields: tuple[str, ...] | list[str]) -> Tier:
+def tier_of(fields: Iterable[str]) -> Tier:
     """The lightest view that builds every one of the fields."""
     return max((FIELD[name].tier for name in fields), default=Tier.LASTSEEN)

@@ -199,7 +199,7 @@ def machine_view(fields: Sequence[str] | None) -> Callable[..., Machine | Counte
     return machine_json
 
 
-def recent_tasks(history: Sequence[Run], limit: int, root_url: str) -> list[dict]:
+def recent_tasks(history: Sequence[Run], limit: int, root_url: str) -> list[dict[str, Any]]:
     """A machine's newest runs as the API shows them, newest first, at most `limit`."""
     return [{"task_id": run.task_id, "run_id": run.run_id, "state": run.state,
              "reason_resolved": run.reason_resolved, "started": run.started,
@@ -278,7 +278,7 @@ def needs_records(query: MachineQuery, fields: Iterable[str]) -> bool:
             or not LASTSEEN_FIELDS.issuperset(fields))
 
 
-def sort_by_hostname(machines: list, reverse: bool = False,
+def sort_by_hostname(machines: list[Any], reverse: bool = False,
                      hostname: Callable[[Any], str] = itemgetter("machine"),
                      datacenter: Callable[[Any], str] = itemgetter("datacenter")) -> None:
     """Order machines by hostname, then datacenter, in place.
@@ -291,7 +291,7 @@ def sort_by_hostname(machines: list, reverse: bool = False,
 
 
 # A machine known by its id and lastseen only, as a plain tuple (ten thousand per poll).
-LastseenRow = tuple[str, str, str, str, "float | None"]
+LastseenRow = tuple[str, str, str, "str | None", "float | None"]
 _LASTSEEN_ROW_FIELDS = ("machine", "datacenter", "id", "lastseen", "age_seconds")
 
 
@@ -325,10 +325,10 @@ def lastseen_rows(lastseen_by_id: Mapping[str, str], now: datetime, query: Machi
     return rows
 
 
-def lastseen_machines(rows: list[LastseenRow], fields: Sequence[str]) -> list[dict]:
+def lastseen_machines(rows: list[LastseenRow], fields: Sequence[str]) -> list[dict[str, Any]]:
     """The rows as machines with only the fields (all of LASTSEEN_FIELDS), in that order."""
-    index = tuple(_LASTSEEN_ROW_FIELDS.index(name) for name in fields)
-    return [{name: row[at] for name, at in zip(fields, index)} for row in rows]
+    places = tuple((name, _LASTSEEN_ROW_FIELDS.index(name)) for name in fields)
+    return [{name: row[at] for name, at in places} for row in rows]
 
 
 # The proof of concept's fields: what its pollers ask for, ten thousand machines a poll.
@@ -342,7 +342,7 @@ def is_poll(query: MachineQuery, fields: Sequence[str]) -> bool:
 
 
 def poll_machines(lastseen_by_id: Mapping[str, str], now: datetime,
-                  query: MachineQuery) -> list[dict]:
+                  query: MachineQuery) -> list[dict[str, Any]]:
     """The answer to a query is_poll accepts, built straight from the ids and lastseen.
 
     A dict per machine and the sort, as cheap as serving these fields gets.
@@ -367,7 +367,7 @@ def _age_matches(age: float | None, query: MachineQuery) -> bool:
 
 
 def summary(machines: Iterable[Mapping[str, Any]], pending: Mapping[str, int], stale_after: float,
-            inventory: Container[str] = ()) -> dict:
+            inventory: Container[str] = ()) -> dict[str, Any]:
     """Counts per datacenter x provisioner x worker type, and the work waiting per worker type.
 
     `machines` may hold the inventory's machines never seen (no lastseen): they count as

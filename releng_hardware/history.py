@@ -45,7 +45,7 @@ SPANS: dict[str, slice] = _spans()
 # Filled by position, which is four times as fast as str.format with names.
 HISTORY_ENTRY = "".join("%s" if kind == "s" else f"%0{width}d" for _, width, kind in FIELDS)
 
-_WIDTHS = {name: width for name, width, _ in FIELDS}
+_WIDTHS = {name: width for name, width, _ in FIELDS if width is not None}
 _MAX_TIME = 10 ** _WIDTHS["time"] - 1
 _TASK_ID_WIDTH = _WIDTHS["task_id"]
 # Outcome codes that do not say the reason: the entry keeps it.

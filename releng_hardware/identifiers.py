@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 # The queue's schemas allow 1 to 38 of these characters in workerGroup, workerId,
 # provisionerId and workerType.
@@ -15,7 +16,7 @@ _IDENTIFIER = re.compile(IDENTIFIER)
 _MACHINE_REF = re.compile(MACHINE_REF)
 
 
-def is_identifier(value: object) -> bool:
+def is_identifier(value: object) -> TypeGuard[str]:
     """True for a string Taskcluster accepts as an identifier."""
     return isinstance(value, str) and _IDENTIFIER.fullmatch(value) is not None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence, TypedDict
 
 # A run's outcome in one character: what `outcomes` and the history store per run.
 COMPLETED, FAILED, EXCEPTION, LOST, NOT_COUNTED, RUNNING = "c", "f", "e", "l", "x", "r"
@@ -59,6 +59,14 @@ class MachineRecord(NamedTuple):
     history: Sequence[Run] = ()
 
 
+class QuarantineJSON(TypedDict):
+    """A machine's quarantine in Taskcluster, as the API serves it."""
+
+    until: str
+    reason: str | None
+    by: str | None
+
+
 class Quarantine(NamedTuple):
     """A machine's quarantine in Taskcluster: until when (the lastseen format), why, by whom,
     and the `<provisioner>/<workerType>` it was read for."""
@@ -68,7 +76,7 @@ class Quarantine(NamedTuple):
     by: str | None
     queue: str
 
-    def as_json(self) -> dict[str, str | None]:
+    def as_json(self) -> QuarantineJSON:
         """What the API serves as a machine's `quarantine`."""
         return {"until": self.until, "reason": self.reason, "by": self.by}
 

@@ -94,7 +94,8 @@ def conditional(payload: bytes, mimetype: str, etag: str | None = None, *,
     response = Response(payload, mimetype=mimetype)
     response.set_etag(etag or digest(payload), weak=weak)
     response.headers["Cache-Control"] = "no-cache"
-    return response.make_conditional(request)
+    response.make_conditional(request)  # in place: werkzeug's type of what it returns is its own
+    return response
 
 
 def digest(data: bytes) -> str:

@@ -10,7 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 from kombu import Connection, Exchange, Producer
@@ -212,7 +212,8 @@ class QueueSimulator:
                  ) -> Callable[[datetime], list[Message]]:
         def resolve(now: datetime) -> list[Message]:
             roll, state, reason = self.rng.random(), "completed", "completed"
-            for state, reason, share in resolutions:
+            # the loop's last state and reason are the roll's outcome
+            for state, reason, share in resolutions:  # noqa: B007
                 if roll < share:
                     break
                 roll -= share
@@ -275,7 +276,7 @@ def live(machines: list[Machine], start: datetime, *, seed: int = 1,
         yield message
 
 
-def declare_exchanges(channel: object) -> None:
+def declare_exchanges(channel: Any) -> None:
     """Declare the queue service's topic exchanges, as the real queue has them (local brokers only)."""
     for name in EXCHANGES:
         Exchange(EXCHANGE_PREFIX + name, type="topic", durable=True)(channel).declare()

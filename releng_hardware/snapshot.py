@@ -18,10 +18,10 @@ class Fleet(NamedTuple):
     """Everything the views show, read once."""
 
     # every machine seen, as the view of read_fleet shows it
-    machines: list[Machine] | list[CountedMachine]
+    machines: list[Machine | CountedMachine]
     pending: dict[str, int]  # tasks waiting per `<provisioner>/<workerType>`
     # the inventory's machines never seen, in the same view
-    never_seen: list[Machine] | list[CountedMachine]
+    never_seen: list[Machine | CountedMachine]
     inventory: dict[str, str | None]  # machine id -> worker type; empty when none is loaded
     # some of `machines` and `never_seen` as machine_json shows them, judged by the same read
     in_full: Callable[[Iterable[Mapping[str, Any]]], list[Machine]]

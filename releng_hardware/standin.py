@@ -102,7 +102,7 @@ class TaskclusterStandin:
         if self._server is None:
             raise RuntimeError("the stand-in is not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host}:{port}"  # type: ignore[str-bytes-safe]  # AF_INET: a str host
 
     def start(self, port: int = 0) -> "TaskclusterStandin":
         """Serve on 127.0.0.1:`port` (0: a free one) in a background thread."""
@@ -205,8 +205,9 @@ class TaskclusterStandin:
               fault: str | None) -> dict[str, Any]:
         now = self.clock()
         with self._lock:
+            pool = (provisioner_id, worker_type)
             workers = sorted((worker for worker in self.workers.values()
-                              if (worker.provisioner_id, worker.worker_type) == (provisioner_id, worker_type)),
+                              if (worker.provisioner_id, worker.worker_type) == pool),
                              key=lambda worker: (worker.worker_group, worker.worker_id))
         if query.get("quarantined") in ("true", "false"):
             wanted = query["quarantined"] == "true"

@@ -27,8 +27,8 @@ import orjson
 import redis
 
 from . import history
+from .config import WINDOW
 from .events import PendingEvent, WorkerEvent
-from .problems import WINDOW
 from .records import RUNNING, BackfillItem, MachineRecord, Quarantine, outcome_code
 from .times import epoch_seconds, format_lastseen
 
@@ -135,6 +135,8 @@ class Store:
     """Reads and writes the service's data in one Redis."""
 
     def __init__(self, client: redis.Redis, prefix: str = "", *, recent_tasks: int = WINDOW) -> None:
+        # decode_responses=True (see client()): replies are str, which redis-py's types, bytes | str,
+        # cannot tell; the reads below say so to mypy
         self.redis = client
         self.prefix = prefix
         # runs kept per machine: what /machines/<id> shows and what the rules need
@@ -173,7 +175,7 @@ class Store:
         for event in events:
             items.append(self._worker_item(event) if isinstance(event, WorkerEvent)
                          else self._pending_item(event))
-        args = [
+        args: list[Any] = [
             self.prefix, epoch_seconds(now), self.history_size,
             len(events) + skipped + malformed if processed is None else processed,
             skipped, malformed, format_lastseen(received_at or now), orjson.dumps(items), BATCH_LAYOUT,
@@ -318,11 +320,11 @@ class Store:
 
     def inventory(self) -> dict[str, str | None]:
         """The machines that should exist: id -> worker type or None; empty when none is loaded."""
-        return _inventory(self.redis.hgetall(self.inventory_key))
+        return _inventory(self.redis.hgetall(self.inventory_key))  # type: ignore[arg-type]
 
     def lastseen_by_machine(self) -> dict[str, str]:
         """Every machine's lastseen as stored, without what it did (one HGETALL)."""
-        return self.redis.hgetall(self.machines_key)
+        return self.redis.hgetall(self.machines_key)  # type: ignore[return-value]
 
     def data_version(self) -> int:
         """A number that changes whenever machine data changes; read it before the data."""
@@ -361,15 +363,15 @@ class Store:
 
     def pending_counts(self, now: datetime) -> dict[str, int]:
         """Tasks waiting per `<provisioner>/<workerType>`, ignoring those past their deadline."""
-        queues = sorted(self.redis.smembers(self.pending_queues_key))
+        queues: list[str] = sorted(self.redis.smembers(self.pending_queues_key))  # type: ignore[arg-type]
         pipe = self.redis.pipeline(transaction=False)
         for queue in queues:
             pipe.zcount(self.prefix + "pending:" + queue, f"({epoch_seconds(now)}", "+inf")
-        return dict(zip(queues, (int(count) for count in pipe.execute())))
+        return dict(zip(queues, (int(count) for count in pipe.execute()), strict=True))
 
     def listener_status(self) -> dict[str, str]:
         """The listener's heartbeat and counters, as stored."""
-        return self.redis.hgetall(self.listener_key)
+        return self.redis.hgetall(self.listener_key)  # type: ignore[return-value]
 
     def ping(self) -> bool:
         """True when Redis answers."""
@@ -410,7 +412,7 @@ class Store:
                                     value.get("queue", ""))
             if cutoff is None or quarantine.until > cutoff:
                 found[machine_id] = quarantine
-        return found
+        return found  # type: ignore[return-value]
 
     def take_taskcluster_turn(self, holder: str, seconds: float) -> bool:
         """True when this holder may poll Taskcluster now: nobody polled in the last `seconds`."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from dateutil.parser import isoparse
 
@@ -35,7 +35,7 @@ def parse_duration(text: str) -> float:
 def to_naive_utc(moment: datetime) -> datetime:
     """The same instant as a naive UTC datetime (naive input is taken as UTC)."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
 
 

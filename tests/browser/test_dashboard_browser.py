@@ -51,7 +51,7 @@ def history(datacenter: str, host: str, worker_type: str, outcomes: str,
              "l": ("exception", "claim-expired"), "r": ("running", None)}
     return [run(datacenter, host, worker_type, newest_ago + timedelta(minutes=40 * age), *kinds[code][:1],
                 rng, kinds[code][1])
-            for age, code in zip(range(len(outcomes) - 1, -1, -1), outcomes)]
+            for age, code in zip(range(len(outcomes) - 1, -1, -1), outcomes, strict=True)]
 
 
 def small_fleet(store: Store) -> None:

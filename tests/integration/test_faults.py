@@ -146,7 +146,7 @@ def test_broker_dropping_the_connection_the_same_process_reconnects_rebinds_and_
     publisher = Publisher(messages, rate=200)  # 15 s: room for two drops on a busy machine
     publisher.start()
     for connection_number, threshold in ((3, 500), (4, 1300)):
-        wait_for(lambda: processed(real_store) >= threshold, 30, "the listener fell behind")
+        wait_for(lambda threshold=threshold: processed(real_store) >= threshold, 30, "the listener fell behind")
         drop(connection_number)
     published_during_drops = publisher.published
     wait_drained(queue, 60, publisher)

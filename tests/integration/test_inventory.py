@@ -233,9 +233,9 @@ def test_readers_never_see_half_an_inventory(real_store, redis_prefix):
     try:
         for round_ in range(6):
             wanted = first if round_ % 2 == 0 else second
-            real_store.update_inventory(lambda current: wanted, chunk=1000)
+            real_store.update_inventory(lambda current, wanted=wanted: wanted, chunk=1000)
             # the reader is mid-read when the next load starts: reads and writes overlap
-            wait_for(lambda: seen_sizes and seen_sizes[-1] == len(wanted), 10, "the reader is stuck")
+            wait_for(lambda wanted=wanted: seen_sizes and seen_sizes[-1] == len(wanted), 10, "the reader is stuck")
     finally:
         done.set()
         thread.join()

@@ -545,7 +545,7 @@ def test_machine_page_shows_recent_runs_as_a_strip_oldest_first_and_a_table_newe
     strip = re.search(r'<p class="strip" id="strip">(.*?)</p>', html, re.S).group(1)
     squares = re.findall(r'<a class="run run-([\w-]+)" href="([^"]+)"', strip)
     assert squares == [(outcome, run["url"]) for outcome, run in zip(
-        ["completed", "failed", "lost", "not-counted", "failed", "failed"], reversed(runs))]
+        ["completed", "failed", "lost", "not-counted", "failed", "failed"], reversed(runs), strict=True)]
     assert all(url.startswith("https://firefox-ci-tc.services.mozilla.com/tasks/FFFFFFFF")
                for _, url in squares)
     table = re.search(r'<table class="runs" id="runs-table">(.*?)</table>', html, re.S).group(1)

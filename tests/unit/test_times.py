@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 
 from releng_hardware.times import LASTSEEN_FORMAT, format_lastseen, utcnow
 
@@ -20,7 +20,7 @@ def test_lastseen_of_an_aware_time_is_the_same_instant_in_naive_utc():
 
 
 def test_utcnow_is_naive_utc_now():
-    before = datetime.now(timezone.utc).replace(tzinfo=None)
+    before = datetime.now(UTC).replace(tzinfo=None)
     now = utcnow()
-    after = datetime.now(timezone.utc).replace(tzinfo=None)
+    after = datetime.now(UTC).replace(tzinfo=None)
     assert now.tzinfo is None and before <= now <= after

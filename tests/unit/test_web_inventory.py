@@ -288,4 +288,4 @@ def test_dashboard_never_seen_counts_link_to_the_machines_they_count(client, fle
     assert shown.links["never-seen"] == "/?problem=never_seen&sort=lastseen"
     assert page(client, shown.links["never-seen"]).ids == ["mdc1:t-linux64-ms-102", "mdc2:t-mac-spare"]
     html = client.get("/").get_data(as_text=True)
-    assert f'href="/?datacenter=mdc2&amp;problem=never_seen" title="list them">1</a>' in html
+    assert 'href="/?datacenter=mdc2&amp;problem=never_seen" title="list them">1</a>' in html
