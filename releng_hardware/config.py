@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 from .identifiers import is_identifier
@@ -15,15 +15,23 @@ class ConfigError(ValueError):
     """A setting is missing or invalid; the message names it."""
 
 
+_Number = TypeVar("_Number", int, float)
+
 # How a rediss:// server's certificate is checked: redis-py's ssl_cert_reqs values.
 TLS_VERIFY_MODES = ("required", "none")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be a positive whole number")
-    return value
+def _above_zero(parse: Callable[[str], _Number], message: str) -> Callable[[str], _Number]:
+    """A parser like `parse` that refuses zero and below with `message`."""
+    def parse_above_zero(text: str) -> _Number:
+        value = parse(text)
+        if value <= 0:
+            raise ValueError(message)
+        return value
+    return parse_above_zero
+
+
+_positive_int = _above_zero(int, "must be a positive whole number")
 
 
 def _port(text: str) -> int:
@@ -84,11 +92,7 @@ def _share(text: str) -> float:
     return value
 
 
-def _duration(text: str) -> float:
-    seconds = parse_duration(text)
-    if seconds <= 0:
-        raise ValueError("must be longer than zero")
-    return seconds
+_duration = _above_zero(parse_duration, "must be longer than zero")
 
 
 def _duration_or_zero(text: str) -> float:

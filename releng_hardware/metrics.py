@@ -71,22 +71,16 @@ class FleetCollector(Collector):
             MACHINES,
             "Machines per datacenter, worker type and time since last seen",
             labels=["datacenter", "worker_type", "staleness"])
-        stale = GaugeMetricFamily(
-            MACHINES_STALE,
-            "Machines not seen for at least STALE_AFTER",
-            labels=["datacenter", "worker_type"])
-        idle = GaugeMetricFamily(
-            MACHINES_IDLE_WITH_WORK_WAITING,
-            "Stale machines whose worker type has pending tasks",
-            labels=["datacenter", "worker_type"])
+        stale = _per_pool(MACHINES_STALE, "Machines not seen for at least STALE_AFTER")
+        idle = _per_pool(MACHINES_IDLE_WITH_WORK_WAITING,
+                         "Stale machines whose worker type has pending tasks")
         problems = GaugeMetricFamily(
             MACHINE_PROBLEMS,
             "Machines with each problem, per datacenter and worker type",
             labels=["problem", "datacenter", "worker_type"])
-        quarantined = GaugeMetricFamily(
+        quarantined = _per_pool(
             MACHINES_QUARANTINED,
-            "Machines quarantined in Taskcluster (as last polled), per datacenter and worker type",
-            labels=["datacenter", "worker_type"])
+            "Machines quarantined in Taskcluster (as last polled), per datacenter and worker type")
         quarantined_counts: dict[tuple[str, str], int] = {}
         counts: dict[tuple[str, str], dict[str, int]] = {}
         problem_counts: dict[tuple[str, str], dict[str, int]] = {}
@@ -143,6 +137,11 @@ class FleetCollector(Collector):
                 TASKCLUSTER_POLL_AGE_SECONDS,
                 "Seconds since the last good Taskcluster poll (the quarantines' age)",
                 value=poll["age_seconds"])
+
+
+def _per_pool(name: str, documentation: str) -> GaugeMetricFamily:
+    """A gauge with a series per datacenter and worker type."""
+    return GaugeMetricFamily(name, documentation, labels=["datacenter", "worker_type"])
 
 
 def listener_metrics(listener: Mapping[str, str], now: datetime) -> Iterator[

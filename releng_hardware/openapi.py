@@ -61,6 +61,16 @@ IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
                  "schema": {"type": "string"}}
 
 
+def _machine_path(pattern: str, *, hostname: bool) -> dict[str, Any]:
+    """The `machine_id` path parameter: an id matching `pattern`, or also a bare hostname."""
+    examples: dict[str, Any] = {"id": {"value": "mdc1:t-linux64-ms-100"}}
+    if hostname:
+        examples["hostname"] = {"value": "t-linux64-ms-100"}
+    return {"name": "machine_id", "in": "path", "required": True,
+            "schema": {"type": "string", "maxLength": MAX_MACHINE_REF, "pattern": f"^{pattern}$"},
+            "examples": examples}
+
+
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description,
             "schema": schema}
@@ -359,13 +369,7 @@ def build_document() -> dict[str, Any]:
             }},
             "/machines/{machine_id}": {"get": {
                 "summary": "One machine, by <datacenter>:<hostname> or by a unique hostname",
-                "parameters": [{
-                    "name": "machine_id", "in": "path", "required": True,
-                    "schema": {"type": "string", "maxLength": MAX_MACHINE_REF,
-                               "pattern": f"^{MACHINE_REF}$"},
-                    "examples": {"id": {"value": "mdc1:t-linux64-ms-100"},
-                                 "hostname": {"value": "t-linux64-ms-100"}},
-                }],
+                "parameters": [_machine_path(MACHINE_REF, hostname=True)],
                 "responses": {
                     "200": _json(_ref("MachineDetail"), "the machine and its recent tasks"),
                     "400": _error("not a machine id or hostname"),
@@ -404,12 +408,7 @@ def build_document() -> dict[str, Any]:
             }},
             "/machine/{machine_id}": {"get": {
                 "summary": "The page of one machine",
-                "parameters": [{
-                    "name": "machine_id", "in": "path", "required": True,
-                    "schema": {"type": "string", "maxLength": MAX_MACHINE_REF,
-                               "pattern": f"^{IDENTIFIER}:{IDENTIFIER}$"},
-                    "examples": {"id": {"value": "mdc1:t-linux64-ms-100"}},
-                }],
+                "parameters": [_machine_path(f"{IDENTIFIER}:{IDENTIFIER}", hostname=False)],
                 "responses": {
                     "200": _html("the machine's page"),
                     "400": _html("not <datacenter>:<hostname>, or a query parameter given"),
