@@ -19,6 +19,7 @@ import orjson
 
 from releng_hardware.events import PendingEvent, WorkerEvent
 from releng_hardware.fleet import POLL_FIELDS
+from releng_hardware.params import encode_cursor
 from releng_hardware.simulate import fleet, slugid
 from releng_hardware.store import Store, open_redis
 from releng_hardware.times import format_lastseen, utcnow
@@ -26,6 +27,8 @@ from releng_hardware.times import format_lastseen, utcnow
 from .harness import (ROOT, Cleanup, Process, child_env, delete_redis_prefix, free_port, median,
                       percentile, wait_until)
 
+# A page of the paged /machines as a big fleet's client would ask for it.
+PAGE_LIMIT = 500
 RESOLVED = (("completed", "completed"), ("failed", "failed"), ("exception", "worker-shutdown"))
 
 
@@ -336,7 +339,8 @@ def _against_floor(port: int, path: str, bare: Callable[[], Any], setup: ApiSetu
 
 
 def run_scale(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, Any]:
-    """A whole deployment's fleet: the poll, /summary and the dashboard's first page, p50."""
+    """A whole deployment's fleet: the poll, /summary, the dashboard's first page and a first
+    and a middle page of the paged /machines (every field), p50."""
     client = open_redis(setup.redis_url, timeout=60)
     prefix = setup.redis_prefix + "scale:"
     cleanup.add("scale redis keys", lambda: delete_redis_prefix(client, prefix))
@@ -347,8 +351,13 @@ def run_scale(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, 
     log(f"  {client.hlen(store.machines_key)} machines written in {fill_seconds:.1f}s")
     port, server, _ = start_web(setup.redis_url, prefix, setup.workdir, cleanup, "gunicorn-scale")
     out: dict[str, Any] = {"machines": setup.scale_machines, "fill_seconds": round(fill_seconds, 1)}
+    # the place halfway through the machine order, as a client walking the pages gets there
+    middle, = client.zrange(store.machine_order_key, setup.scale_machines // 2,
+                            setup.scale_machines // 2)
     for name, path in (("poll", f"/machines?fields={','.join(POLL_FIELDS)}"),
-                       ("summary", "/summary"), ("dashboard", "/")):
+                       ("summary", "/summary"), ("dashboard", "/"),
+                       ("page_first", f"/machines?limit={PAGE_LIMIT}"),
+                       ("page_middle", f"/machines?limit={PAGE_LIMIT}&cursor={encode_cursor(middle)}")):
         load(port, lambda n, path=path: path, 1, 0.0, max_requests=2)  # warm both workers
         load(port, lambda n, path=path: path, 2, 0.0, max_requests=2)
         samples = [load(port, lambda n, path=path: path, 1, 0.0, max_requests=1)["p50_ms"]

@@ -7,6 +7,7 @@ import io
 from datetime import datetime
 from operator import itemgetter
 from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urlencode
 
 import orjson
 from flask import Blueprint, Response, request
@@ -18,15 +19,21 @@ from .fleet import (MACHINE_FILTERS, MachineQuery, counted_json, csv_columns, cs
                     lastseen_machines, lastseen_rows, machine_view, needs_records, parse_fields,
                     poll_machines, project, select, summary, taskcluster_poll_state)
 from .identifiers import MAX_MACHINE_REF, is_machine_ref
-from .params import duration_param
+from .params import cursor_param, duration_param, encode_cursor, limit_param
 from .responses import (ApiError, collector_paused, conditional, digest, json_response,
                         query_args)
-from .snapshot import read_fleet, read_machine
+from .snapshot import Page, read_fleet, read_machine, read_page
 from .store import Store
 
 bp = Blueprint("api", __name__)
 
-MACHINE_PARAMS = frozenset({*MACHINE_FILTERS, "fields", "format"})
+# A page of /machines: at most `limit` machines, after the place `cursor` stands for.
+PAGE_PARAMS = ("limit", "cursor")
+MACHINE_PARAMS = frozenset({*MACHINE_FILTERS, "fields", "format", *PAGE_PARAMS})
+# The page size of a request giving a cursor without a limit.
+DEFAULT_LIMIT = 500
+# Where a paged answer says how to go on (the body keeps the unpaged answer's shape).
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
 SUMMARY_PARAMS = frozenset({"stale_after"})
 FORMATS = ("json", "csv")
 
@@ -38,11 +45,41 @@ def machines() -> Response:
     query = MachineQuery.from_args({name: args[name] for name in MACHINE_FILTERS if name in args})
     fields = parse_fields(args["fields"]) if "fields" in args else None
     wants_csv = _wants_csv(args.get("format"))
+    paged = "limit" in args or "cursor" in args
+    limit = limit_param("limit", args["limit"]) if "limit" in args else DEFAULT_LIMIT
+    after = cursor_param("cursor", args["cursor"]) if "cursor" in args else None
     app = app_state()
     store, now = app.store, app.clock()
     data_version = store.data_version()  # before the data: a newer ETag never labels older data
+    if paged:
+        page = read_page(store, app.config, now, query, limit, after, view=machine_view(fields))
+        return _machines_page(page, args, fields, wants_csv, data_version)
     with collector_paused():
         return _machines(store, app.config, now, query, fields, wants_csv, data_version)
+
+
+def _machines_page(page: Page, args: Mapping[str, str], fields: tuple[str, ...] | None,
+                   wants_csv: bool, data_version: int) -> Response:
+    """A page as the unpaged answer shows machines, with where the next page starts in its
+    headers: X-Next-Cursor and a Link to it (rel="next"), absent on the last page."""
+    selected: Sequence[Mapping[str, Any]] = page.machines
+    # which machines, their problems and the next place: what time or data change here
+    state = digest("\n".join((*(f"{machine['id']} {' '.join(machine['problems'])}"
+                                for machine in selected), page.next_place or "")).encode())
+    if fields is not None:
+        selected = project(selected, fields)
+    etag = machines_etag(data_version, state)
+    if wants_csv:
+        response = conditional(csv_text(selected, fields or CSV_FIELDS).encode(), "text/csv", etag,
+                               weak=True)
+    else:
+        response = conditional(orjson.dumps(selected), "application/json", etag, weak=True)
+    if page.next_place is not None:
+        cursor = encode_cursor(page.next_place)
+        response.headers[NEXT_CURSOR_HEADER] = cursor
+        response.headers["Link"] = (f'<{request.path}?{urlencode({**args, "cursor": cursor})}>; '
+                                    'rel="next"')
+    return response
 
 
 def _machines(store: Store, config: Config, now: datetime, query: MachineQuery,

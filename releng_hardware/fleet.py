@@ -79,6 +79,13 @@ class MachineQuery:
             values["include_never_seen"] = True  # asking for them, or for every problem, includes them
         return cls(**values)
 
+    @property
+    def filtered(self) -> bool:
+        """Whether the query leaves some machines out."""
+        return any(value is not None for value in (
+            self.datacenter, self.worker_type, self.provisioner, self.state, self.stale,
+            self.seen_within, self.problem, self.quarantined))
+
 
 # The one format everything here writes is this long; anything else came from elsewhere.
 _LASTSEEN_LENGTH = len("2018-11-08T08:47:50.939514")
@@ -234,10 +241,7 @@ def select(machines: Sequence[M], query: MachineQuery) -> list[M]:
                  or (machine["quarantine"] is not None) == query.quarantined)
         )
 
-    filtered = any(value is not None for value in (
-        query.datacenter, query.worker_type, query.provisioner, query.state, query.stale,
-        query.seen_within, query.problem, query.quarantined))
-    selected = [machine for machine in machines if keep(machine)] if filtered else list(machines)
+    selected = [machine for machine in machines if keep(machine)] if query.filtered else list(machines)
     field = query.sort.lstrip("-")
     if field == "machine":
         sort_by_hostname(selected, query.sort.startswith("-"))

@@ -13,10 +13,12 @@ from .fleet import (BOOLEANS, CSV_COLUMNS, INCLUDES, PROBLEM_FILTERS, SORT_KEYS,
 from .metrics import EXPOSED_FAMILIES, LISTENER_MESSAGES_TOTAL, MACHINE_PROBLEMS
 from .problems import PROBLEMS
 from .identifiers import IDENTIFIER, MACHINE_REF, MAX_MACHINE_REF
-from .params import POSITIVE_INT
+from .params import CURSOR, LIMIT, MAX_LIMIT, POSITIVE_INT
 from .store import LISTENER_COUNTERS
 from .times import DURATION_PATTERN
 from .responses import MAX_URL_LENGTH, json_response
+from .snapshot import SCAN_BUDGET
+from .api import DEFAULT_LIMIT, NEXT_CURSOR_HEADER
 
 bp = Blueprint("openapi", __name__)
 
@@ -56,6 +58,15 @@ ETAG = {"ETag": {"description": "validator of the body (weak where ages alone ch
                  "schema": {"type": "string"}}}
 NOT_MODIFIED = {"description": "the body is unchanged since the ETag given in If-None-Match",
                 "headers": ETAG}
+# A paged answer's way on; both absent on the last page.
+NEXT_PAGE = {
+    NEXT_CURSOR_HEADER: {"description": "the cursor of the next page (with limit or cursor "
+                                     "only): send it back as `cursor`", "required": False,
+                         "schema": {
+                                         "type": "string", "pattern": f"^{CURSOR.pattern}$"}},
+    "Link": {"description": 'the next page\'s URL, rel="next" (RFC 8288), with limit or '
+                            "cursor only", "required": False, "schema": {"type": "string"}},
+}
 IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
                  "description": "an ETag of an earlier response; answered 304 when still current",
                  "schema": {"type": "string"}}
@@ -105,6 +116,20 @@ MACHINE_QUERY = [
                       "tracking began (lastseen null; having no age, they are left out by stale "
                       "and seen_within, and come first oldest first)",
            {"type": "string", "enum": list(INCLUDES)}),
+]
+PAGE_QUERY = [
+    _query("limit", f"at most this many machines (1 to {MAX_LIMIT}), a page in the order "
+                    "asked; the X-Next-Cursor and Link headers lead to the next page. With "
+                    "sort=machine or -machine and no never-seen machine asked for, a page "
+                    f"reads only the machines it examines (at most {SCAN_BUDGET}), so a "
+                    "filtered page may hold fewer than limit, even none, and still have a "
+                    "next one; otherwise each page reads the whole fleet",
+           {"type": "string", "pattern": f"^(?:{LIMIT.pattern})$",
+            "examples": ["500"]}),
+    _query("cursor", "where to go on: the X-Next-Cursor of the page before (opaque; a page "
+                     f"of {DEFAULT_LIMIT} when limit is not given). Machines added behind it "
+                     "since are not shown, machines gone are not; none is shown twice",
+           {"type": "string", "pattern": f"^{CURSOR.pattern}$"}),
 ]
 # What a count of /summary means, where its name does not say it all.
 COUNT_NOTES = {
@@ -346,11 +371,12 @@ def build_document() -> dict[str, Any]:
                                        "examples": ["machine,datacenter,lastseen"]}),
                                _query("format", "json (default) or csv; Accept: text/csv works too",
                                       {"type": "string", "enum": ["json", "csv"]}),
-                               IF_NONE_MATCH],
+                               *PAGE_QUERY, IF_NONE_MATCH],
                 "responses": {
                     "200": {
-                        "description": "the machines, in the order asked",
-                        "headers": ETAG,
+                        "description": "the machines, in the order asked; with limit or "
+                                       "cursor, one page of them",
+                        "headers": {**ETAG, **NEXT_PAGE},
                         "content": {
                             "application/json": {"schema": {"type": "array", "items": {
                                 "anyOf": [_ref("Machine"), _ref("MachineFields")]}}},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Iterable
 
@@ -10,6 +11,15 @@ from .times import parse_duration
 
 # A page number: nine digits are more pages than any fleet has.
 POSITIVE_INT = re.compile(r"[1-9][0-9]{0,8}")
+# The most machines a page of /machines holds, and the numbers from 1 to it as a pattern (what
+# the OpenAPI document states; a test holds the two to each other).
+MAX_LIMIT = 5000
+LIMIT = re.compile(r"[1-9][0-9]{0,2}|[1-4][0-9]{3}|5000")
+# A page's cursor: the version of its format, then a place in an order as unpadded urlsafe
+# base64 (never a length of 1 mod 4, which no bytes encode to). Opaque to clients; any place
+# is valid, so every string of this pattern is a cursor. At most a long machine id's place.
+CURSOR_VERSION = "1"
+CURSOR = re.compile(CURSOR_VERSION + r"(?:[A-Za-z0-9_-]{4}){0,60}(?:[A-Za-z0-9_-]{2,3})?")
 
 
 class BadParameter(ValueError):
@@ -48,3 +58,25 @@ def choice_param(name: str, value: str, choices: Iterable[str]) -> str:
     if value not in choices:
         raise BadParameter(name, f"must be one of {', '.join(choices)}")
     return value
+
+
+def limit_param(name: str, text: str) -> int:
+    """A page size: a whole number from 1 to MAX_LIMIT, in plain digits."""
+    if LIMIT.fullmatch(text) is None:
+        raise BadParameter(name, f"must be a whole number from 1 to {MAX_LIMIT}")
+    return int(text)
+
+
+def encode_cursor(place: str) -> str:
+    """The cursor of a place in an order (what the next page starts after)."""
+    return CURSOR_VERSION + base64.urlsafe_b64encode(place.encode()).decode().rstrip("=")
+
+
+def cursor_param(name: str, text: str) -> bytes:
+    """The place a cursor stands for, as bytes (an order compares bytes; a client's cursor
+    need not be text)."""
+    if CURSOR.fullmatch(text) is None:
+        raise BadParameter(name, "not a cursor of this API: pass on a cursor as the API gave it")
+    body = text[len(CURSOR_VERSION):]
+    # the pattern admits only what decodes: base64 ignores the unused bits of the last character
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))

@@ -8,10 +8,16 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from .config import Config
 from .fields import CountedMachine, Machine, MachineDetail
-from .fleet import busy_queues, machine_json, never_seen_records, recent_tasks
+from .fleet import MachineQuery, busy_queues, machine_json, never_seen_records, recent_tasks, select
 from .problems import Thresholds
 from .records import MachineRecord, Quarantine
-from .store import Store
+from .store import ORDER_SEPARATOR, Store, order_member
+
+# The machines of the order a page of /machines judges at most, whatever its filters match:
+# the bound on a page's cost (a filtered page may hold fewer than its limit, with a cursor).
+SCAN_BUDGET = 5000
+# A filtered page reads the order this many machines at a time (an unfiltered one, its limit).
+FILTERED_CHUNK = 1000
 
 
 class Fleet(NamedTuple):
@@ -85,3 +91,84 @@ def read_machine(store: Store, config: Config, record: MachineRecord,
                            quarantine=store.quarantines(now).get(record.machine_id))
     return {**machine, "recent_tasks": recent_tasks(record.history, config.recent_tasks,
                                                     config.taskcluster_root_url)}
+
+
+class Page(NamedTuple):
+    """Some machines of /machines in its order, and where the next page starts."""
+
+    machines: list[Machine | CountedMachine]
+    # the place in the order the next page starts after; None when nothing is left
+    next_place: str | None
+
+
+def pages_in_machine_order(query: MachineQuery) -> bool:
+    """True when a page of the query costs the page: the store keeps its order (hostname, then
+    datacenter, either way), and the machines shown are all in `machines` (no never-seen)."""
+    return query.sort.lstrip("-") == "machine" and not query.include_never_seen
+
+
+def read_page(store: Store, config: Config, now: datetime, query: MachineQuery, limit: int,
+              after: bytes | None, *,
+              view: Callable[..., Machine | CountedMachine] = machine_json) -> Page:
+    """Up to `limit` machines of the query's answer after the place `after` (None: from the
+    start), as `view` shows them, judged as read_fleet judges them.
+
+    Where pages_in_machine_order, it reads the store's machine order and only the machines
+    it examines, at most SCAN_BUDGET a page; otherwise it reads the whole fleet, as the
+    unpaged answer does, and cuts the page out of it.
+    """
+    if not pages_in_machine_order(query):
+        return _page_of_fleet(store, config, now, query, limit, after, view)
+    busy = busy_queues(store.pending_counts(now))
+    limits = Thresholds.from_config(config)
+    root_url = config.taskcluster_root_url
+    reverse = query.sort.startswith("-")
+    chunk = max(limit, FILTERED_CHUNK) if query.filtered else limit
+    shown: list[Machine | CountedMachine] = []
+    place: str | bytes | None = after
+    examined = 0
+    while True:
+        count = min(chunk, SCAN_BUDGET - examined)
+        part = store.machine_order_page(place, count, now, reverse=reverse)
+        examined += count
+        member_of = {entry.record.machine_id: entry.member for entry in part.entries}
+        matches = select([view(entry.record, now, root_url, busy, limits,
+                               in_inventory=entry.in_inventory, quarantine=entry.quarantine)
+                          for entry in part.entries], query)
+        wanted = limit - len(shown)
+        if len(matches) >= wanted:
+            shown += matches[:wanted]
+            more = len(matches) > wanted or part.more
+            return Page(shown, member_of[shown[-1]["id"]] if more else None)
+        shown += matches
+        if not part.more or part.last is None:
+            return Page(shown, None)
+        place = part.last
+        if examined >= SCAN_BUDGET:
+            return Page(shown, place)
+
+
+def _page_of_fleet(store: Store, config: Config, now: datetime, query: MachineQuery, limit: int,
+                   after: bytes | None, view: Callable[..., Machine | CountedMachine]) -> Page:
+    fleet = read_fleet(store, config, now, with_never_seen=query.include_never_seen, view=view)
+    selected = select(fleet.machines + fleet.never_seen, query)
+    place = _machine_place if query.sort.lstrip("-") == "machine" else _lastseen_place
+    start = 0
+    if after is not None:
+        # the answer is in the order of its places: the page starts at the first one past `after`
+        reverse = query.sort.startswith("-")
+        start = next((at for at, machine in enumerate(selected)
+                      if (place(machine).encode() < after if reverse
+                          else place(machine).encode() > after)), len(selected))
+    shown = selected[start:start + limit]
+    more = start + limit < len(selected)
+    return Page(shown, place(shown[-1]) if more else None)
+
+
+def _machine_place(machine: Mapping[str, Any]) -> str:
+    return order_member(machine["id"])
+
+
+def _lastseen_place(machine: Mapping[str, Any]) -> str:
+    # select orders by (lastseen, id), a never-seen machine's lastseen counting as ""
+    return ORDER_SEPARATOR.join((machine["lastseen"] or "", machine["id"]))

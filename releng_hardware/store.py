@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
 import orjson
@@ -29,6 +29,7 @@ import redis
 from . import history
 from .config import WINDOW
 from .events import PendingEvent, WorkerEvent
+from .identifiers import split_machine_id
 from .records import RUNNING, BackfillItem, MachineRecord, Quarantine, outcome_code
 from .times import epoch_seconds, format_lastseen
 
@@ -57,16 +58,55 @@ def _script(name: str) -> str:
     return (resources.files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
-_RECORD_BATCH = _script("record_batch")
-_REMOVE_EXPIRED = _script("remove_expired")
-_PRELOAD = _script("preload")
+# Every script that adds or removes a machine starts with the machine order's rule (its member
+# and key), so that each keeps the order in the same atomic write.
+_MACHINE_ORDER = _script("machine_order")
+_RECORD_BATCH = _MACHINE_ORDER + _script("record_batch")
+_REMOVE_EXPIRED = _MACHINE_ORDER + _script("remove_expired")
+_PRELOAD = _MACHINE_ORDER + _script("preload")
 _REPLACE_QUARANTINES = _script("replace_quarantines")
-_BACKFILL = _script("backfill")
+_BACKFILL = _MACHINE_ORDER + _script("backfill")
+_BUILD_MACHINE_ORDER = _MACHINE_ORDER + _script("build_machine_order")
+_MACHINE_PAGE = _script("machine_page")
+# Machines written before the machine order existed are added to it this many per script
+# call: a few milliseconds of Redis each, however big the fleet.
+ORDER_BUILD_STEP = 10_000
 
 
 
 
 TASKCLUSTER_COUNTERS = ("consecutive_failures", "polls", "failures")
+# What joins the parts of a machine order member: sorts before every character of a name.
+ORDER_SEPARATOR = "\0"
+
+
+def order_member(machine_id: str) -> str:
+    """The machine's member of the machine order (lua/machine_order.lua's rule): its hostname,
+    datacenter and id, so members sort as fleet.sort_by_hostname orders machines."""
+    datacenter, hostname = split_machine_id(machine_id)
+    return ORDER_SEPARATOR.join((hostname, datacenter, machine_id))
+
+
+def order_member_id(member: str) -> str:
+    """The machine id of a machine order member."""
+    return member.split(ORDER_SEPARATOR, 2)[2]
+
+
+class OrderEntry(NamedTuple):
+    """One machine of a page of the machine order, with what the views need of it."""
+
+    member: str  # its place in the order
+    record: MachineRecord
+    quarantine: Quarantine | None  # lasting past the page's `now`
+    in_inventory: bool | None  # None when no inventory is loaded
+
+
+class OrderPage(NamedTuple):
+    """A few machines of the machine order, read in one script."""
+
+    entries: list[OrderEntry]
+    more: bool  # the order goes on past `last`
+    last: str | None  # the last member read (of a machine shown or not); None when none
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +189,10 @@ class Store:
         self.version_key = prefix + "version"
         self.inventory_key = prefix + "inventory"
         self.retention_cursor_key = prefix + "retention_cursor"
+        self.machine_order_key = prefix + "machine_order"
+        self.machine_order_state_key = prefix + "machine_order_state"
+        self._build_machine_order = client.register_script(_BUILD_MACHINE_ORDER)
+        self._machine_page = client.register_script(_MACHINE_PAGE)
         self._record_batch = client.register_script(_RECORD_BATCH)
         self._preload = client.register_script(_PRELOAD)
         self._remove_expired = client.register_script(_REMOVE_EXPIRED)
@@ -181,7 +225,8 @@ class Store:
             skipped, malformed, format_lastseen(received_at or now), orjson.dumps(items), BATCH_LAYOUT,
         ]
         written, duplicates, ignored = self._record_batch(
-            keys=[self.machines_key, self.records_key, self.listener_key, self.history_key],
+            keys=[self.machines_key, self.records_key, self.listener_key, self.history_key,
+                  self.machine_order_key],
             args=args)
         return BatchResult(int(written), int(duplicates), int(ignored))
 
@@ -224,7 +269,8 @@ class Store:
             pipe.multi()
             for start in range(0, len(items), chunk):
                 args = [value for pair in items[start:start + chunk] for value in pair]
-                self._preload(keys=[self.machines_key, self.version_key], args=args, client=pipe)
+                self._preload(keys=[self.machines_key, self.version_key, self.machine_order_key],
+                              args=args, client=pipe)
         written = kept = 0
         for chunk_written, chunk_kept in self._all_or_nothing(queue_writes):
             written, kept = written + int(chunk_written), kept + int(chunk_kept)
@@ -289,7 +335,7 @@ class Store:
         """
         removed, examined, cursor = self._remove_expired(
             keys=[self.machines_key, self.records_key, self.history_key, self.inventory_key,
-                  self.retention_cursor_key, self.version_key],
+                  self.retention_cursor_key, self.version_key, self.machine_order_key],
             args=[self.prefix, format_lastseen(cutoff), count])
         return SweepStep(int(removed), int(examined), cursor in ("0", b"0"))
 
@@ -317,6 +363,42 @@ class Store:
                           loads(raw_records[machine_id]) if machine_id in raw_records else {})
             for machine_id, lastseen in lastseen_by_id.items()
         ]
+
+    def machine_order_page(self, after: str | bytes | None, count: int, now: datetime, *,
+                           reverse: bool = False) -> OrderPage:
+        """Up to `count` machines of the machine order after the member `after` (None: from the
+        start; reverse: backwards, from the end), with their quarantine lasting past `now`.
+
+        Reads those machines only, in one script. Machines written before the order existed
+        are added to it first, once per deployment (build_machine_order).
+        """
+        start: str | bytes = ("+" if reverse else "-") if after is None else (
+            b"(" + after if isinstance(after, bytes) else "(" + after)
+        keys = [self.machine_order_key, self.machine_order_state_key, self.machines_key,
+                self.records_key, self.quarantine_key, self.inventory_key]
+        reply = self._machine_page(keys=keys, args=[start, count, "1" if reverse else "0"])
+        while int(reply[0]) == -1:
+            self.build_machine_order()
+            reply = self._machine_page(keys=keys, args=[start, count, "1" if reverse else "0"])
+        loaded, cutoff, loads = bool(int(reply[1])), format_lastseen(now), orjson.loads
+        entries, last = [], None
+        for at in range(2, len(reply), 5):
+            member, lastseen, raw, quarantine, listed = reply[at:at + 5]
+            last = member
+            if lastseen is None:  # not in `machines` (a hand-made edit): nothing to show
+                continue
+            entries.append(OrderEntry(
+                member, MachineRecord(order_member_id(member), lastseen, loads(raw) if raw else {}),
+                _lasting_quarantine(quarantine, cutoff), bool(int(listed)) if loaded else None))
+        return OrderPage(entries, bool(int(reply[0])), last)
+
+    def build_machine_order(self, step: int = ORDER_BUILD_STEP) -> None:
+        """Add every machine to the machine order, in steps of `step` (bounded scripts); does
+        nothing once done. For the machines written before the order existed."""
+        while not int(self._build_machine_order(
+                keys=[self.machines_key, self.machine_order_state_key, self.machine_order_key],
+                args=[step])):
+            pass
 
     def inventory(self) -> dict[str, str | None]:
         """The machines that should exist: id -> worker type or None; empty when none is loaded."""
@@ -407,10 +489,8 @@ class Store:
         cutoff = None if now is None else format_lastseen(now)
         found = {}
         for machine_id, raw in self.redis.hgetall(self.quarantine_key).items():
-            value = orjson.loads(raw)
-            quarantine = Quarantine(value["until"], value.get("reason"), value.get("by"),
-                                    value.get("queue", ""))
-            if cutoff is None or quarantine.until > cutoff:
+            quarantine = _lasting_quarantine(raw, cutoff)  # type: ignore[arg-type]
+            if quarantine is not None:
                 found[machine_id] = quarantine
         return found  # type: ignore[return-value]
 
@@ -454,7 +534,8 @@ class Store:
         def queue_writes(pipe: Any) -> None:
             pipe.multi()
             for start in range(0, len(rows), chunk):
-                self._backfill(keys=[self.machines_key, self.records_key, self.version_key],
+                self._backfill(keys=[self.machines_key, self.records_key, self.version_key,
+                                     self.machine_order_key],
                                args=[orjson.dumps(rows[start:start + chunk])], client=pipe)
         written = kept = 0
         for chunk_written, chunk_kept in self._all_or_nothing(queue_writes):
@@ -465,6 +546,16 @@ class Store:
 def _inventory(stored: Mapping[str, str]) -> dict[str, str | None]:
     # "" stands for "no worker type": a worker type is never empty
     return {machine_id: worker_type or None for machine_id, worker_type in stored.items()}
+
+
+def _lasting_quarantine(raw: str | None, cutoff: str | None) -> Quarantine | None:
+    """A stored quarantine, when there is one lasting past `cutoff` (a lastseen; None: any)."""
+    if raw is None:
+        return None
+    value = orjson.loads(raw)
+    quarantine = Quarantine(value["until"], value.get("reason"), value.get("by"),
+                            value.get("queue", ""))
+    return quarantine if cutoff is None or quarantine.until > cutoff else None
 
 
 def _quarantine_value(quarantine: Quarantine) -> str:

@@ -8,6 +8,7 @@ for _, item in ipairs(cjson.decode(ARGV[1])) do
   local current = redis.call('HGET', machines, id)
   if (not current) or seen > current then
     redis.call('HSET', machines, id, seen)
+    if not current then add_to_order(id) end
     local raw = redis.call('HGET', records, id)
     local rec
     if raw then rec = cjson.decode(raw) else rec = {completed = 0, failed = 0, exception = 0} end

@@ -114,6 +114,7 @@ end
 local function note_seen(id, rec, seen, first)
   local current = redis.call('HGET', machines, id)
   if (not current) or seen > current then redis.call('HSET', machines, id, seen) end
+  if not current then add_to_order(id) end
   if (not rec.firstseen) or first < rec.firstseen then rec.firstseen = first end
 end
 

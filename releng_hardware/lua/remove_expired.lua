@@ -1,7 +1,8 @@
 -- One bounded step of the retention sweep: HSCAN a few entries of `machines` from the
 -- shared cursor and remove the machines seen before the cutoff, unless in the inventory,
 -- with every per-machine entry and key the store has.
--- KEYS: machines, machine_records, machine_history, inventory, retention_cursor, version.
+-- KEYS: machines, machine_records, machine_history, inventory, retention_cursor, version,
+--       the machine order.
 -- ARGV: key prefix, cutoff (a lastseen), entries to scan.
 -- Returns {removed, examined, the cursor after this step}.
 local machines, records, history, inventory = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -14,6 +15,7 @@ for i = 1, #entries, 2 do
   -- lastseen strings sort as the times they write
   if seen < cutoff and redis.call('HEXISTS', inventory, id) == 0 then
     redis.call('HDEL', machines, id)
+    redis.call('ZREM', machine_order, order_member(id))
     redis.call('HDEL', records, id)
     redis.call('HDEL', history, id)
     redis.call('DEL', prefix .. 'runs:' .. id)

@@ -50,6 +50,7 @@ def test_quick_benchmark_completes_and_writes_its_report(tmp_path: Path) -> None
     assert set(report["targets"]) == {
         "listener_vs_bare_drain", "listener_peak_rss_mb", "poll_vs_bare", "machines_vs_full_floor",
         "machine_p50_ms", "visible_p99_s", "redis_bytes_per_machine", "scale_poll_p50_s",
-        "scale_summary_p50_s", "scale_dashboard_p50_s", "preload_100k_seconds"}
+        "scale_summary_p50_s", "scale_dashboard_p50_s", "scale_page_first_p50_s",
+        "scale_page_middle_p50_s", "preload_100k_seconds"}
     assert not any(target["at_full_scale"] for target in report["targets"].values())
     assert {"cpu_model", "cores", "python", "redis", "rabbitmq", "date"} <= set(report["machine"])

@@ -220,6 +220,12 @@ CASES = [
     Case("/machines?include=everything", "/machines", 400),
     Case("/machines?stale=soon", "/machines", 400),
     Case("/machines?colour=red", "/machines", 400),
+    Case("/machines?limit=2", "/machines", 200),
+    Case("/machines?limit=1&sort=-machine&fields=id,problems&format=csv", "/machines", 200),
+    Case("/machines?limit=2&include=never_seen&sort=lastseen", "/machines", 200),
+    Case("/machines?limit=2&cursor=1dC1", "/machines", 200),
+    Case("/machines?limit=5001", "/machines", 400),
+    Case("/machines?limit=2&cursor=2abc", "/machines", 400),
     Case("/machines", "/machines", 503, redis_down=True),
     Case("/machines/mdc1:t-linux64-ms-100", "/machines/{machine_id}", 200),
     Case("/machines/t-w1064-ms-281", "/machines/{machine_id}", 200),
@@ -277,8 +283,13 @@ def test_real_response_matches_the_document(client, fleet, document, fake_server
 
     assert response.status_code == case.status, response.get_data(as_text=True)[:300]
     documented = document["paths"][case.path]["get"]["responses"][str(case.status)]
-    for header in documented.get("headers", {}):
-        assert header in response.headers, f"documented header {header} is missing"
+    for header, described in documented.get("headers", {}).items():
+        # a header the document says may be absent (a paged answer's way on) is checked when sent
+        if described.get("required", True) or header in response.headers:
+            assert header in response.headers, f"documented header {header} is missing"
+            assert errors(response.headers[header], described["schema"], document) == []
+    if "limit=" in case.url and case.status == 200:
+        assert "X-Next-Cursor" in response.headers and "Link" in response.headers
     content = documented.get("content", {})
     if case.status == 304:
         assert not content and response.get_data() == b""
