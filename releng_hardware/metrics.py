@@ -33,11 +33,15 @@ LISTENER_MESSAGES_TOTAL = f"{LISTENER_MESSAGES}_total"
 LISTENER_LAG_SECONDS = "releng_hardware_listener_lag_seconds"
 LISTENER_HEARTBEAT_AGE_SECONDS = "releng_hardware_listener_heartbeat_age_seconds"
 TASKCLUSTER_POLL_AGE_SECONDS = "releng_hardware_taskcluster_last_good_poll_age_seconds"
+TASKCLUSTER_POLLS = "releng_hardware_taskcluster_polls"
+TASKCLUSTER_POLLS_TOTAL = f"{TASKCLUSTER_POLLS}_total"
+# The outcomes of a Taskcluster poll, as the polls counter labels them.
+TASKCLUSTER_POLL_OUTCOMES = ("good", "failed")
 # Every family as the exposition names its samples, in the order a scrape yields them.
 EXPOSED_FAMILIES = (MACHINES, MACHINES_STALE, MACHINES_IDLE_WITH_WORK_WAITING, MACHINE_PROBLEMS,
                     MACHINES_QUARANTINED, STALE_AFTER_SECONDS, PENDING_TASKS,
                     LISTENER_MESSAGES_TOTAL, LISTENER_LAG_SECONDS, LISTENER_HEARTBEAT_AGE_SECONDS,
-                    TASKCLUSTER_POLL_AGE_SECONDS)
+                    TASKCLUSTER_POLLS_TOTAL, TASKCLUSTER_POLL_AGE_SECONDS)
 
 # (label, upper bound in seconds): fixed so dashboards and alerts can rely on them
 # whatever STALE_AFTER is; releng_hardware_machines_stale follows STALE_AFTER.
@@ -130,8 +134,14 @@ class FleetCollector(Collector):
 
         yield from listener_metrics(listener, self.now)
 
-        poll = taskcluster_poll_state(self.store.taskcluster_status(), self.now,
-                                      self.config.taskcluster_poll)
+        status = self.store.taskcluster_status()
+        # the store only ever HINCRBYs both: true counters, good ones by difference
+        polls = CounterMetricFamily(TASKCLUSTER_POLLS, "Taskcluster quarantine polls, by outcome",
+                                    labels=["outcome"])
+        polls.add_metric(["good"], status["polls"] - status["failures"])
+        polls.add_metric(["failed"], status["failures"])
+        yield polls
+        poll = taskcluster_poll_state(status, self.now, self.config.taskcluster_poll)
         if poll["age_seconds"] is not None:  # absent when never polled, or polling is off
             yield GaugeMetricFamily(
                 TASKCLUSTER_POLL_AGE_SECONDS,

@@ -10,7 +10,8 @@ from . import __version__
 from .fields import FIELDS, LAST_TASK_SCHEMA, MACHINE_FIELDS, STATES
 from .fleet import (BOOLEANS, CSV_COLUMNS, INCLUDES, PROBLEM_FILTERS, SORT_KEYS, SUMMARY_COUNTS,
                     TASKCLUSTER_POLLS_LATE)
-from .metrics import EXPOSED_FAMILIES, LISTENER_MESSAGES_TOTAL, MACHINE_PROBLEMS
+from .metrics import (EXPOSED_FAMILIES, LISTENER_MESSAGES_TOTAL, MACHINE_PROBLEMS,
+                      TASKCLUSTER_POLL_OUTCOMES, TASKCLUSTER_POLLS_TOTAL)
 from .problems import PROBLEMS
 from .identifiers import IDENTIFIER, MACHINE_REF, MAX_MACHINE_REF
 from .params import CURSOR, LIMIT, MAX_LIMIT, POSITIVE_INT
@@ -338,7 +339,8 @@ def _schemas() -> dict[str, Any]:
 
 # The labels whose values the code fixes, which the document lists per family.
 METRIC_LABELS = {MACHINE_PROBLEMS: ("problem", PROBLEMS),
-                 LISTENER_MESSAGES_TOTAL: ("outcome", LISTENER_COUNTERS)}
+                 LISTENER_MESSAGES_TOTAL: ("outcome", LISTENER_COUNTERS),
+                 TASKCLUSTER_POLLS_TOTAL: ("outcome", TASKCLUSTER_POLL_OUTCOMES)}
 
 
 def _family(name: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from releng_hardware.fields import QUARANTINE_COLUMNS
-from releng_hardware.metrics import MACHINES_QUARANTINED, TASKCLUSTER_POLL_AGE_SECONDS
+from releng_hardware.metrics import MACHINES_QUARANTINED, TASKCLUSTER_POLL_AGE_SECONDS, TASKCLUSTER_POLLS_TOTAL
 from releng_hardware.poller import poll_once
 from releng_hardware.records import BackfillItem, Quarantine
 from releng_hardware.standin import TaskclusterStandin
@@ -151,6 +151,17 @@ def test_metrics_count_the_quarantined_per_pool_and_give_the_polls_age(client, f
         (("datacenter", "mdc2"), ("worker_type", WINDOWS)): 0.0,  # zeros too
     }
     assert got[TASKCLUSTER_POLL_AGE_SECONDS] == {(): 120.0}
+
+
+def test_metrics_count_the_polls_by_outcome(client, store, fleet):
+    before = samples(client)[TASKCLUSTER_POLLS_TOTAL]
+    store.taskcluster_polled(NOW, error="HTTP 503 from worker-manager")
+    store.taskcluster_polled(NOW, error="HTTP 503 from worker-manager")
+    store.taskcluster_polled(NOW)
+    after = samples(client)[TASKCLUSTER_POLLS_TOTAL]
+    good, failed = (("outcome", "good"),), (("outcome", "failed"),)
+    assert after[good] == before[good] + 1
+    assert after[failed] == before[failed] + 2
 
 
 def test_the_polls_age_is_absent_when_never_polled_or_polling_is_off(app_factory, store, fleet):
