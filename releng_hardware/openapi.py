@@ -180,7 +180,7 @@ def _schemas() -> dict[str, Any]:
         "RecentTask": {
             "type": "object",
             "required": ["task_id", "run_id", "state", "reason_resolved", "started", "resolved",
-                         "url"],
+                         "url", "label", "attribution", "peers", "peer_median_seconds"],
             "properties": {
                 "task_id": {"type": "string"},
                 "run_id": {"type": "integer", "minimum": 0},
@@ -191,6 +191,19 @@ def _schemas() -> dict[str, Any]:
                 "resolved": _nullable("string", description="when it ended (UTC); null while "
                                                            "running"),
                 "url": {"type": "string", "description": "the run in the Taskcluster UI"},
+                "label": _nullable("string", description="the task's tags.label; null when none"),
+                "attribution": {"enum": ["task", "machine", None], "description": (
+                    "a failed or counted-exception run: \"task\" when PEER_FAILURES other machines "
+                    "failed a peer run (the rules skip it), \"machine\" when another completed "
+                    "one; null otherwise")},
+                "peers": {"type": ["object", "null"], "description": (
+                    "distinct other machines with a failed (or counted exception) and with a "
+                    "completed run of the label within PEER_WINDOW; null without a label"),
+                    "required": ["failed", "completed"], "additionalProperties": False,
+                    "properties": {"failed": {"type": "integer", "minimum": 0},
+                                   "completed": {"type": "integer", "minimum": 0}}},
+                "peer_median_seconds": _nullable("number", description=(
+                    "a completed run's peers' median duration, with at least 3 of them")),
             },
             "additionalProperties": False,
         },
