@@ -27,6 +27,7 @@ import orjson
 import redis
 
 from . import history, peers
+from .config import Config
 from .events import PendingEvent, WorkerEvent
 from .problems import WINDOW
 from .records import (COMPLETED, NOT_COUNTED, RUNNING, BackfillItem, MachineRecord, Quarantine,
@@ -55,9 +56,8 @@ BATCH_LAYOUT = orjson.dumps({"worker": WORKER_ITEM, "pending": PENDING_ITEM,
                              "not_counted": NOT_COUNTED, "failing": peers.FAILING,
                              "no_label": history.NO_LABEL,
                              "no_attribution": history.NO_ATTRIBUTION})
-# Config's defaults of PEER_WINDOW and PEER_FAILURES, for a store made without them.
-DEFAULT_PEER_WINDOW = 24 * 3600.0
-DEFAULT_PEER_FAILURES = 2
+# Config declares PEER_WINDOW's and PEER_FAILURES' defaults, for a store made without them.
+_DEFAULTS = Config()
 
 
 def _script(name: str) -> str:
@@ -143,8 +143,8 @@ class Store:
     """Reads and writes the service's data in one Redis."""
 
     def __init__(self, client: redis.Redis, prefix: str = "", *, recent_tasks: int = WINDOW,
-                 peer_window: float = DEFAULT_PEER_WINDOW,
-                 peer_failures: int = DEFAULT_PEER_FAILURES) -> None:
+                 peer_window: float = _DEFAULTS.peer_window,
+                 peer_failures: int = _DEFAULTS.peer_failures) -> None:
         self.redis = client
         self.prefix = prefix
         self.peer_window = peer_window
