@@ -26,6 +26,7 @@ How the package is organised. Imports flow down this list, never up:
     appstate     what create_app gives the views: store, settings, clock, version; app_state()
     responses    what every view shares: JSON answers and errors, strict query parsing, ETags
     api          blueprint: /machines, /machines/<id>, /summary
+    labels       blueprint: /labels, the task labels failing on several machines (JSON, CSV)
     dockerflow   blueprint: /__lbheartbeat__, /__heartbeat__, /__version__
     dashboard    blueprint: the page at / (templates/, static/: no build step, nothing external)
     metrics      blueprint: /metrics (prometheus-client, a registry per scrape)

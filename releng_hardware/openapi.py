@@ -12,6 +12,7 @@ from .fleet import CSV_COLUMNS, INCLUDES, PROBLEM_FILTERS, SORT_KEYS, SUMMARY_CO
 from .metrics import EXPOSED_FAMILIES, LISTENER_MESSAGES_TOTAL, MACHINE_PROBLEMS
 from .problems import PROBLEMS
 from .identifiers import IDENTIFIER, MACHINE_REF, MAX_MACHINE_REF
+from .labels import LABEL_FIELDS
 from .params import POSITIVE_INT
 from .store import LISTENER_COUNTERS
 from .times import DURATION_PATTERN
@@ -207,6 +208,24 @@ def _schemas() -> dict[str, Any]:
             },
             "additionalProperties": False,
         },
+        "Label": {
+            "type": "object",
+            "required": ["label", "worker_types", "machines_failed", "machines_completed",
+                         "failed_runs", "completed_runs", "last_failure", "last_failure_url"],
+            "properties": {
+                "label": {"type": "string", "description": "the task's tags.label"},
+                "worker_types": {"type": "array", "items": {"type": "string"},
+                                 "description": "sorted"},
+                "machines_failed": {"type": "integer", "minimum": 1},
+                "machines_completed": {"type": "integer", "minimum": 0},
+                "failed_runs": {"type": "integer", "minimum": 1},
+                "completed_runs": {"type": "integer", "minimum": 0},
+                "last_failure": {"type": "string", "description": "the lastseen format (UTC)"},
+                "last_failure_url": {"type": "string",
+                                     "description": "the run in the Taskcluster UI"},
+            },
+            "additionalProperties": False,
+        },
         "SummaryGroup": {
             "type": "object",
             "required": ["datacenter", "worker_type", "provisioner", *SUMMARY_COUNTS,
@@ -348,6 +367,31 @@ def build_document() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": {**_json(_ref("Summary"), "the summary"), "headers": ETAG},
+                    "304": NOT_MODIFIED,
+                    "400": _error("a query parameter is unknown, repeated or invalid"),
+                    "503": REDIS_DOWN,
+                },
+            }},
+            "/labels": {"get": {
+                "summary": "The task labels that failed on more than PEER_FAILURES distinct "
+                           "machines within PEER_WINDOW: broken in the task, not the machines; "
+                           "most machines first, then by label",
+                "parameters": [
+                    _query("worker_type", "only this worker type's runs",
+                           {"type": "string", "pattern": IDENTIFIER_PATTERN}),
+                    _query("min_machines", "fewest distinct machines failing "
+                                           "(default PEER_FAILURES + 1)",
+                           {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}),
+                    _query("format", "json (default) or csv; Accept: text/csv works too",
+                           {"type": "string", "enum": ["json", "csv"]}),
+                    IF_NONE_MATCH,
+                ],
+                "responses": {
+                    "200": {"description": "the labels", "headers": ETAG, "content": {
+                        "application/json": {"schema": {"type": "array",
+                                                        "items": _ref("Label")}},
+                        "text/csv": {"schema": {"type": "string"},
+                                     "example": ",".join(LABEL_FIELDS) + "\r\n"}}},
                     "304": NOT_MODIFIED,
                     "400": _error("a query parameter is unknown, repeated or invalid"),
                     "503": REDIS_DOWN,

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestURITooLarge
 
-from . import api, dashboard, dockerflow, metrics, openapi
+from . import api, dashboard, dockerflow, labels, metrics, openapi
 from .appstate import AppState, install
 from .config import Config
 from .params import BadParameter
@@ -33,7 +33,7 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
         clock=clock,
         version=dockerflow.load_version(Path(__file__).resolve().parent.parent),
     ))
-    for blueprint in (api.bp, dockerflow.bp, dashboard.bp, metrics.bp, openapi.bp):
+    for blueprint in (api.bp, labels.bp, dockerflow.bp, dashboard.bp, metrics.bp, openapi.bp):
         app.register_blueprint(blueprint)
     app.before_request(_refuse_long_urls)
     app.after_request(_common_headers)
