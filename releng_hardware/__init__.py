@@ -9,6 +9,7 @@ How the package is organised. Imports flow down this list, never up:
     problems     the problem rules: pure functions of a machine's facts
     events       pure parsing: a queue message in, a WorkerEvent / PendingEvent / Skip out
     history      the history entry: one run as a fixed-width string, encoded and decoded
+    peers        a label's runs as stored (fixed-width lines), decoded; a run's peers counted
     store        every Redis key and Lua script (lua/); atomic, monotonic batch writes; reads
     workers      Taskcluster's worker state through the official client: listWorkers (every page),
                  getWorker, quarantineWorker; bounded, checked calls; credentials never leave it
@@ -25,6 +26,7 @@ How the package is organised. Imports flow down this list, never up:
     appstate     what create_app gives the views: store, settings, clock, version; app_state()
     responses    what every view shares: JSON answers and errors, strict query parsing, ETags
     api          blueprint: /machines, /machines/<id>, /summary
+    labels       blueprint: /labels, the task labels failing on several machines (JSON, CSV)
     dockerflow   blueprint: /__lbheartbeat__, /__heartbeat__, /__version__
     dashboard    blueprint: the page at / (templates/, static/: no build step, nothing external)
     metrics      blueprint: /metrics (prometheus-client, a registry per scrape)

@@ -95,6 +95,13 @@ def _share(text: str) -> float:
 _duration = _above_zero(parse_duration, "must be longer than zero")
 
 
+def _factor(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a number larger than zero")
+    return value
+
+
 def _duration_or_zero(text: str) -> float:
     return parse_duration(text)
 
@@ -178,6 +185,18 @@ class Config:
     hung_after: float = _setting(
         "HUNG_AFTER", 3 * 3600.0, _duration,
         "a newest run running longer than this is a hung_task problem", "3h")
+    peer_window: float = _setting(
+        "PEER_WINDOW", 24 * 3600.0, _duration,
+        "runs of a task label on other machines this long before or after a run are its peers",
+        "24h")
+    peer_failures: int = _setting(
+        "PEER_FAILURES", 2, _positive_int,
+        "a failure is the task's, not the machine's (the rules skip it), when this many other "
+        "machines failed a peer run; /labels lists labels failing on more machines than this")
+    slow_factor: float = _setting(
+        "SLOW_FACTOR", 1.5, _factor,
+        f"a machine whose completed runs take this many times their peers' median (the median "
+        f"ratio, over at least 5 of its newest {WINDOW}) is a slow problem")
     retention: float = _setting(
         "RETENTION", 30 * 86400.0, _duration_or_zero,
         "machines not seen for this long are removed with their history, unless in the "

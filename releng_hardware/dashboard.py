@@ -128,6 +128,12 @@ def problem_help(config: Config) -> dict[str, ProblemHelp]:
             f"Its newest {config.failure_streak} counted runs all failed or ended in exception.",
             "If the same tasks pass on other machines this one eats the queue: quarantine it and "
             "read its logs. If its whole pool fails, suspect a bad push, not the machine."),
+        "fails_where_others_pass": ProblemHelp(
+            "fails where others pass", "failing",
+            f"At least {config.failure_streak} of its newest {WINDOW} counted runs failed tasks "
+            "that passed on other machines within the peer window.",
+            "The machine, not the task: quarantine it, read the failing runs' logs and reimage or "
+            "repair it."),
         "exceptions": ProblemHelp(
             "exceptions", "failing",
             f"At least {config.exceptions_max} exceptions among its newest {WINDOW} counted runs.",
@@ -139,6 +145,13 @@ def problem_help(config: Config) -> dict[str, ProblemHelp]:
             "runs completed.",
             "A flaky machine: compare it with its pool; quarantine and reimage it if it stays well "
             "below them."),
+        "slow": ProblemHelp(
+            "slow", "failing",
+            f"Its completed runs take at least {config.slow_factor:g} times as long as the same "
+            "tasks on other machines (the median over at least 5 of its newest "
+            f"{WINDOW} completed runs).",
+            "Check its disk, heat and background load; a slow performance machine also skews the "
+            "performance data it reports."),
         "never_seen": ProblemHelp(
             "never seen", "inventory",
             "In the inventory, but never seen taking a task since tracking began.",

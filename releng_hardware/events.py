@@ -40,6 +40,10 @@ _IS_SLUGID = re.compile(
 _IS_REASON = re.compile(r"^[a-z0-9-]{1,64}$").fullmatch
 MAX_BODY_BYTES = 256 * 1024
 MAX_RUN_ID = 1000
+# A task label (task.tags.label) longer than this, or holding a control character, is no label:
+# the tag is free text, and the store keeps it per label and shows it.
+MAX_LABEL_LENGTH = 255
+_HAS_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]").search
 
 
 # The events are NamedTuples, not frozen dataclasses: the listener builds one per message, and
@@ -63,6 +67,8 @@ class WorkerEvent(NamedTuple):
     # the run's own time (started for task-running, resolved for a resolution);
     # None means the same as lastseen
     event_time: datetime | None = None
+    # the task's tags.label (the same job on every push), None when it has none
+    label: str | None = None
 
     @property
     def machine_id(self) -> str:
@@ -216,7 +222,26 @@ def _parse(name: str, routing_key: str, body: dict[str, Any], received_at: datet
         taken_until = _optional_time(run.get("takenUntil"), "takenUntil")
         lastseen = machine_lastseen(event_time, started, taken_until, claim_timeout)
     return WorkerEvent(worker_group, worker_id, provisioner_id, worker_type, task_id, run_id, state,
-                       reason, lastseen, deadline, moment is not None, started, event_time)
+                       reason, lastseen, deadline, moment is not None, started, event_time,
+                       task_label(body.get("task")))
+
+
+def task_label(task: Any) -> str | None:
+    """The message's task.tags.label when it is a usable one; None for none or a bad one.
+
+    A bad label is not a malformed message: the run is recorded, only without a label.
+    """
+    # the tags are free text the task's author sets: nothing else of them is read
+    if task.__class__ is not dict:
+        return None
+    tags = task.get("tags")
+    if tags.__class__ is not dict:
+        return None
+    label = tags.get("label")
+    if (label.__class__ is not str or not label or len(label) > MAX_LABEL_LENGTH
+            or _HAS_CONTROL(label)):
+        return None
+    return label
 
 
 def resolved_by_queue(state: str, reason: str | None) -> bool:

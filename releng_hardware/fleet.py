@@ -163,7 +163,8 @@ def _facts(record: MachineRecord, age: float | None, in_inventory: bool | None) 
     get = record.details.get
     return MachineFacts(age, f"{get('provisioner')}/{get('worker_type')}", get("outcomes", ""),
                         get("state"), get("reason_resolved"), get("task_time"),
-                        record.lastseen is not None, in_inventory)
+                        record.lastseen is not None, in_inventory, get("attributions", ""),
+                        get("peer_ratios", ()))
 
 
 def counted_json(record: MachineRecord, now: datetime, root_url: str = "",
@@ -203,7 +204,9 @@ def recent_tasks(history: Sequence[Run], limit: int, root_url: str) -> list[dict
     """A machine's newest runs as the API shows them, newest first, at most `limit`."""
     return [{"task_id": run.task_id, "run_id": run.run_id, "state": run.state,
              "reason_resolved": run.reason_resolved, "started": run.started,
-             "resolved": run.resolved, "url": f"{root_url}/tasks/{run.task_id}/runs/{run.run_id}"}
+             "resolved": run.resolved, "url": f"{root_url}/tasks/{run.task_id}/runs/{run.run_id}",
+             "label": run.label, "attribution": run.attribution, "peers": run.peers,
+             "peer_median_seconds": run.peer_median_seconds}
             for run in history[:limit]]
 
 

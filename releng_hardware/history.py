@@ -10,6 +10,7 @@ batch script reads (`lua_spans`, passed to it with every batch) all come from FI
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from .records import (COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED, RUNNING, Run,
@@ -26,8 +27,19 @@ FIELDS: tuple[tuple[str, int | None, str], ...] = (
     ("run_id", 4, "d"),  # events.MAX_RUN_ID fits
     ("code", 1, "s"),  # the run's records.outcome_code
     ("started", 13, "d"),  # epoch milliseconds, zeros when not known
+    # what the failure of a run is put down to (ATTRIBUTIONS), set by the batch script. Upper
+    # case: an entry written before labels has its reason, lower case, or nothing here
+    ("attribution", 1, "s"),
+    # the label's reference (peers.label_ref, filled by the batch script), NO_LABEL when none
+    ("label", 10, "s"),
+    # a completed run's peer median duration in milliseconds, known when it was recorded; 0: none
+    ("peer_median", 10, "d"),
     ("reason", None, "s"),  # the reason, only when the code does not say it
 )
+# An entry's attribution character -> the API's attribution.
+ATTRIBUTIONS = {"N": None, "M": "machine", "T": "task"}
+NO_ATTRIBUTION = "N"
+NO_LABEL = "-" * 10
 
 
 def _spans() -> dict[str, slice]:
@@ -48,13 +60,18 @@ HISTORY_ENTRY = "".join("%s" if kind == "s" else f"%0{width}d" for _, width, kin
 _WIDTHS = {name: width for name, width, _ in FIELDS if width is not None}
 _MAX_TIME = 10 ** _WIDTHS["time"] - 1
 _TASK_ID_WIDTH = _WIDTHS["task_id"]
+_LABEL_WIDTH = _WIDTHS["label"]
 # Outcome codes that do not say the reason: the entry keeps it.
 _REASON_KEPT = (EXCEPTION, NOT_COUNTED)
 # The reason an entry leaves out because its outcome code says it.
 _REASON_OF_OUTCOME = {COMPLETED: "completed", FAILED: "failed", LOST: LOST_REASON, RUNNING: None}
-_TIME, _TASK_ID, _RUN_ID, _STARTED, _REASON = (
-    SPANS[name] for name in ("time", "task_id", "run_id", "started", "reason"))
+_TIME, _TASK_ID, _RUN_ID, _STARTED, _REASON, _LABEL, _PEER_MEDIAN = (
+    SPANS[name] for name in ("time", "task_id", "run_id", "started", "reason", "label",
+                             "peer_median"))
 _CODE_AT = SPANS["code"].start
+_ATTRIBUTION_AT = SPANS["attribution"].start
+# where an entry written before labels has its reason
+_OLD_REASON = slice(_ATTRIBUTION_AT, None)
 
 
 def entry_time(moment: datetime) -> int:
@@ -66,14 +83,21 @@ def entry_time(moment: datetime) -> int:
     return 1 if milliseconds < 1 else _MAX_TIME
 
 
+def label_ref(label: str) -> str:
+    """The short reference an entry and the store's key of a label name it by."""
+    # 40 bits of SHA-1: a collision among the labels of one window is unlikely enough
+    return hashlib.sha1(label.encode()).hexdigest()[:_LABEL_WIDTH]
+
+
 def encode_entry(latest: datetime, started: datetime | None, task_id: str, run_id: int, code: str,
-                 reason: str | None) -> str:
+                 reason: str | None, label: str | None = None) -> str:
     """One run as a history entry; `latest` is its resolution, else its start."""
     if len(task_id) != _TASK_ID_WIDTH:
         raise ValueError(f"taskId {task_id!r} is not a slugid")
     return HISTORY_ENTRY % (
         entry_time(latest), code != RUNNING, task_id, run_id, code,
-        0 if started is None else entry_time(started),
+        0 if started is None else entry_time(started), NO_ATTRIBUTION,
+        NO_LABEL if label is None else label_ref(label), 0,
         reason or "" if code in _REASON_KEPT else "")
 
 
@@ -82,11 +106,20 @@ def _history_time(milliseconds: int) -> str | None:
 
 
 def decode_entry(entry: str) -> Run:
-    """The run a history entry holds."""
+    """The run a history entry holds; `label` is the label's reference (peers.label_ref)."""
     code = entry[_CODE_AT]
+    started, latest = int(entry[_STARTED]), int(entry[_TIME])
+    resolved = None if code == RUNNING else _history_time(latest)
+    if entry[_ATTRIBUTION_AT:_ATTRIBUTION_AT + 1] not in ATTRIBUTIONS:  # written before labels
+        return Run(entry[_TASK_ID], int(entry[_RUN_ID]), state_of_outcome(code),
+                   entry[_OLD_REASON] or _REASON_OF_OUTCOME.get(code), _history_time(started),
+                   resolved)
+    label, median = entry[_LABEL], int(entry[_PEER_MEDIAN])
     return Run(entry[_TASK_ID], int(entry[_RUN_ID]), state_of_outcome(code),
-               entry[_REASON] or _REASON_OF_OUTCOME.get(code), _history_time(int(entry[_STARTED])),
-               None if code == RUNNING else _history_time(int(entry[_TIME])))
+               entry[_REASON] or _REASON_OF_OUTCOME.get(code), _history_time(started), resolved,
+               None if label == NO_LABEL else label, ATTRIBUTIONS[entry[_ATTRIBUTION_AT]],
+               median / 1000 if median else None,
+               (latest - started) / 1000 if code == COMPLETED and started else None)
 
 
 def decode_history(raw: str | None) -> tuple[Run, ...]:

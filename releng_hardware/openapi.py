@@ -14,6 +14,7 @@ from .metrics import (EXPOSED_FAMILIES, LISTENER_MESSAGES_TOTAL, MACHINE_PROBLEM
                       TASKCLUSTER_POLL_OUTCOMES, TASKCLUSTER_POLLS_TOTAL)
 from .problems import PROBLEMS
 from .identifiers import IDENTIFIER, MACHINE_REF, MAX_MACHINE_REF
+from .labels import LABEL_FIELDS
 from .params import CURSOR, LIMIT, MAX_LIMIT, POSITIVE_INT
 from .store import LISTENER_COUNTERS
 from .times import DURATION_PATTERN
@@ -233,7 +234,7 @@ def _schemas() -> dict[str, Any]:
         "RecentTask": {
             "type": "object",
             "required": ["task_id", "run_id", "state", "reason_resolved", "started", "resolved",
-                         "url"],
+                         "url", "label", "attribution", "peers", "peer_median_seconds"],
             "properties": {
                 "task_id": {"type": "string"},
                 "run_id": {"type": "integer", "minimum": 0},
@@ -244,6 +245,37 @@ def _schemas() -> dict[str, Any]:
                 "resolved": _nullable("string", description="when it ended (UTC); null while "
                                                            "running"),
                 "url": {"type": "string", "description": "the run in the Taskcluster UI"},
+                "label": _nullable("string", description="the task's tags.label; null when none"),
+                "attribution": {"enum": ["task", "machine", None], "description": (
+                    "a failed or counted-exception run: \"task\" when PEER_FAILURES other machines "
+                    "failed a peer run (the rules skip it), \"machine\" when another completed "
+                    "one; null otherwise")},
+                "peers": {"type": ["object", "null"], "description": (
+                    "distinct other machines with a failed (or counted exception) and with a "
+                    "completed run of the label within PEER_WINDOW; null without a label"),
+                    "required": ["failed", "completed"], "additionalProperties": False,
+                    "properties": {"failed": {"type": "integer", "minimum": 0},
+                                   "completed": {"type": "integer", "minimum": 0}}},
+                "peer_median_seconds": _nullable("number", description=(
+                    "a completed run's peers' median duration, with at least 3 of them")),
+            },
+            "additionalProperties": False,
+        },
+        "Label": {
+            "type": "object",
+            "required": ["label", "worker_types", "machines_failed", "machines_completed",
+                         "failed_runs", "completed_runs", "last_failure", "last_failure_url"],
+            "properties": {
+                "label": {"type": "string", "description": "the task's tags.label"},
+                "worker_types": {"type": "array", "items": {"type": "string"},
+                                 "description": "sorted"},
+                "machines_failed": {"type": "integer", "minimum": 1},
+                "machines_completed": {"type": "integer", "minimum": 0},
+                "failed_runs": {"type": "integer", "minimum": 1},
+                "completed_runs": {"type": "integer", "minimum": 0},
+                "last_failure": {"type": "string", "description": "the lastseen format (UTC)"},
+                "last_failure_url": {"type": "string",
+                                     "description": "the run in the Taskcluster UI"},
             },
             "additionalProperties": False,
         },
@@ -417,6 +449,31 @@ def build_document() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": {**_json(_ref("Summary"), "the summary"), "headers": ETAG},
+                    "304": NOT_MODIFIED,
+                    "400": _error("a query parameter is unknown, repeated or invalid"),
+                    "503": REDIS_DOWN,
+                },
+            }},
+            "/labels": {"get": {
+                "summary": "The task labels that failed on more than PEER_FAILURES distinct "
+                           "machines within PEER_WINDOW: broken in the task, not the machines; "
+                           "most machines first, then by label",
+                "parameters": [
+                    _query("worker_type", "only this worker type's runs",
+                           {"type": "string", "pattern": IDENTIFIER_PATTERN}),
+                    _query("min_machines", "fewest distinct machines failing "
+                                           "(default PEER_FAILURES + 1)",
+                           {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}),
+                    _query("format", "json (default) or csv; Accept: text/csv works too",
+                           {"type": "string", "enum": ["json", "csv"]}),
+                    IF_NONE_MATCH,
+                ],
+                "responses": {
+                    "200": {"description": "the labels", "headers": ETAG, "content": {
+                        "application/json": {"schema": {"type": "array",
+                                                        "items": _ref("Label")}},
+                        "text/csv": {"schema": {"type": "string"},
+                                     "example": ",".join(LABEL_FIELDS) + "\r\n"}}},
                     "304": NOT_MODIFIED,
                     "400": _error("a query parameter is unknown, repeated or invalid"),
                     "503": REDIS_DOWN,

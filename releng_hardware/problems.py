@@ -2,14 +2,17 @@
 
 A machine's recent ended runs reach the rules as its `outcomes`: one character per
 run, newest first (see `records.outcome_code`), kept up to date by the store at write time
-so that no request has to read a machine's whole history.
+so that no request has to read a machine's whole history. Once its runs have labels, their
+`attributions` come beside them, one character each (history.ATTRIBUTIONS), judged by the
+store against the runs of the same label on other machines.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Container, NamedTuple
+from statistics import median
+from typing import Callable, Container, NamedTuple, Sequence
 
 from .config import WINDOW, Config
 from .records import COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED
@@ -18,6 +21,11 @@ from .records import COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTE
 _COUNTED_ONLY = str.maketrans("", "", NOT_COUNTED)
 _COMPLETED_OR_FAILED_ONLY = str.maketrans("", "", EXCEPTION + LOST + NOT_COUNTED)
 SUCCESS_RATE_MIN_RUNS = 5
+# An attribution character (history.ATTRIBUTIONS): the failure travels with the task, or it
+# passes on other machines.
+TASK_ATTRIBUTED, MACHINE_ATTRIBUTED = "T", "M"
+# A machine is judged slow on this many completed runs with a peer ratio at least.
+SLOW_MIN_RUNS = 5
 
 
 class MachineFacts(NamedTuple):
@@ -31,6 +39,9 @@ class MachineFacts(NamedTuple):
     newest_time: str | None = None  # ... and its time (started while it runs), naive UTC
     seen: bool = True  # False for a machine of the inventory never seen since tracking began
     in_inventory: bool | None = None  # None when no inventory is loaded
+    attributions: str = ""  # one per outcome, "" when no run has been attributed
+    # duration over the peers' median of the newest WINDOW completed runs that have one
+    peer_ratios: Sequence[float] = ()
 
 
 # Config declares each threshold's default once; the rules' defaults are its.
@@ -46,6 +57,7 @@ class Thresholds:
     success_rate_min: float = _DEFAULTS.success_rate_min
     exceptions_max: int = _DEFAULTS.exceptions_max
     hung_after: float = _DEFAULTS.hung_after
+    slow_factor: float = _DEFAULTS.slow_factor
 
     @classmethod
     def from_config(cls, config: Config, stale_after: float | None = None) -> "Thresholds":
@@ -56,6 +68,7 @@ class Thresholds:
             success_rate_min=config.success_rate_min,
             exceptions_max=config.exceptions_max,
             hung_after=config.hung_after,
+            slow_factor=config.slow_factor,
         )
 
 
@@ -119,6 +132,33 @@ def has_hung_task(facts: MachineFacts, now: datetime, limits: Thresholds,
     return (now - started).total_seconds() > limits.hung_after
 
 
+def fails_where_others_pass(facts: MachineFacts, now: datetime, limits: Thresholds,
+                            busy: Container[str]) -> bool:
+    """At least FAILURE_STREAK of the newest WINDOW counted runs failed where the task passed on
+    another machine (attributed "machine")."""
+    if MACHINE_ATTRIBUTED not in facts.attributions:
+        return False
+    counted = [attribution for code, attribution in zip(facts.outcomes, facts.attributions, strict=False)
+               if code != NOT_COUNTED][:WINDOW]
+    return counted.count(MACHINE_ATTRIBUTED) >= limits.failure_streak
+
+
+def is_slow(facts: MachineFacts, now: datetime, limits: Thresholds, busy: Container[str]) -> bool:
+    """At least 5 of the newest WINDOW completed runs have a peer ratio, and their median is at
+    least SLOW_FACTOR."""
+    ratios = facts.peer_ratios
+    return len(ratios) >= SLOW_MIN_RUNS and median(ratios) >= limits.slow_factor
+
+
+def without_task_failures(facts: MachineFacts) -> MachineFacts:
+    """The facts with the runs attributed "task" not counted: every rule skips them."""
+    if TASK_ATTRIBUTED not in facts.attributions:
+        return facts
+    outcomes = "".join(NOT_COUNTED if attribution == TASK_ATTRIBUTED else code
+                       for code, attribution in zip(facts.outcomes, facts.attributions, strict=False))
+    return facts._replace(outcomes=outcomes)
+
+
 def is_never_seen(facts: MachineFacts, now: datetime, limits: Thresholds,
                   busy: Container[str]) -> bool:
     """In the inventory, and not seen since tracking began: dead, or never set up."""
@@ -136,12 +176,14 @@ Rule = Callable[[MachineFacts, datetime, Thresholds, Container[str]], bool]
 RULES: dict[str, Rule] = {
     "consecutive_failures": has_consecutive_failures,
     "exceptions": has_exceptions,
+    "fails_where_others_pass": fails_where_others_pass,
     "hung_task": has_hung_task,
     "idle_with_work_waiting": is_idle_with_work_waiting,
     "lost_mid_task": is_lost_mid_task,
     "low_success_rate": has_low_success_rate,
     "never_seen": is_never_seen,
     "not_in_inventory": is_not_in_inventory,
+    "slow": is_slow,
     "stale": is_stale,
 }
 PROBLEMS = tuple(sorted(RULES))
@@ -151,4 +193,5 @@ _RULES_IN_ORDER = tuple((code, RULES[code]) for code in PROBLEMS)
 def machine_problems(facts: MachineFacts, now: datetime, limits: Thresholds,
                      busy: Container[str] = ()) -> list[str]:
     """The sorted codes of every problem the machine has; empty when all is well."""
+    facts = without_task_failures(facts)
     return [code for code, rule in _RULES_IN_ORDER if rule(facts, now, limits, busy)]

@@ -44,6 +44,16 @@ class Run(NamedTuple):
     reason_resolved: str | None
     started: str | None
     resolved: str | None
+    # the task's label (as decoded: its reference, which the store resolves), None when none
+    label: str | None = None
+    # "task", "machine" or None: what a failed or counted-exception run is put down to
+    attribution: str | None = None
+    # a completed run's peers' median duration (at least 3 of them), known when it was recorded
+    peer_median_seconds: float | None = None
+    # a completed run's duration (resolved - started)
+    duration_seconds: float | None = None
+    # distinct other machines with a failed (or counted exception) and a completed peer run
+    peers: Mapping[str, int] | None = None
 
 
 class MachineRecord(NamedTuple):

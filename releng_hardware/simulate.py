@@ -29,7 +29,15 @@ RESOLUTIONS = (("completed", "completed", 0.86), ("failed", "failed", 0.09),
 # How broken hardware misbehaves, one way per faulty machine, from a moment on:
 # dies in the middle of a task (the queue expires its claim), fails every task it
 # takes (a black hole), hangs in a task that never ends, or crashes often.
-FAULTS = ("dies_mid_task", "black_hole", "hangs", "flaky")
+FAULTS = ("dies_mid_task", "black_hole", "hangs", "flaky", "slow")
+# Each worker type's tasks are this many jobs (task labels), the same on every push: a label
+# runs on many machines, so each run has peers.
+LABELS_PER_WORKER_TYPE = 12
+# The one label of a worker type whose test is intermittent: a healthy machine's failures are
+# all of it; its other labels pass on healthy machines.
+INTERMITTENT_SUITE = 1
+# A slow machine's tasks take this many times as long.
+SLOW_BY = 3.0
 FLAKY_RESOLUTIONS = (("exception", "worker-shutdown", 0.25), ("exception", "internal-error", 0.15),
                      ("completed", "completed", 0.6))
 CLAIM_TIMEOUT = timedelta(minutes=20)
@@ -65,6 +73,7 @@ class _Task:
     scheduled: datetime
     deadline: datetime
     runs: list[dict] = field(default_factory=list)
+    label: str | None = None
 
 
 def slugid(rng: random.Random) -> str:
@@ -113,7 +122,10 @@ def _message(kind: str, task: _Task, provisioner_id: str, machine: Machine | Non
                             provisioner_id, task.worker_type, "gecko-level-3", task.task_group_id))
     body: dict = {"version": 1, "status": _status(task, provisioner_id, run["state"]), "runId": run_id}
     if kind != "task-pending":
-        body["task"] = {"tags": {"kind": "test", "os": task.worker_type.split("-")[2]}}
+        tags = {"kind": "test", "os": task.worker_type.split("-")[2]}
+        if task.label:
+            tags["label"] = task.label
+        body["task"] = {"tags": tags}
     if machine:
         body["workerGroup"], body["workerId"] = machine.worker_group, machine.worker_id
     if kind == "task-running":
@@ -163,7 +175,9 @@ class QueueSimulator:
         def schedule(now: datetime) -> list[Message]:
             rng = self.rng
             task = _Task(slugid(rng), slugid(rng), machine.worker_type, now,
-                         now + timedelta(days=1))
+                         now + timedelta(days=1),
+                         label=f"test-{machine.worker_type}/opt-suite-"
+                               f"{rng.randrange(LABELS_PER_WORKER_TYPE) + 1}")
             out = []
             if rng.random() < self.no_worker_rate:
                 out.append(self._deadline_without_worker(machine.worker_type, now))
@@ -192,7 +206,8 @@ class QueueSimulator:
                 self._at(now + timedelta(seconds=self.rng.uniform(5, 60)),
                          self._resolve(machine, task, RESOLUTIONS[1:2]))
             elif fault != "hangs":  # a hung task never ends, and its machine takes no other
-                self._at(now + timedelta(seconds=self.rng.uniform(*self.task_seconds)),
+                took = self.rng.uniform(*self.task_seconds) * (SLOW_BY if fault == "slow" else 1)
+                self._at(now + timedelta(seconds=took),
                          self._resolve(machine, task,
                                        FLAKY_RESOLUTIONS if fault == "flaky" else RESOLUTIONS))
             return [_message("task-running", task, self.provisioner_id, machine)]
@@ -212,8 +227,10 @@ class QueueSimulator:
                  ) -> Callable[[datetime], list[Message]]:
         def resolve(now: datetime) -> list[Message]:
             roll, state, reason = self.rng.random(), "completed", "completed"
+            passes = (resolutions is RESOLUTIONS and task.label is not None
+                      and not task.label.endswith(f"-{INTERMITTENT_SUITE}"))
             # the loop's last state and reason are the roll's outcome
-            for state, reason, share in resolutions:  # noqa: B007
+            for state, reason, share in () if passes else resolutions:  # noqa: B007
                 if roll < share:
                     break
                 roll -= share

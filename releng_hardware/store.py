@@ -26,11 +26,12 @@ from urllib.parse import urlsplit
 import orjson
 import redis
 
-from . import history
-from .config import WINDOW
+from . import history, peers
+from .config import WINDOW, Config
 from .events import PendingEvent, WorkerEvent
 from .identifiers import split_machine_id
-from .records import RUNNING, BackfillItem, MachineRecord, Quarantine, outcome_code
+from .records import (COMPLETED, NOT_COUNTED, RUNNING, BackfillItem, MachineRecord, Quarantine,
+                      Run, outcome_code)
 from .times import epoch_seconds, format_lastseen
 
 # A load whose watched keys keep changing under it, or whose link keeps breaking, gives up
@@ -46,11 +47,17 @@ LISTENER_COUNTERS = ("processed", "written", "skipped", "malformed", "duplicate"
 # print a float score with too few digits). The script gets these names with every batch
 # and finds each field by its name, so Python and Lua cannot read one item two ways.
 WORKER_ITEM = ("kind", "machine_id", "lastseen", "firstseen", "event_time", "provisioner",
-               "worker_type", "task_id", "run_id", "state", "reason", "deadline", "entry")
+               "worker_type", "task_id", "run_id", "state", "reason", "deadline", "entry", "label")
 PENDING_ITEM = ("kind", "queue", "task_run", "deadline")
 # The layout the record script reads every field with: the items' and the history entry's.
 BATCH_LAYOUT = orjson.dumps({"worker": WORKER_ITEM, "pending": PENDING_ITEM,
-                             "entry": history.lua_spans(), "running": RUNNING})
+                             "entry": history.lua_spans(), "running": RUNNING,
+                             "peer": peers.lua_spans(), "completed": COMPLETED,
+                             "not_counted": NOT_COUNTED, "failing": peers.FAILING,
+                             "no_label": history.NO_LABEL,
+                             "no_attribution": history.NO_ATTRIBUTION})
+# Config declares PEER_WINDOW's and PEER_FAILURES' defaults, for a store made without them.
+_DEFAULTS = Config()
 
 
 def _script(name: str) -> str:
@@ -174,11 +181,19 @@ def load_failure(exc: redis.RedisError) -> str:
 class Store:
     """Reads and writes the service's data in one Redis."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "", *, recent_tasks: int = WINDOW) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "", *, recent_tasks: int = WINDOW,
+                 peer_window: float = _DEFAULTS.peer_window,
+                 peer_failures: int = _DEFAULTS.peer_failures) -> None:
         # decode_responses=True (see client()): replies are str, which redis-py's types, bytes | str,
         # cannot tell; the reads below say so to mypy
         self.redis = client
         self.prefix = prefix
+        self.peer_window = peer_window
+        # the batch script's peer settings: the same for every batch
+        self._peer_settings = orjson.dumps({
+            "window": int(peer_window * 1000), "failures": peer_failures,
+            "runs": peers.LABEL_RUNS, "judged": WINDOW})
+        self.labels_key = prefix + "labels"
         # runs kept per machine: what /machines/<id> shows and what the rules need
         self.history_size = max(recent_tasks, WINDOW) + HISTORY_SLACK
         self.machines_key = prefix + "machines"
@@ -223,6 +238,7 @@ class Store:
             self.prefix, epoch_seconds(now), self.history_size,
             len(events) + skipped + malformed if processed is None else processed,
             skipped, malformed, format_lastseen(received_at or now), orjson.dumps(items), BATCH_LAYOUT,
+            self._peer_settings,
         ]
         written, duplicates, ignored = self._record_batch(
             keys=[self.machines_key, self.records_key, self.listener_key, self.history_key,
@@ -249,15 +265,16 @@ class Store:
             started = event_time
         # the run's start is evidence of life too, whichever of its messages comes first
         first = lastseen if started is None or started >= lastseen_at else format_lastseen(started)
+        label = event.label
         entry = history.encode_entry(event_time, started, task_id, event.run_id,
-                                     outcome_code(state, reason), reason)
+                                     outcome_code(state, reason), reason, label)
         deadline = event.deadline
         return (
             "w", event.machine_id, lastseen, first,
             lastseen if event_time is lastseen_at else format_lastseen(event_time),
             event.provisioner_id, event.worker_type, task_id, str(event.run_id), state, reason or "",
             "" if deadline is None else repr(epoch_seconds(deadline)),
-            entry,
+            entry, label or "",
         )
 
     def preload(self, lastseen_by_machine: Mapping[str, datetime], chunk: int = 5000) -> tuple[int, int]:
@@ -422,7 +439,42 @@ class Store:
         if lastseen is None:
             return None
         return MachineRecord(machine_id, lastseen, orjson.loads(raw) if raw else {},
-                             history.decode_history(raw_history))
+                             self._with_peers(machine_id, history.decode_history(raw_history)))
+
+    def _with_peers(self, machine_id: str, runs: tuple[Run, ...]) -> tuple[Run, ...]:
+        """The runs with their label's name and, for resolved ones, their peers counted."""
+        refs = sorted({run.label for run in runs if run.label is not None})
+        if not refs:
+            return runs
+        raws: list[str | None] = self.redis.mget([self.label_key(ref) for ref in refs])  # type: ignore[assignment]
+        stored = dict(zip(refs, (peers.decode_label(raw) for raw in raws), strict=True))
+        window_ms = int(self.peer_window * 1000)
+        with_peers = []
+        for run in runs:
+            name, label_runs = stored.get(run.label, ("", [])) if run.label else ("", [])
+            if not name:
+                with_peers.append(run._replace(label=None))
+                continue
+            latest = run.resolved or run.started
+            counted = None if latest is None else peers.peer_counts(peers.peer_runs(
+                label_runs, machine_id, history.entry_time(datetime.fromisoformat(latest)),
+                window_ms))
+            with_peers.append(run._replace(label=name, peers=counted))
+        return tuple(with_peers)
+
+    def label_key(self, ref: str) -> str:
+        """The key of one label's runs (peers.decode_label reads its value)."""
+        return self.prefix + "label:" + ref
+
+    def failing_labels(self, now: datetime) -> list[tuple[str, list[peers.PeerRun]]]:
+        """Every label with a failure within PEER_WINDOW before `now`: (label, its runs)."""
+        since = history.entry_time(now) - int(self.peer_window * 1000)
+        refs: list[str] = self.redis.zrangebyscore(self.labels_key, since, "+inf")  # type: ignore[assignment]
+        if not refs:
+            return []
+        raws: list[str | None] = self.redis.mget([self.label_key(ref) for ref in refs])  # type: ignore[assignment]
+        found = (peers.decode_label(raw) for raw in raws)
+        return [(name, runs) for name, runs in found if name]
 
     def inventory_lists(self, machine_ref: str) -> bool | None:
         """Whether the inventory lists `<dc>:<host>`, or a machine of a bare hostname; None

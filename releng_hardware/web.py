@@ -9,7 +9,7 @@ from typing import Any, Callable
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestURITooLarge
 
-from . import api, dashboard, dockerflow, metrics, openapi
+from . import api, dashboard, dockerflow, labels, metrics, openapi
 from .appstate import AppState, install
 from .config import Config
 from .params import BadParameter
@@ -27,12 +27,13 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
     client = redis if redis is not None else open_redis(
         config.redis_url, config.redis_timeout, tls_verify=config.redis_tls_verify)
     install(app, AppState(
-        store=Store(client, config.redis_key_prefix, recent_tasks=config.recent_tasks),
+        store=Store(client, config.redis_key_prefix, recent_tasks=config.recent_tasks,
+                    peer_window=config.peer_window, peer_failures=config.peer_failures),
         config=config,
         clock=clock,
         version=dockerflow.load_version(Path(__file__).resolve().parent.parent),
     ))
-    for blueprint in (api.bp, dockerflow.bp, dashboard.bp, metrics.bp, openapi.bp):
+    for blueprint in (api.bp, labels.bp, dockerflow.bp, dashboard.bp, metrics.bp, openapi.bp):
         app.register_blueprint(blueprint)
     app.before_request(_refuse_long_urls)
     app.after_request(_common_headers)

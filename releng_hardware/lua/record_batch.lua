@@ -6,12 +6,16 @@
 --       8 the batch: a JSON array of items, each an array laid out as the layout says (one
 --         argument: cheaper to send and to unpack than thousands of ARGV),
 --       9 the layout (store.BATCH_LAYOUT, JSON): the field names of a worker item and of a
---         pending item in their order, the history entry's field spans (history.lua_spans)
---         and the running outcome code.
+--         pending item in their order, the history entry's field spans (history.lua_spans),
+--         a label run line's (peers.lua_spans) and the outcome codes it needs,
+--       10 the peer settings (JSON): window (milliseconds), failures (PEER_FAILURES), runs
+--         (kept per label), judged (runs the rules judge, problems.WINDOW).
 -- Returns {written, duplicates, ignored}.
 local machines, records, stats, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, now, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local layout = cjson.decode(ARGV[9])
+local peer = cjson.decode(ARGV[10])
+local now_ms = now * 1000
 
 -- Every position is resolved here, before the first write: a layout missing a field fails
 -- the batch whole instead of reading nil halfway through it.
@@ -34,17 +38,37 @@ local ID, SEEN, FIRST, EVENT_TIME = worker('machine_id'), worker('lastseen'), wo
 local PROVISIONER, WORKER_TYPE = worker('provisioner'), worker('worker_type')
 local TASK_ID, RUN_ID, STATE, REASON = worker('task_id'), worker('run_id'), worker('state'),
   worker('reason')
-local DEADLINE, ENTRY = worker('deadline'), worker('entry')
+local DEADLINE, ENTRY, LABEL = worker('deadline'), worker('entry'), worker('label')
 local QUEUE, TASK_RUN, PENDING_DEADLINE = pending('queue'), pending('task_run'), pending('deadline')
 local TIME_FROM, TIME_TO = span('time')
 local KEY_FROM, KEY_TO = span('run_key')
 local CODE_AT = span('code')
 local STARTED_FROM, STARTED_TO = span('started')
 local UNKNOWN_START = string.rep('0', STARTED_TO - STARTED_FROM + 1)
-local RUNNING = layout.running
+local ATTRIBUTION_AT = span('attribution')
+local LABEL_FROM, LABEL_TO = span('label')
+local MEDIAN_FROM, MEDIAN_TO = span('peer_median')
+local RUNNING, COMPLETED, NOT_COUNTED = layout.running, layout.completed, layout.not_counted
+local FAILING = {}
+for i = 1, #layout.failing do FAILING[string.sub(layout.failing, i, i)] = true end
+local NO_LABEL, NO_ATTRIBUTION = layout.no_label, layout.no_attribution
+-- a judgement only rises: more evidence never takes "task" back
+local STRENGTH = {N = 0, M = 1, T = 2}
+local function peer_span(name)
+  local s = layout.peer[name] or error('a label run line has no field ' .. name)
+  return s[1], s[2]
+end
+local P_TIME_FROM, P_TIME_TO = peer_span('time')
+local P_CODE = peer_span('code')
+local P_ATTRIBUTION = peer_span('attribution')
+local P_DURATION_FROM, P_DURATION_TO = peer_span('duration')
+local P_KEY_FROM, P_KEY_TO = peer_span('run_key')
+local P_MACHINE = peer_span('machine')
+local WINDOW_MS, PEER_FAILURES, LABEL_RUNS = peer.window, peer.failures, peer.runs
 
 local written, duplicates, ignored, newest = 0, 0, 0, ''
 local touched, recs, hists, changed = {}, {}, {}, {}
+local labels, changed_labels = {}, {}
 
 -- A history entry is one fixed-width string whose leading fields sort it: a greater entry
 -- is a newer run. A history is its entries, newest first, joined by newlines: string work
@@ -87,6 +111,12 @@ local function new_entry(item, rec, runs)
     if string.sub(entry, STARTED_FROM, STARTED_TO) == UNKNOWN_START then
       entry = string.sub(entry, 1, STARTED_FROM - 1) .. string.sub(runs[at], STARTED_FROM, STARTED_TO)
         .. string.sub(entry, STARTED_TO + 1)
+    end
+    -- a run's label is that of any of its messages: the start may have said it
+    local started_label = string.sub(runs[at], LABEL_FROM, LABEL_TO)
+    if item[LABEL] == '' and STRENGTH[string.sub(runs[at], ATTRIBUTION_AT, ATTRIBUTION_AT)]
+        and started_label ~= NO_LABEL then
+      entry = string.sub(entry, 1, LABEL_FROM - 1) .. started_label .. string.sub(entry, LABEL_TO + 1)
     end
     table.remove(runs, at)
     return entry
@@ -146,6 +176,181 @@ local function claim(item)
   touched[queue] = touched[queue] or 'claimed'
 end
 
+-- Peers. Per label one string key: the label, then its newest resolved runs (LABEL_RUNS at
+-- most), newest first, one fixed-width line each (peers.PEER_FIELDS). A run is judged by the
+-- lines of other machines within WINDOW_MS of it; the definition is peers.peer_counts'.
+
+local function replace_at(text, from, to, value)
+  return string.sub(text, 1, from - 1) .. value .. string.sub(text, to + 1)
+end
+
+local function line_machine(line)
+  return string.match(line, '^(%S+)', P_MACHINE)
+end
+
+-- A label's runs, read once per batch; nil when neither stored nor named by the item.
+local function load_label(ref, name)
+  local lab = labels[ref]
+  if lab then return lab end
+  local raw = redis.call('GET', prefix .. 'label:' .. ref)
+  local lines = {}
+  if raw then
+    for line in string.gmatch(raw, '[^\n]+') do lines[#lines + 1] = line end
+    name = table.remove(lines, 1)
+  elseif name == '' then
+    return nil
+  end
+  lab = {name = name, runs = lines}
+  labels[ref] = lab
+  return lab
+end
+
+-- The peers' lines of a run of machine `id` at `time`.
+local function peer_lines(lab, id, time)
+  local found = {}
+  for _, line in ipairs(lab.runs) do
+    if line_machine(line) ~= id
+        and math.abs(tonumber(string.sub(line, P_TIME_FROM, P_TIME_TO)) - time) <= WINDOW_MS then
+      found[#found + 1] = line
+    end
+  end
+  return found
+end
+
+-- "T" when PEER_FAILURES other machines failed a peer run, else "M" when one completed one.
+local function judge(lab, id, time)
+  local failed, completed, failures = {}, false, 0
+  for _, line in ipairs(peer_lines(lab, id, time)) do
+    local code = string.sub(line, P_CODE, P_CODE)
+    if FAILING[code] then
+      local machine = line_machine(line)
+      if not failed[machine] then failed[machine], failures = true, failures + 1 end
+    elseif code == COMPLETED then
+      completed = true
+    end
+  end
+  if failures >= PEER_FAILURES then return 'T' end
+  return completed and 'M' or NO_ATTRIBUTION
+end
+
+-- The median duration of the completed peer runs, 0 with fewer than 3.
+local function peer_median(lab, id, time)
+  local durations = {}
+  for _, line in ipairs(peer_lines(lab, id, time)) do
+    local duration = tonumber(string.sub(line, P_DURATION_FROM, P_DURATION_TO))
+    if string.sub(line, P_CODE, P_CODE) == COMPLETED and duration > 0 then
+      durations[#durations + 1] = duration
+    end
+  end
+  local n = #durations
+  if n < 3 then return 0 end
+  table.sort(durations)
+  if n % 2 == 1 then return durations[(n + 1) / 2] end
+  return math.floor((durations[n / 2] + durations[n / 2 + 1]) / 2)
+end
+
+-- Another machine's run judged anew: its label line and its history entry.
+local function rejudge(lab, at, line)
+  local old = string.sub(line, P_ATTRIBUTION, P_ATTRIBUTION)
+  local machine = line_machine(line)
+  local time = tonumber(string.sub(line, P_TIME_FROM, P_TIME_TO))
+  local new = judge(lab, machine, time)
+  if STRENGTH[new] <= STRENGTH[old] then return end
+  lab.runs[at] = replace_at(line, P_ATTRIBUTION, P_ATTRIBUTION, new)
+  local run_key = string.sub(line, P_KEY_FROM, P_KEY_TO)
+  local rec, runs = load_machine(machine)
+  for i, run in ipairs(runs) do
+    if string.find(run, run_key, KEY_FROM, true) == KEY_FROM then
+      if STRENGTH[string.sub(run, ATTRIBUTION_AT, ATTRIBUTION_AT)] then
+        runs[i] = replace_at(run, ATTRIBUTION_AT, ATTRIBUTION_AT, new)
+        changed[machine] = true
+      end
+      return
+    end
+  end
+end
+
+-- A resolved run's entry with its label, attribution and peer median filled in; its line
+-- joins the label's, and the runs of other machines it is evidence for are judged anew.
+local function judge_run(item, id, entry)
+  local code = string.sub(entry, CODE_AT, CODE_AT)
+  -- the listener named the label (history.label_ref), or the run's start did
+  local name, ref = item[LABEL], string.sub(entry, LABEL_FROM, LABEL_TO)
+  if ref == NO_LABEL then return entry end
+  if code == RUNNING or code == NOT_COUNTED then return entry end
+  local lab = load_label(ref, name)
+  if not lab then return entry end
+  local run_key = string.sub(entry, KEY_FROM, KEY_TO)
+  for _, line in ipairs(lab.runs) do
+    if string.find(line, run_key, P_KEY_FROM, true) == P_KEY_FROM then
+      -- known already (the machine's history let it go): as judged then
+      return replace_at(entry, ATTRIBUTION_AT, ATTRIBUTION_AT,
+        string.sub(line, P_ATTRIBUTION, P_ATTRIBUTION))
+    end
+  end
+  local time = tonumber(string.sub(entry, TIME_FROM, TIME_TO))
+  local started = tonumber(string.sub(entry, STARTED_FROM, STARTED_TO))
+  local failing, attribution, duration = FAILING[code], NO_ATTRIBUTION, 0
+  if failing then
+    attribution = judge(lab, id, time)
+    entry = replace_at(entry, ATTRIBUTION_AT, ATTRIBUTION_AT, attribution)
+  elseif code == COMPLETED then
+    if started > 0 and time > started then duration = time - started end
+    entry = replace_at(entry, MEDIAN_FROM, MEDIAN_TO,
+      string.format('%010d', peer_median(lab, id, time)))
+  end
+  local line = string.sub(entry, TIME_FROM, TIME_TO) .. code .. attribution
+    .. string.format('%010d', duration) .. run_key .. id .. ' ' .. item[WORKER_TYPE]
+  local place = 1
+  while lab.runs[place] and lab.runs[place] > line do place = place + 1 end
+  table.insert(lab.runs, place, line)
+  while #lab.runs > LABEL_RUNS do lab.runs[#lab.runs] = nil end
+  changed_labels[ref] = true
+  -- only a failure can make another failure "task", only a completion can make one "machine"
+  for at, other in ipairs(lab.runs) do
+    local other_code = string.sub(other, P_CODE, P_CODE)
+    local other_attribution = string.sub(other, P_ATTRIBUTION, P_ATTRIBUTION)
+    if FAILING[other_code] and (other_attribution == NO_ATTRIBUTION
+          or (failing and other_attribution ~= 'T'))
+        and math.abs(tonumber(string.sub(other, P_TIME_FROM, P_TIME_TO)) - time) <= WINDOW_MS
+        and line_machine(other) ~= id then
+      rejudge(lab, at, other)
+    end
+  end
+  return entry
+end
+
+-- Each label changed is kept until its newest run leaves the window; the index of labels by
+-- their newest failure (what /labels reads) drops those whose failures all left it.
+local function save_labels()
+  local index = prefix .. 'labels'
+  local any = false
+  for ref in pairs(changed_labels) do
+    any = true
+    local lab = labels[ref]
+    local key = prefix .. 'label:' .. ref
+    local newest, newest_failure = tonumber(string.sub(lab.runs[1], P_TIME_FROM, P_TIME_TO)), 0
+    for _, line in ipairs(lab.runs) do
+      if FAILING[string.sub(line, P_CODE, P_CODE)] then
+        newest_failure = tonumber(string.sub(line, P_TIME_FROM, P_TIME_TO))
+        break
+      end
+    end
+    local ttl = math.floor(newest + WINDOW_MS - now_ms)
+    if ttl > 0 then
+      redis.call('SET', key, lab.name .. '\n' .. table.concat(lab.runs, '\n'), 'PX', ttl)
+    else
+      redis.call('DEL', key)
+    end
+    if newest_failure > 0 and newest_failure + WINDOW_MS > now_ms then
+      redis.call('ZADD', index, newest_failure, ref)
+    else
+      redis.call('ZREM', index, ref)
+    end
+  end
+  if any then redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. (now_ms - WINDOW_MS)) end
+end
+
 local function record_worker(item)
   local id, state = item[ID], item[STATE]
   local rec, runs = load_machine(id)
@@ -154,6 +359,7 @@ local function record_worker(item)
     duplicates = duplicates + 1
     return
   end
+  entry = judge_run(item, id, entry)
   written = written + 1
   changed[id] = true
   rec.source = nil  -- seen by the listener now, not only by a backfill
@@ -181,14 +387,34 @@ local function record_pending(item)
   end
 end
 
--- What the problem rules read with every machine, so no request decodes histories.
+-- What the problem rules read with every machine, so no request decodes histories: the
+-- outcomes; beside them, only once a run has a label, their attributions ("N", "M", "T",
+-- one each) and the peer ratios (duration over peer median) of the newest completed runs.
 local function note_outcomes(rec, runs)
-  local outcomes = {}
+  local outcomes, attributions, ratios, attributed, completed = {}, {}, {}, false, 0
   for _, run in ipairs(runs) do
     local run_code = string.sub(run, CODE_AT, CODE_AT)
-    if run_code ~= RUNNING then outcomes[#outcomes + 1] = run_code end
+    if run_code ~= RUNNING then
+      outcomes[#outcomes + 1] = run_code
+      local attribution = string.sub(run, ATTRIBUTION_AT, ATTRIBUTION_AT)
+      if not STRENGTH[attribution] then attribution = NO_ATTRIBUTION end  -- before labels
+      if attribution ~= NO_ATTRIBUTION then attributed = true end
+      attributions[#attributions + 1] = attribution
+      if run_code == COMPLETED and completed < peer.judged then
+        completed = completed + 1
+        local median = STRENGTH[string.sub(run, ATTRIBUTION_AT, ATTRIBUTION_AT)]
+          and tonumber(string.sub(run, MEDIAN_FROM, MEDIAN_TO)) or 0
+        local started = tonumber(string.sub(run, STARTED_FROM, STARTED_TO))
+        if median > 0 and started > 0 then
+          local ratio = (tonumber(string.sub(run, TIME_FROM, TIME_TO)) - started) / median
+          ratios[#ratios + 1] = math.floor(ratio * 1000 + 0.5) / 1000
+        end
+      end
+    end
   end
   rec.outcomes = table.concat(outcomes)
+  rec.attributions = attributed and table.concat(attributions) or nil
+  rec.peer_ratios = #ratios > 0 and ratios or nil
 end
 
 -- A full history recognises every redelivery older than its oldest run: the run set of
@@ -249,6 +475,7 @@ for _, item in ipairs(cjson.decode(ARGV[8])) do
     return redis.error_reply('unknown record kind ' .. tostring(kind))
   end
 end
+save_labels()
 save_machines()
 trim_queues()
 count()

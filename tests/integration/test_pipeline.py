@@ -78,6 +78,10 @@ def test_other_provisioners_messages_never_reach_the_queue(amqp_config, real_sto
     assert int(real_store.listener_status()["processed"]) == 10
 
 
+def without_ratios(details: dict) -> dict:
+    return {name: value for name, value in details.items() if name != "peer_ratios"}
+
+
 def test_two_listeners_on_one_queue_give_the_same_state_as_one(amqp_config, real_redis, redis_prefix,
                                                               listener_thread, publish, provisioner_id):
     messages = backlog(1500, machines=40, end=utcnow(), provisioner_id=provisioner_id,
@@ -93,5 +97,7 @@ def test_two_listeners_on_one_queue_give_the_same_state_as_one(amqp_config, real
     events = [parse_message(m.exchange, m.routing_key, m.encoded(), utcnow(), (provisioner_id,))
               for m in messages]
     reference.record([event for event in events if hasattr(event, "task_id")], now=utcnow())
-    assert {m.machine_id: (m.lastseen, dict(m.details)) for m in store.machines()} == \
-        {m.machine_id: (m.lastseen, dict(m.details)) for m in reference.machines()}
+    # the peer ratios use the peer median known when a completion is recorded: order may move
+    # them (the issue allows it); everything else, the attributions included, is one pass's
+    assert {m.machine_id: (m.lastseen, without_ratios(m.details)) for m in store.machines()} == \
+        {m.machine_id: (m.lastseen, without_ratios(m.details)) for m in reference.machines()}

@@ -105,6 +105,8 @@ def test_one_machine_shows_its_recent_tasks_newest_first(client, sick_fleet):
         "reason_resolved": "completed", "started": "2026-11-20T14:35:00.000000",
         "resolved": "2026-11-20T14:45:00.000000",
         "url": f"{ROOT}/tasks/TASK0205QAGAAAAAAAAAAA/runs/0",
+        # no label: nothing to judge it against
+        "label": None, "attribution": None, "peers": None, "peer_median_seconds": None,
     }
 
 
@@ -144,7 +146,9 @@ def test_summary_counts_machines_per_problem_in_each_group_and_in_total(client, 
                                              "idle_with_work_waiting": 1, "stale": 1}
     assert body["totals"]["problems"] == {
         "consecutive_failures": 1, "exceptions": 1, "hung_task": 1, "idle_with_work_waiting": 1,
-        "lost_mid_task": 1, "low_success_rate": 1, "never_seen": 0, "not_in_inventory": 0, "stale": 1}
+        "lost_mid_task": 1, "low_success_rate": 1, "never_seen": 0, "not_in_inventory": 0, "stale": 1,
+        # no run has a label: nothing is judged against its peers
+        "fails_where_others_pass": 0, "slow": 0}
 
 
 def test_metrics_gauge_counts_machines_per_problem_datacenter_and_worker_type(client, sick_fleet):

@@ -343,3 +343,31 @@ def test_a_routing_key_run_id_that_is_not_a_plain_number_is_a_bad_run_id(run_id)
     parts[2] = run_id
     message["routing_key"] = ".".join(parts)
     assert parse(message) == Skip("bad-run-id", malformed=True, detail=f"runId {run_id!r}")
+
+
+def test_a_run_s_label_is_its_task_s_tags_label():
+    event = parse(queue_message("task-failed-retry-run"))
+    assert event.label == "test-linux1804-64-shippable/opt-talos-tp5o"
+
+
+def test_old_schema_messages_and_tasks_without_the_tag_have_no_label():
+    assert parse(queue_message("task-running")).label is None  # no `task` at all
+    assert parse(queue_message("task-exception-claim-expired")).label is None  # tags, no label
+
+
+@pytest.mark.parametrize("task", [
+    "not-an-object", {"tags": "not-an-object"}, {"tags": {"label": 7}}, {"tags": {"label": ""}},
+    {"tags": {"label": "x" * 256}}, {"tags": {"label": "a\nb"}}, {"tags": {"label": "a\x00b"}},
+    {"tags": {"label": "a\x85b"}}, {"tags": None},
+])
+def test_a_bad_label_is_no_label_and_not_malformed(task):
+    message = queue_message("task-completed")
+    message["body"]["task"] = task
+    event = parse(message)
+    assert isinstance(event, WorkerEvent) and event.label is None
+
+
+def test_the_longest_label_kept_is_255_characters():
+    message = queue_message("task-completed")
+    message["body"]["task"] = {"tags": {"label": "é" * 255}}
+    assert parse(message).label == "é" * 255

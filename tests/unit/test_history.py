@@ -32,8 +32,12 @@ def round_trip(state: str, reason: str | None, *, started: datetime | None = STA
 ])
 def test_every_ended_outcome_round_trips_with_its_reason(state, reason, code):
     assert outcome_code(state, reason) == code
-    assert round_trip(state, reason) == Run(TASK, 3, state, reason, format_lastseen(STARTED),
-                                            format_lastseen(RESOLVED))
+    run = round_trip(state, reason)
+    assert run[:6] == Run(TASK, 3, state, reason, format_lastseen(STARTED),
+                          format_lastseen(RESOLVED))[:6]
+    # a completed run knows how long it took; no label, so no attribution and no peers
+    assert run.duration_seconds == (420.25 if code == COMPLETED else None)
+    assert (run.label, run.attribution, run.peer_median_seconds) == (None, None, None)
 
 
 def test_a_running_entry_has_no_resolution_and_no_reason():
@@ -92,3 +96,24 @@ def test_the_format_the_spans_and_the_lua_positions_come_from_one_table():
         assert entry[first - 1:None if last == -1 else last] == entry[span]
     assert entry[history.SPANS["run_id"]] == "0012"
     assert entry[history.SPANS["code"]] == NOT_COUNTED
+
+
+@pytest.mark.parametrize("reason", ["", "worker-shutdown", "canceled"])
+def test_an_entry_written_before_labels_still_decodes(reason):
+    # the layout before labels: the reason right after `started`
+    new = history.encode_entry(RESOLVED, STARTED, TASK, 3, EXCEPTION, reason or None)
+    old = new[:history.SPANS["attribution"].start] + reason
+    run = history.decode_entry(old)
+    assert run == Run(TASK, 3, "exception", reason or None, format_lastseen(STARTED),
+                      format_lastseen(RESOLVED))
+    assert run == history.decode_entry(new)[:6] + (None,) * 5
+
+
+def test_the_batch_script_s_label_fields_decode():
+    entry = history.encode_entry(RESOLVED, STARTED, TASK, 3, COMPLETED, None)
+    label, median, attribution = (history.SPANS[name] for name in ("label", "peer_median",
+                                                                  "attribution"))
+    entry = (entry[:attribution.start] + "M" + "0123456789" + f"{123456:010d}"
+             + entry[median.stop:])
+    run = history.decode_entry(entry)
+    assert (run.label, run.attribution, run.peer_median_seconds) == ("0123456789", "machine", 123.456)

@@ -26,8 +26,9 @@ def problems(machine: MachineFacts, limits: Thresholds = LIMITS, busy=()) -> lis
 
 
 def test_problem_codes_are_the_api_s_sorted_list():
-    assert PROBLEMS == ("consecutive_failures", "exceptions", "hung_task", "idle_with_work_waiting",
-                        "lost_mid_task", "low_success_rate", "never_seen", "not_in_inventory", "stale")
+    assert PROBLEMS == ("consecutive_failures", "exceptions", "fails_where_others_pass", "hung_task",
+                        "idle_with_work_waiting", "lost_mid_task", "low_success_rate", "never_seen",
+                        "not_in_inventory", "slow", "stale")
     assert set(RULES) == set(PROBLEMS)
 
 
@@ -185,3 +186,56 @@ def test_codes_come_sorted_when_several_apply():
     assert problems(machine, busy={QUEUE}) == ["consecutive_failures", "exceptions",
                                                "idle_with_work_waiting", "lost_mid_task",
                                                "low_success_rate", "stale"]
+
+
+def attributed(outcomes: str, attributions: str, ratios=(), **kwargs) -> MachineFacts:
+    return facts(outcomes, **kwargs)._replace(attributions=attributions, peer_ratios=ratios)
+
+
+def test_failures_put_down_to_the_task_count_like_runs_not_counted():
+    # three failures the task also had elsewhere: no streak, no low rate, no exceptions
+    assert problems(attributed("fffc", "TTTN")) == []
+    assert problems(attributed("fff" + "c" * 10, "TTT" + "N" * 10)) == []
+    assert problems(attributed("eee" + "c" * 5, "TTT" + "N" * 5)) == []
+    # the same runs as not counted give the same answers
+    for outcomes in ("fffc", "eeecccccc", "fff" + "c" * 10):
+        as_task = attributed(outcomes, "T" * 3 + "N" * (len(outcomes) - 3))
+        assert problems(as_task) == problems(facts("xxx" + outcomes[3:]))
+
+
+def test_failures_put_down_to_the_machine_or_to_nothing_count_as_before():
+    for attributions in ("NNN", "MMN", ""):
+        assert "consecutive_failures" in problems(attributed("fff", attributions))
+
+
+def test_a_task_failure_neither_extends_nor_breaks_a_streak():
+    assert "consecutive_failures" not in problems(attributed("ffcf", "NTNN"))
+    assert "consecutive_failures" in problems(attributed("ffffc", "NTNNN"))
+
+
+def test_fails_where_others_pass_from_failure_streak_machine_failures_in_twenty_counted():
+    assert "fails_where_others_pass" in problems(attributed("fcfcl", "MNMNM"))
+    assert "fails_where_others_pass" not in problems(attributed("fcfcl", "MNMNN"))
+    # beyond the newest 20 counted runs they are not looked at; runs not counted do not count
+    assert "fails_where_others_pass" not in problems(attributed("c" * 18 + "fff", "N" * 18 + "MMM"))
+    assert "fails_where_others_pass" in problems(attributed("xx" + "c" * 16 + "fff",
+                                                            "NN" + "N" * 16 + "MMM"))
+    # a task failure is skipped like a run not counted
+    assert "fails_where_others_pass" in problems(attributed("f" * 20 + "fff", "T" * 20 + "MMM"))
+    assert "fails_where_others_pass" not in problems(
+        attributed("fcfcl", "MNMNM"), Thresholds(failure_streak=4))
+
+
+def test_slow_from_five_ratios_whose_median_reaches_slow_factor():
+    assert "slow" in problems(attributed("c" * 5, "", (1.5, 1.6, 2.0, 1.0, 3.0)))
+    assert "slow" not in problems(attributed("c" * 5, "", (1.4, 1.6, 2.0, 1.0, 1.0)))
+    assert "slow" not in problems(attributed("c" * 4, "", (2.0, 2.0, 2.0, 2.0)))  # four only
+    assert "slow" not in problems(attributed("c" * 5, "", (1.5,) * 5), Thresholds(slow_factor=1.6))
+
+
+def test_without_labels_every_answer_is_what_it_was():
+    # no attribution and no ratio: every outcome string is judged as the rules always did
+    for outcomes in ("fff", "fcfcfcfcfc", "eeec", "lcc", "xfff", "c" * 20, "ffcff" * 4):
+        answer = problems(facts(outcomes))
+        assert "fails_where_others_pass" not in answer and "slow" not in answer
+        assert problems(attributed(outcomes, "N" * len(outcomes))) == answer

@@ -118,4 +118,4 @@ def test_live_fleet_shows_every_problem_once_recorded(store):
     healthy = sum(not machine["problems"] for machine in machines)
     assert healthy >= len(machines) // 2
     kinds = Counter(kind for kind, _ in simulator.faults.values())
-    assert set(kinds) == {"dies_mid_task", "black_hole", "hangs", "flaky"}
+    assert set(kinds) == {"dies_mid_task", "black_hole", "hangs", "flaky", "slow"}

@@ -13,6 +13,7 @@ from releng_hardware import history
 from releng_hardware.events import PendingEvent, WorkerEvent, parse_message
 from releng_hardware.records import EXCEPTION, RUNNING, Run
 from releng_hardware.simulate import backlog
+from releng_hardware import peers
 from releng_hardware.store import BATCH_LAYOUT, PENDING_ITEM, WORKER_ITEM, Store
 from releng_hardware.times import epoch_seconds
 from tests.conftest import NOW
@@ -87,6 +88,12 @@ def test_resolution_wins_over_start_at_the_same_instant(store):
     assert store.machine("mdc1:t-linux64-ms-100").details["state"] == "completed"
 
 
+def without_medians(state: dict) -> dict:
+    return {machine_id: (seen, {k: v for k, v in details.items() if k != "peer_ratios"},
+                         tuple(run._replace(peer_median_seconds=None) for run in runs))
+            for machine_id, (seen, details, runs) in state.items()}
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_duplicates_and_reordering_give_the_state_of_one_ordered_pass(fake_redis, seed):
     messages = backlog(1500, machines=30, end=NOW, seed=seed)
@@ -102,7 +109,9 @@ def test_duplicates_and_reordering_give_the_state_of_one_ordered_pass(fake_redis
     for start in range(0, len(messy), 37):
         shuffled.record(messy[start:start + 37], now=NOW)
 
-    assert snapshot(shuffled) == snapshot(ordered)
+    # a completion's peer median is the one known when it is recorded (the issue allows it):
+    # every other field, the attributions included, is the ordered pass's
+    assert without_medians(snapshot(shuffled)) == without_medians(snapshot(ordered))
     assert ordered.pending_counts(NOW) == shuffled.pending_counts(NOW)
     assert sum(d["completed"] + d["failed"] + d["exception"] for _, d, _ in snapshot(ordered).values()) == \
         sum(1 for e in events if isinstance(e, WorkerEvent) and e.state != "running")
@@ -327,6 +336,7 @@ def test_a_worker_item_holds_each_field_where_its_layout_names_it():
         "deadline": repr(epoch_seconds(DEADLINE)),
         "entry": history.encode_entry(worker.lastseen, T0 + timedelta(minutes=2), worker.task_id, 0,
                                       EXCEPTION, "worker-shutdown"),
+        "label": "",  # the event has none
     }
 
 
@@ -347,6 +357,7 @@ def test_the_batch_script_gets_the_layouts_python_writes_with():
     {"worker": [name for name in WORKER_ITEM if name != "deadline"]},
     {"pending": ["queue", "kind", "task_run", "deadline"]},
     {"entry": {name: span for name, span in history.lua_spans().items() if name != "run_key"}},
+    {"peer": {name: span for name, span in peers.lua_spans().items() if name != "machine"}},
 ])
 def test_a_layout_the_script_cannot_read_fails_the_batch_before_any_write(store, broken):
     layout = {**orjson.loads(BATCH_LAYOUT), **broken}
@@ -354,5 +365,6 @@ def test_a_layout_the_script_cannot_read_fails_the_batch_before_any_write(store,
     with pytest.raises(redis.ResponseError):
         store._record_batch(keys=[store.machines_key, store.records_key, store.listener_key,
                                   store.history_key],
-                            args=["", 0, store.history_size, 2, 0, 0, at(1), items, orjson.dumps(layout)])
+                            args=["", 0, store.history_size, 2, 0, 0, at(1), items, orjson.dumps(layout),
+                                  store._peer_settings])
     assert list(store.all_keys()) == []
