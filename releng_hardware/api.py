@@ -19,7 +19,7 @@ from .fleet import (MACHINE_FILTERS, MachineQuery, counted_json, csv_columns, cs
                     lastseen_machines, lastseen_rows, machine_view, needs_records, parse_fields,
                     poll_machines, project, select, summary, taskcluster_poll_state)
 from .identifiers import MAX_MACHINE_REF, is_machine_ref
-from .params import cursor_param, duration_param, encode_cursor, limit_param
+from .params import cursor_param, duration_param, encode_cursor, limit_param, optional_param
 from .responses import (ApiError, collector_paused, conditional, digest, json_response,
                         query_args)
 from .snapshot import Page, read_fleet, read_machine, read_page
@@ -46,8 +46,8 @@ def machines() -> Response:
     fields = parse_fields(args["fields"]) if "fields" in args else None
     wants_csv = _wants_csv(args.get("format"))
     paged = "limit" in args or "cursor" in args
-    limit = limit_param("limit", args["limit"]) if "limit" in args else DEFAULT_LIMIT
-    after = cursor_param("cursor", args["cursor"]) if "cursor" in args else None
+    limit = optional_param(args, "limit", limit_param, DEFAULT_LIMIT)
+    after = optional_param(args, "cursor", cursor_param, None)
     app = app_state()
     store, now = app.store, app.clock()
     data_version = store.data_version()  # before the data: a newer ETag never labels older data
@@ -145,8 +145,7 @@ def fleet_summary() -> Response:
     args = query_args(SUMMARY_PARAMS)
     app = app_state()
     config = app.config
-    stale_after = (duration_param("stale_after", args["stale_after"])
-                   if "stale_after" in args else config.stale_after)
+    stale_after = optional_param(args, "stale_after", duration_param, config.stale_after)
     now = app.clock()
     with collector_paused():
         fleet = read_fleet(app.store, config, now, stale_after, view=counted_json)

@@ -15,7 +15,7 @@ from flask import Blueprint, Response
 
 from .api import _wants_csv
 from .appstate import app_state
-from .params import identifier_param, positive_int_param
+from .params import identifier_param, optional_param, positive_int_param
 from .peers import FAILING, PeerRun
 from .records import COMPLETED
 from .responses import conditional, query_args
@@ -76,10 +76,8 @@ def labels() -> Response:
     args = query_args(LABEL_PARAMS)
     app = app_state()
     config = app.config
-    worker_type = (identifier_param("worker_type", args["worker_type"])
-                   if "worker_type" in args else None)
-    min_machines = (positive_int_param("min_machines", args["min_machines"])
-                    if "min_machines" in args else config.peer_failures + 1)
+    worker_type = optional_param(args, "worker_type", identifier_param, None)
+    min_machines = optional_param(args, "min_machines", positive_int_param, config.peer_failures + 1)
     wants_csv = _wants_csv(args.get("format"))
     now = app.clock()
     found = failing_labels(app.store.failing_labels(now), now, config.peer_window,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Iterable
+from typing import Callable, Iterable, Mapping, TypeVar
 
 from .identifiers import is_identifier
 from .times import parse_duration
@@ -80,3 +80,13 @@ def cursor_param(name: str, text: str) -> bytes:
     body = text[len(CURSOR_VERSION):]
     # the pattern admits only what decodes: base64 ignores the unused bits of the last character
     return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+
+
+_Value = TypeVar("_Value")
+_Default = TypeVar("_Default")
+
+
+def optional_param(args: Mapping[str, str], name: str, parse: Callable[[str, str], _Value],
+                   default: _Default) -> _Value | _Default:
+    """The parameter `name` parsed by `parse(name, text)` when given, else `default`."""
+    return parse(name, args[name]) if name in args else default
