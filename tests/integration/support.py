@@ -448,9 +448,14 @@ def events_of(messages: Iterable[Message], provisioner_id: str) -> list[WorkerEv
 
 
 def machine_state(store: Store) -> MachineState:
-    """Every machine's lastseen, details (counters, last task) and run history as the store holds them."""
-    return {record.machine_id: (record.lastseen, dict(record.details),
-                                tuple(store.machine(record.machine_id).history))
+    """Every machine's lastseen, details (counters, last task) and run history as the store holds
+    them, less what may depend on the order runs arrive in: a completed run's peer median (and
+    so its peer ratio) is the one known when its resolution is recorded (issue 16 allows it)."""
+    return {record.machine_id: (
+                record.lastseen,
+                {name: value for name, value in record.details.items() if name != "peer_ratios"},
+                tuple(run._replace(peer_median_seconds=None)
+                      for run in store.machine(record.machine_id).history))
             for record in store.machines()}
 
 
