@@ -197,6 +197,15 @@ def span_text(seconds: float) -> str:
     return relative_age(seconds).removesuffix(" ago")
 
 
+def precise_span_text(seconds: float) -> str:
+    """span_text, with the seconds under 10 minutes: a ratio between two short runs must not
+    read '1m, 1.8× the peer median of 1m'."""
+    whole = int(seconds)
+    if 60 <= whole < 600 and whole % 60:
+        return f"{whole // 60}m {whole % 60}s"
+    return span_text(seconds)
+
+
 def run_seconds(run: Mapping[str, Any], now: datetime) -> float | None:
     """How many seconds a run took, or has been running; None when unknown."""
     try:
@@ -234,8 +243,8 @@ def run_took(run: Mapping[str, Any], now: datetime) -> Took:
     if code != COMPLETED or not median:
         return Took(span_text(seconds), None)
     ratio = seconds / median
-    return Took(f"{span_text(seconds)}, {ratio:.1f}× the peer median of {span_text(median)}",
-                ratio)
+    return Took(f"{precise_span_text(seconds)}, {ratio:.1f}× the peer median of "
+                f"{precise_span_text(median)}", ratio)
 
 
 def _other_machines(count: int) -> str:
