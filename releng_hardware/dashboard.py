@@ -15,6 +15,7 @@ from .config import WINDOW, Config
 from .fleet import (ANY_PROBLEM, MACHINE_FILTERS, MachineQuery, counted_json, select, summary,
                     taskcluster_poll_state)
 from .identifiers import is_identifier, split_machine_id
+from .labels import default_min_machines, failing_labels
 from .params import BadParameter, positive_int_param
 from .problems import PROBLEMS
 from .records import COMPLETED, EXCEPTION, FAILED, LOST, NOT_COUNTED, RUNNING, outcome_code
@@ -127,7 +128,8 @@ def problem_help(config: Config) -> dict[str, ProblemHelp]:
             "failing", "failing",
             f"Its newest {config.failure_streak} counted runs all failed or ended in exception.",
             "If the same tasks pass on other machines this one eats the queue: quarantine it and "
-            "read its logs. If its whole pool fails, suspect a bad push, not the machine."),
+            "read its logs. Failures of tasks that fail on other machines too (a bad push) are not "
+            "counted here: they are under Failing on several machines."),
         "fails_where_others_pass": ProblemHelp(
             "fails where others pass", "failing",
             f"At least {config.failure_streak} of its newest {WINDOW} counted runs failed tasks "
@@ -190,14 +192,82 @@ def run_outcome(run: dict) -> str:
     return _OUTCOME_CLASS[outcome_code(run["state"], run["reason_resolved"])]
 
 
-def run_duration(run: dict, now: datetime) -> str:
-    """How long a run took, or has been running: '42m', '3h 5m'; empty when unknown."""
+def span_text(seconds: float) -> str:
+    """A length of time as a person reads it: '42m', '3h 5m', '45s'."""
+    return relative_age(seconds).removesuffix(" ago")
+
+
+def precise_span_text(seconds: float) -> str:
+    """span_text, with the seconds under 10 minutes: a ratio between two short runs must not
+    read '1m, 1.8× the peer median of 1m'."""
+    whole = int(seconds)
+    if 60 <= whole < 600 and whole % 60:
+        return f"{whole // 60}m {whole % 60}s"
+    return span_text(seconds)
+
+
+def run_seconds(run: Mapping[str, Any], now: datetime) -> float | None:
+    """How many seconds a run took, or has been running; None when unknown."""
     try:
         started = datetime.fromisoformat(run["started"])
         ended = datetime.fromisoformat(run["resolved"]) if run["resolved"] else now
     except (TypeError, ValueError):
-        return ""
-    return relative_age((ended - started).total_seconds()).removesuffix(" ago")
+        return None
+    return (ended - started).total_seconds()
+
+
+def run_duration(run: Mapping[str, Any], now: datetime) -> str:
+    """How long a run took, or has been running: '42m', '3h 5m'; empty when unknown."""
+    seconds = run_seconds(run, now)
+    return "" if seconds is None else span_text(seconds)
+
+
+class Took(NamedTuple):
+    """How long a run took, said against its peers when they tell: the text, and the ratio to
+    the peer median (None without one)."""
+
+    text: str
+    ratio: float | None
+
+
+def run_took(run: Mapping[str, Any], now: datetime) -> Took:
+    """'41m, 2.3× the peer median of 18m' for a completed run whose label has a peer median;
+    just its duration otherwise ('4h so far' while running)."""
+    seconds = run_seconds(run, now)
+    if seconds is None:
+        return Took("", None)
+    median = run.get("peer_median_seconds")
+    code = outcome_code(run["state"], run["reason_resolved"])
+    if code == RUNNING:
+        return Took(f"{span_text(seconds)} so far", None)
+    if code != COMPLETED or not median:
+        return Took(span_text(seconds), None)
+    ratio = seconds / median
+    return Took(f"{precise_span_text(seconds)}, {ratio:.1f}× the peer median of "
+                f"{precise_span_text(median)}", ratio)
+
+
+def _other_machines(count: int) -> str:
+    return f"{count} other {'machine' if count == 1 else 'machines'}"
+
+
+def peer_words(run: Mapping[str, Any]) -> str:
+    """A failure's attribution in words, from its peers: 'also failed on 4 other machines' (the
+    task's fault), 'passed on 6 other machines' (the machine's); empty when not judged."""
+    peers = run.get("peers") or {}
+    if run.get("attribution") == "task":
+        return f"also failed on {_other_machines(peers.get('failed', 0))}"
+    if run.get("attribution") == "machine":
+        return f"passed on {_other_machines(peers.get('completed', 0))}"
+    return ""
+
+
+def age_seconds(lastseen: str, now: datetime) -> float | None:
+    """Seconds from a stored lastseen to `now`; None when unreadable."""
+    try:
+        return (now - datetime.fromisoformat(lastseen)).total_seconds()
+    except ValueError:
+        return None
 
 
 def needs_attention(machine: Mapping[str, Any]) -> bool:
@@ -286,6 +356,12 @@ def index() -> Response:
         groups = fleet_summary["groups"]
         datacenters = choices([group["datacenter"] for group in groups], query.datacenter)
         worker_types = choices([group["worker_type"] for group in groups], query.worker_type)
+        # the same labels as /labels with the page's worker type: what the task breaks, so the
+        # people on duty do not chase the machines it fails on
+        labels = failing_labels(app.store.failing_labels(now), now,
+                                config.peer_window, config.taskcluster_root_url,
+                                min_machines=default_min_machines(config.peer_failures),
+                                worker_type=query.worker_type)
     html = render_template(
         "dashboard.html",
         args=args,
@@ -300,6 +376,11 @@ def index() -> Response:
         worker_types=worker_types,
         problems=problem_help(config),
         any_problem=ANY_PROBLEM,
+        labels=labels,
+        labels_url=url_for("labels.labels", worker_type=query.worker_type),
+        peer_failures=config.peer_failures,
+        peer_window=duration_text(config.peer_window),
+        age=lambda lastseen: age_seconds(lastseen, now),
         stale_value=args.get("stale", duration_text(config.stale_after)),
         stale_after=duration_text(config.stale_after),
         api_url=url_for("api.machines", **{**args, "include": "never_seen"}),  # type: ignore[arg-type]
@@ -330,7 +411,9 @@ def machine_page(machine_id: str) -> Response:
         problems=problem_help(config),
         stale_after=duration_text(config.stale_after),
         api_url=url_for("api.machine", machine_id=machine_id),
-        duration=lambda run: run_duration(run, now),
+        took=lambda run: run_took(run, now),
+        peer_words=peer_words,
+        slow_factor=config.slow_factor,
         now=now,
         refresh=REFRESH_SECONDS,
     )

@@ -59,6 +59,11 @@ def failing_labels(stored: Iterable[tuple[str, Sequence[PeerRun]]], now: datetim
     return found
 
 
+def default_min_machines(peer_failures: int) -> int:
+    """The bar a label must reach when none is asked: more than PEER_FAILURES machines."""
+    return peer_failures + 1
+
+
 def labels_csv(labels: Iterable[dict[str, Any]]) -> str:
     """The labels as CSV with a header row, LABEL_FIELDS' columns."""
     out = io.StringIO()
@@ -77,7 +82,8 @@ def labels() -> Response:
     app = app_state()
     config = app.config
     worker_type = optional_param(args, "worker_type", identifier_param, None)
-    min_machines = optional_param(args, "min_machines", positive_int_param, config.peer_failures + 1)
+    min_machines = optional_param(args, "min_machines", positive_int_param,
+                                 default_min_machines(config.peer_failures))
     wants_csv = _wants_csv(args.get("format"))
     now = app.clock()
     found = failing_labels(app.store.failing_labels(now), now, config.peer_window,

@@ -36,11 +36,17 @@ LABELS_PER_WORKER_TYPE = 12
 # The one label of a worker type whose test is intermittent: a healthy machine's failures are
 # all of it; its other labels pass on healthy machines.
 INTERMITTENT_SUITE = 1
+# A bad push breaks this label of the first pool's worker type for BAD_PUSH_LASTS: it fails on
+# every machine that runs it, the task's fault and none of theirs.
+BAD_PUSH_SUITE = 2
+BAD_PUSH_LASTS = timedelta(hours=1)
 # A slow machine's tasks take this many times as long.
 SLOW_BY = 3.0
 FLAKY_RESOLUTIONS = (("exception", "worker-shutdown", 0.25), ("exception", "internal-error", 0.15),
                      ("completed", "completed", 0.6))
 CLAIM_TIMEOUT = timedelta(minutes=20)
+# Every run fails: the loop over resolutions in _resolve ends on the only one.
+ALWAYS_FAILS = RESOLUTIONS[1:2]
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,14 @@ def fleet(size: int) -> list[Machine]:
     return machines
 
 
+def task_label(worker_type: str, suite: int) -> str:
+    """The label of a worker type's suite, as Gecko's task graph names its jobs."""
+    return f"test-{worker_type}/opt-suite-{suite}"
+
+
+BAD_PUSH_LABEL = task_label(POOLS[0][0], BAD_PUSH_SUITE)
+
+
 def _fmt(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds") + "Z"
 
@@ -139,8 +153,11 @@ class QueueSimulator:
     def __init__(self, machines: list[Machine], start: datetime, *, seed: int = 1,
                  provisioner_id: str = "releng-hardware", task_seconds: tuple[float, float] = (60, 1800),
                  no_worker_rate: float = 0.01, dead_share: float = 0.0,
-                 dies_within: timedelta = timedelta(hours=12), fault_share: float = 0.0) -> None:
+                 dies_within: timedelta = timedelta(hours=12), fault_share: float = 0.0,
+                 bad_push_at: datetime | None = None) -> None:
         self.machines = machines
+        # from this moment for BAD_PUSH_LASTS every run of BAD_PUSH_LABEL fails
+        self.bad_push_at = bad_push_at
         self.rng = random.Random(seed)
         # a share of the fleet stops working at some point, as broken hardware does
         self.dies_at = {machine: start + dies_within * self.rng.random()
@@ -176,8 +193,8 @@ class QueueSimulator:
             rng = self.rng
             task = _Task(slugid(rng), slugid(rng), machine.worker_type, now,
                          now + timedelta(days=1),
-                         label=f"test-{machine.worker_type}/opt-suite-"
-                               f"{rng.randrange(LABELS_PER_WORKER_TYPE) + 1}")
+                         label=task_label(machine.worker_type,
+                                          rng.randrange(LABELS_PER_WORKER_TYPE) + 1))
             out = []
             if rng.random() < self.no_worker_rate:
                 out.append(self._deadline_without_worker(machine.worker_type, now))
@@ -213,6 +230,11 @@ class QueueSimulator:
             return [_message("task-running", task, self.provisioner_id, machine)]
         return start
 
+    def bad_push_broke(self, label: str | None, now: datetime) -> bool:
+        """Whether a run of `label` ending at `now` fails for the bad push."""
+        return (self.bad_push_at is not None and label == BAD_PUSH_LABEL
+                and self.bad_push_at <= now < self.bad_push_at + BAD_PUSH_LASTS)
+
     def _claim_expires(self, machine: Machine, task: _Task) -> Callable[[datetime], list[Message]]:
         def expire(now: datetime) -> list[Message]:
             # the worker died and stopped reclaiming: the queue resolves the run, and the
@@ -227,10 +249,12 @@ class QueueSimulator:
                  ) -> Callable[[datetime], list[Message]]:
         def resolve(now: datetime) -> list[Message]:
             roll, state, reason = self.rng.random(), "completed", "completed"
-            passes = (resolutions is RESOLUTIONS and task.label is not None
+            broken = self.bad_push_broke(task.label, now)
+            passes = (not broken and resolutions is RESOLUTIONS and task.label is not None
                       and not task.label.endswith(f"-{INTERMITTENT_SUITE}"))
             # the loop's last state and reason are the roll's outcome
-            for state, reason, share in () if passes else resolutions:  # noqa: B007
+            for state, reason, share in (  # noqa: B007
+                    () if passes else ALWAYS_FAILS if broken else resolutions):
                 if roll < share:
                     break
                 roll -= share
@@ -278,13 +302,16 @@ def backlog(count: int, machines: int = 1000, *, end: datetime, seed: int = 1,
 def live(machines: list[Machine], start: datetime, *, seed: int = 1,
          task_seconds: tuple[float, float] = (20, 120), provisioner_id: str = "releng-hardware",
          history: timedelta = timedelta(hours=12), dead_share: float = 0.1,
-         fault_share: float = 0.15,
+         fault_share: float = 0.15, bad_push_since: timedelta | None = BAD_PUSH_LASTS / 2,
          sleep: Callable[[float], None] = time.sleep) -> Iterator[Message]:
     """The last `history` at once (some machines dying or going wrong on the way), then messages
-    in real time."""
+    in real time; a bad push began `bad_push_since` before `start` (None: none)."""
+    # half of the bad push in the history, half live: the dashboard opens on it, and it ends
+    # while someone watches
     simulator = QueueSimulator(machines, start - history, seed=seed, task_seconds=task_seconds,
                                provisioner_id=provisioner_id, dead_share=dead_share,
-                               dies_within=history, fault_share=fault_share)
+                               dies_within=history, fault_share=fault_share,
+                               bad_push_at=None if bad_push_since is None else start - bad_push_since)
     started = time.monotonic()
     for moment, message in simulator.messages():
         wait = (moment - start).total_seconds() - (time.monotonic() - started)

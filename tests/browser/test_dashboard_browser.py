@@ -367,3 +367,48 @@ def test_a_quarantined_machine_leaves_needs_attention_with_its_badges_and_why(br
     browser.find_element(By.CSS_SELECTOR, "#quarantined option[value=true]").click()
     wait_for_url(browser, "quarantined=true")
     assert list(rows(browser)) == ["mdc1:t-linux64-ms-244"]
+
+
+BAD_PUSH = "test-linux1804-64-shippable-qr/opt-talos-g4-e10s"
+
+
+def bad_push_fleet(store: Store) -> None:
+    """The realistic fleet plus a bad push: one label failing on five linux machines, and passing
+    on two windows ones."""
+    realistic_fleet(store)
+    rng = random.Random(9)
+    events = [run("mdc1", f"t-linux64-ms-{number}", "gecko-t-linux-talos-1804",
+                  timedelta(minutes=10 + 5 * (number - 260)), "failed", rng)._replace(label=BAD_PUSH)
+              for number in range(260, 265)]
+    events += [run("mdc1", f"t-w1064-ms-{number}", "gecko-t-win10-64-1803-hw",
+                   timedelta(minutes=30), "completed", rng)._replace(label=BAD_PUSH)
+               for number in (281, 282)]
+    store.record(events, now=NOW)
+
+
+@pytest.fixture(scope="module")
+def bad_push_server() -> Iterator[Served]:
+    """The app with the realistic fleet and a bad push."""
+    yield from serve(bad_push_fleet)
+
+
+def test_a_bad_push_shows_in_its_panel_and_on_the_machines_it_failed_on(browser, bad_push_server):
+    from selenium.webdriver.common.by import By
+    browser.get(bad_push_server.url + "/")
+    panel = browser.find_element(By.ID, "labels")
+    assert panel.is_displayed()
+    assert panel.find_element(By.ID, "labels-title").text.startswith("Failing on several machines")
+    (row,) = panel.find_elements(By.CSS_SELECTOR, "tbody tr")
+    cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[:4] == [BAD_PUSH, "gecko-t-linux-talos-1804 gecko-t-win10-64-1803-hw", "5", "2"]
+    assert row.find_element(By.CSS_SELECTOR, "td:last-child a").get_attribute("href").startswith(
+        "https://firefox-ci-tc.services.mozilla.com/tasks/")
+    # the panel comes before the machines, none of which needs attention for the bad push
+    assert panel.location["y"] < browser.find_element(By.ID, "machines").location["y"]
+    assert not browser.find_elements(By.CSS_SELECTOR, 'tr[data-id="mdc1:t-linux64-ms-260"] .problem')
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "dashboard-labels.png"))
+    browser.get(bad_push_server.url + "/machine/mdc1:t-linux64-ms-260")
+    peers = browser.find_element(By.CSS_SELECTOR, "#runs-table tbody tr td.peers").text
+    assert peers == "also failed on 4 other machines"
+    assert browser.save_screenshot(str(ARTIFACTS / "machine-labels.png"))

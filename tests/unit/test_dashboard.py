@@ -8,10 +8,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from releng_hardware.dashboard import (PAGE_SIZE, duration_text, needs_attention, problem_help,
-                                       relative_age, run_duration)
+from releng_hardware.dashboard import (PAGE_SIZE, duration_text, needs_attention, peer_words,
+                                       problem_help, relative_age, run_duration, run_took)
 from releng_hardware.problems import PROBLEMS
-from releng_hardware.events import PendingEvent
+from releng_hardware.events import PendingEvent, WorkerEvent
 from tests.conftest import DEADLINE, NOW, make_config, seen
 
 
@@ -39,6 +39,7 @@ class Page(HTMLParser):
         super().__init__()
         self.rows: list[dict] = []
         self.summary_rows: list[list[str]] = []
+        self.label_rows: list[dict] = []
         self.options: dict[str, list[tuple[str, bool]]] = {}
         self.inputs: list[dict] = []
         self.links: dict[str, str] = {}
@@ -94,6 +95,8 @@ class Page(HTMLParser):
                 self.rows.append(self._row)
             elif self._table == "summary":
                 self.summary_rows.append(self._row["cells"])
+            elif self._table == "labels-table":
+                self.label_rows.append(self._row)
             self._row = None
         elif tag == "tbody":
             self._in_tbody = False
@@ -556,7 +559,7 @@ def test_machine_page_shows_recent_runs_as_a_strip_oldest_first_and_a_table_newe
 
 def test_a_running_run_shows_how_long_it_has_been_running(client, troubled):
     html = " ".join(client.get("/machine/mdc1:t-linux64-ms-300").get_data(as_text=True).split())
-    assert '<td>4h so far</td>' in html
+    assert '<td class="took">4h so far</td>' in html
     assert 'data-problem="hung_task"' in html
 
 
@@ -574,3 +577,121 @@ def test_machine_without_history_says_so(client, store):
 ])
 def test_run_duration(run, text):
     assert run_duration(run, NOW) == text
+
+
+# -- task labels: the ones failing on several machines, and each run against its peers ----------
+
+BAD_PUSH = "test-linux1804-64-shippable-qr/opt-talos-g4-e10s"
+PASSING = "test-windows10-64-hw/opt-mochitest-1"
+
+
+def labelled_run(store, host: str, label: str, state: str, *, minutes_ago: float, task: str,
+                 worker_type: str = "gecko-t-linux-talos", took: float = 10) -> None:
+    """One resolved run of `label` on mdc1:`host`, ending `minutes_ago` before NOW."""
+    end = NOW - timedelta(minutes=minutes_ago)
+    store.record([WorkerEvent("mdc1", host, "releng-hardware", worker_type, task, 0, state, state,
+                              end, None, True, end - timedelta(minutes=took), end, label)], now=NOW)
+
+
+@pytest.fixture
+def labelled(store):
+    """A bad push failing on three linux machines and a windows one; a label passing on three
+    machines and failing on a fourth, which also runs it slowly."""
+    for i, host in enumerate(("ms-1", "ms-2", "ms-3")):
+        labelled_run(store, host, BAD_PUSH, "failed", minutes_ago=60 - i, task=f"BADPUSH{i}QAGAAAAAAAAAAA")
+    labelled_run(store, "w-1", BAD_PUSH, "failed", minutes_ago=50, worker_type="gecko-t-win",
+                 task="BADPUSH9QAGAAAAAAAAAAA")
+    for i, host in enumerate(("ms-5", "ms-6", "ms-7")):
+        labelled_run(store, host, PASSING, "completed", minutes_ago=40 - i, took=10 + i,
+                     task=f"PASSING{i}QAGAAAAAAAAAAA")
+    labelled_run(store, "ms-9", PASSING, "failed", minutes_ago=30, task="PASSFAILQAGAAAAAAAAAAA")
+    labelled_run(store, "ms-9", PASSING, "completed", minutes_ago=20, took=22,
+                 task="PASSSLOWQAGAAAAAAAAAAA")
+    return store
+
+
+def test_labels_failing_on_several_machines_have_their_panel_from_the_labels_data(client, labelled):
+    labels = client.get("/labels").get_json()
+    assert [label["label"] for label in labels] == [BAD_PUSH]
+    html = client.get("/").get_data(as_text=True)
+    assert 'id="labels-title">Failing on several machines' in html
+    rows = Page(html).label_rows
+    assert [row["cells"][:4] for row in rows] == [
+        [label["label"], " ".join(label["worker_types"]), str(label["machines_failed"]),
+         str(label["machines_completed"])] for label in labels]
+    (row,) = rows
+    assert row["cells"][4] == "50m ago"
+    assert row["links"][-1] == labels[0]["last_failure_url"]
+    assert row["links"][0] == "/?worker_type=gecko-t-linux-talos"
+    assert "more than 2 machines within 1d" in html and 'href="/labels">these labels as JSON' in html
+
+
+def test_the_labels_panel_follows_the_pages_worker_type(client, labelled):
+    linux = Page(client.get("/?worker_type=gecko-t-linux-talos").get_data(as_text=True))
+    assert [(row["cells"][1], row["cells"][2]) for row in linux.label_rows] == [
+        ("gecko-t-linux-talos", "3")]
+    # one failure on the windows machines is no bad push of theirs
+    assert client.get("/labels?worker_type=gecko-t-win").get_json() == []
+    assert 'id="labels"' not in client.get("/?worker_type=gecko-t-win").get_data(as_text=True)
+
+
+def test_no_labels_panel_when_no_label_fails_on_several_machines(client, fleet):
+    assert 'id="labels"' not in client.get("/").get_data(as_text=True)
+
+
+def runs_table(client, machine_id: str) -> list[list[str]]:
+    """The cells of the machine page's runs table, newest run first, tags removed."""
+    html = client.get(f"/machine/{machine_id}").get_data(as_text=True)
+    table = re.search(r'<table class="runs" id="runs-table">.*?<tbody>(.*?)</tbody>', html, re.S).group(1)
+    return [[" ".join(re.sub(r"<[^>]+>", "", cell).split()) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
+
+
+def test_machine_page_says_each_runs_label_and_what_it_did_elsewhere(client, labelled):
+    (bad,) = runs_table(client, "mdc1:ms-1")
+    assert bad[1:5] == [BAD_PUSH, "failed", "", "also failed on 3 other machines"]
+    done, failed = runs_table(client, "mdc1:ms-9")
+    assert failed[1:5] == [PASSING, "failed", "", "passed on 3 other machines"]
+    # the peer median of 10, 11 and 12 minutes
+    assert done[1:5] == [PASSING, "completed", "", ""]
+    assert done[-1] == "22m, 2.0× the peer median of 11m"
+
+
+def test_a_run_far_slower_than_its_peers_is_marked(client, labelled, app_factory):
+    html = client.get("/machine/mdc1:ms-9").get_data(as_text=True)
+    assert re.search(r'<td class="took slow">22m, 2.0×', html)
+    relaxed = app_factory(make_config(slow_factor=2.5)).test_client()
+    assert re.search(r'<td class="took">22m, 2.0×', relaxed.get("/machine/mdc1:ms-9").get_data(as_text=True))
+
+
+@pytest.mark.parametrize("attribution, peers, words", [
+    ("task", {"failed": 4, "completed": 1}, "also failed on 4 other machines"),
+    ("machine", {"failed": 1, "completed": 6}, "passed on 6 other machines"),
+    ("machine", {"failed": 0, "completed": 1}, "passed on 1 other machine"),
+    (None, {"failed": 1, "completed": 0}, ""),
+    (None, None, ""),
+])
+def test_peer_words(attribution, peers, words):
+    assert peer_words({"attribution": attribution, "peers": peers}) == words
+
+
+@pytest.mark.parametrize("run, text, ratio", [
+    ({"state": "completed", "reason_resolved": "completed", "started": "2026-11-20T14:00:00",
+      "resolved": "2026-11-20T14:41:00", "peer_median_seconds": 18 * 60}, "41m, 2.3× the peer median of 18m",
+     41 / 18),
+    ({"state": "completed", "reason_resolved": "completed", "started": "2026-11-20T14:00:00",
+      "resolved": "2026-11-20T14:41:00", "peer_median_seconds": None}, "41m", None),
+    ({"state": "completed", "reason_resolved": "completed", "started": "2026-11-20T14:00:00",
+      "resolved": "2026-11-20T14:01:50", "peer_median_seconds": 61.5}, "1m 50s, 1.8× the peer median of 1m 1s",
+     110 / 61.5),
+    ({"state": "failed", "reason_resolved": "failed", "started": "2026-11-20T14:00:00",
+      "resolved": "2026-11-20T14:41:00", "peer_median_seconds": 600}, "41m", None),
+    ({"state": "running", "reason_resolved": None, "started": "2026-11-20T11:00:00",
+      "resolved": None, "peer_median_seconds": None}, "4h so far", None),
+    ({"state": "completed", "reason_resolved": "completed", "started": None,
+      "resolved": "2026-11-20T14:41:00", "peer_median_seconds": 600}, "", None),
+])
+def test_run_took_says_the_duration_against_the_peer_median(run, text, ratio):
+    took = run_took(run, NOW)
+    assert took.text == text
+    assert took.ratio == (None if ratio is None else pytest.approx(ratio))

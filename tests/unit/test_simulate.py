@@ -8,7 +8,8 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from releng_hardware.events import PendingEvent, Skip, WorkerEvent, parse_message
-from releng_hardware.simulate import QueueSimulator, backlog, fleet, live, slugid
+from releng_hardware.simulate import (BAD_PUSH_LABEL, BAD_PUSH_LASTS, POOLS, Message,
+                                      QueueSimulator, backlog, fleet, live, slugid)
 from tests.conftest import NOW
 
 
@@ -119,3 +120,68 @@ def test_live_fleet_shows_every_problem_once_recorded(store):
     assert healthy >= len(machines) // 2
     kinds = Counter(kind for kind, _ in simulator.faults.values())
     assert set(kinds) == {"dies_mid_task", "black_hole", "hangs", "flaky", "slow"}
+
+
+def simulated_events(simulator: QueueSimulator, until: datetime) -> tuple[list, list[Message]]:
+    """The events (worker and pending) and the messages the simulator sends up to `until`."""
+    events, messages = [], []
+    for moment, message in simulator.messages():
+        if moment > until:
+            break
+        messages.append(message)
+        event = parse_message(message.exchange, message.routing_key, message.encoded(), until)
+        if isinstance(event, (WorkerEvent, PendingEvent)):
+            events.append(event)
+    return events, messages
+
+
+def test_a_bad_push_fails_one_label_on_every_machine_for_an_hour_and_no_other():
+    bad_push_at = NOW - timedelta(hours=3)
+    simulator = QueueSimulator(fleet(40), NOW - timedelta(hours=6), task_seconds=(20, 120),
+                               bad_push_at=bad_push_at)
+    _, messages = simulated_events(simulator, NOW)
+    resolved = [message.body for message in messages
+                if message.exchange.endswith(("task-completed", "task-failed"))
+                and message.body["task"]["tags"]["label"] == BAD_PUSH_LABEL]
+    during = [body for body in resolved
+              if bad_push_at <= datetime.fromisoformat(body["status"]["runs"][-1]["resolved"][:-1])
+              < bad_push_at + BAD_PUSH_LASTS]
+    assert len(during) >= 20 and {body["status"]["state"] for body in during} == {"failed"}
+    assert len({(body["workerGroup"], body["workerId"]) for body in during}) >= 10
+    # before and after it, the label passes on healthy machines
+    healthy = {(m.worker_group, m.worker_id) for m in simulator.machines if m not in simulator.faults}
+    outside = [body["status"]["state"] for body in resolved
+               if body not in during and (body["workerGroup"], body["workerId"]) in healthy]
+    assert outside and set(outside) == {"completed"}
+
+
+def test_a_bad_push_is_the_tasks_fault_on_labels_not_the_machines(store):
+    from releng_hardware.config import Config
+    from releng_hardware.labels import default_min_machines, failing_labels
+    from releng_hardware.snapshot import read_fleet
+
+    config = Config()
+    simulator = QueueSimulator(fleet(40), NOW - timedelta(hours=12), fault_share=0.15,
+                               task_seconds=(20, 120), bad_push_at=NOW - timedelta(minutes=30))
+    events, _ = simulated_events(simulator, NOW)
+    for start in range(0, len(events), 500):
+        store.record(events[start:start + 500], now=NOW)
+    labels = failing_labels(store.failing_labels(NOW), NOW, config.peer_window,
+                            config.taskcluster_root_url,
+                            min_machines=default_min_machines(config.peer_failures))
+    assert labels[0]["label"] == BAD_PUSH_LABEL and labels[0]["machines_failed"] >= 8
+    # every machine of the pool that ran it failed it, but none is failing for it
+    healthy = {f"{m.worker_group}:{m.worker_id}" for m in simulator.machines
+               if m.worker_type == POOLS[0][0] and m not in simulator.faults}
+    machines = {m["id"]: m for m in read_fleet(store, config, NOW).machines}
+    hit = 0
+    for machine_id in healthy:
+        record = store.machine(machine_id)
+        assert record is not None
+        bad = [run for run in record.history if run.label == BAD_PUSH_LABEL
+               and run.state == "failed"]
+        assert all(run.attribution == "task" for run in bad), machine_id
+        hit += bool(bad)
+        assert not {"consecutive_failures", "low_success_rate", "fails_where_others_pass"} & set(
+            machines[machine_id]["problems"]), machine_id
+    assert hit >= len(healthy) // 2 >= 4
