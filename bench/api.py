@@ -30,6 +30,15 @@ from .harness import (ROOT, Cleanup, Process, child_env, delete_redis_prefix, fr
 # A page of the paged /machines as a big fleet's client would ask for it.
 PAGE_LIMIT = 500
 RESOLVED = (("completed", "completed"), ("failed", "failed"), ("exception", "worker-shutdown"))
+# The jobs each worker type runs (task labels, the same on every push), so every run has peers
+# on other machines. Named like Gecko's, 70 to 75 characters.
+LABELS_PER_WORKER_TYPE = 200
+
+
+def bench_labels(worker_type: str) -> list[str]:
+    """The task labels the benchmark's runs on `worker_type` carry."""
+    return [f"test-{worker_type}-shippable-qr/opt-mochitest-browser-chrome-e10s-{number}"
+            for number in range(1, LABELS_PER_WORKER_TYPE + 1)]
 
 
 @dataclass(frozen=True)
@@ -92,9 +101,12 @@ def fill_machines(store: Store, count: int, provisioner_id: str, now: datetime,
 def fill_machines_with_history(store: Store, count: int, provisioner_id: str, now: datetime,
                                seed: int = 7) -> list[str]:
     """`count` machines, each with a full history: as many ended runs as the store keeps
-    (86 % completed, 9 % failed, 5 % exception), the newest of some still running."""
+    (86 % completed, 9 % failed, 5 % exception), the newest of some still running; every run
+    has a label of its worker type's (`bench_labels`), so the peers are kept and read."""
     rng = random.Random(seed)
     events: list[WorkerEvent | PendingEvent] = []
+    labels = {worker_type: bench_labels(worker_type)
+              for worker_type in sorted({machine.worker_type for machine in fleet(count)})}
     for machine in fleet(count):
         moment = now - timedelta(seconds=rng.uniform(60, 2 * 86400))
         for run in range(store.history_size):
@@ -105,11 +117,36 @@ def fill_machines_with_history(store: Store, count: int, provisioner_id: str, no
                 machine.worker_group, machine.worker_id, provisioner_id, machine.worker_type,
                 slugid(rng), 0, "running" if running else state, None if running else reason,
                 started if running else moment, moment + timedelta(days=1), True,
-                started=started))
+                started=started, label=rng.choice(labels[machine.worker_type])))
             moment = started - timedelta(seconds=rng.uniform(5, 120))
     events += _pending(fleet(count), provisioner_id, now, rng)
     _record(store, events, now)
     return [f"{machine.worker_group}:{machine.worker_id}" for machine in fleet(count)]
+
+
+def stored_sizes(client: Any, store: Store, ids: list[str]) -> dict[str, Any]:
+    """What the fill left in Redis, value by value: each machine's record and history (the
+    hashes' values, STRLEN-like) and each label's string (its length and MEMORY USAGE)."""
+    pipe = client.pipeline(transaction=False)
+    for machine_id in ids:
+        pipe.hstrlen(store.records_key, machine_id)
+        pipe.hstrlen(store.history_key, machine_id)
+    lengths = pipe.execute()
+    machine_bytes = [record + history for record, history in zip(lengths[::2], lengths[1::2],
+                                                                  strict=True)]
+    label_keys = list(client.scan_iter(match=store.label_key("*"), count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in label_keys:
+        pipe.strlen(key)
+        pipe.memory_usage(key, samples=0)
+    label_sizes = pipe.execute()
+    return {"machine_bytes": _spread(machine_bytes), "labels": len(label_keys),
+            "label_bytes": _spread(label_sizes[::2]),
+            "label_memory_usage": _spread(label_sizes[1::2])}
+
+
+def _spread(values: list[int]) -> dict[str, float]:
+    return {"median": round(median(values)) if values else 0, "max": max(values, default=0)}
 
 
 def _pending(machines: list[Any], provisioner_id: str, now: datetime,
@@ -221,6 +258,11 @@ def run_api(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, An
     log(f"  {client.hlen(store.machines_key)} machines with {store.history_size} runs each "
         f"written in {fill_seconds:.1f}s")
 
+    sizes = stored_sizes(client, store, ids)
+    log(f"  a machine's record + history: median {sizes['machine_bytes']['median']} B; "
+        f"{sizes['labels']} labels, median {sizes['label_bytes']['median']} B value, "
+        f"{sizes['label_memory_usage']['median']} B in Redis")
+
     port, server, command = start_web(setup.redis_url, setup.redis_prefix, setup.workdir, cleanup)
     for _ in range(4):  # each worker's first request pays for imports and connections
         load(port, lambda n: "/machines", 2, 0.0, max_requests=2)
@@ -250,6 +292,8 @@ def run_api(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, An
            "p99_ms": round(median([rep["p99_ms"] for rep in one_reps]), 2),
            "body_bytes": one_reps[0]["body_bytes"], "repetitions": one_reps}
     log(f"  GET /machines/<id>: p50 {one['p50_ms']} ms")
+    labels = load(port, lambda n: "/labels", 1, setup.seconds_per_repetition, max_requests=2000)
+    log(f"  GET /labels: p50 {labels['p50_ms']} ms, {labels['body_bytes']} B")
     server.stop()
     return {
         "machines": setup.machines,
@@ -260,6 +304,8 @@ def run_api(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, An
         "full": full,
         "machines_list": levels,
         "machine": one,
+        "labels": labels,
+        "sizes": sizes,
         "memory": {
             "machines": setup.machines,
             "history_runs_per_machine": store.history_size,

@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 from .appstate import app_state
 from .config import Config
 from .fleet import listener_report_time, seconds_since, taskcluster_poll_state
+from .labels import failing_labels
 from .problems import PROBLEMS
 from .snapshot import read_fleet
 from .store import LISTENER_COUNTERS, Store
@@ -27,6 +28,7 @@ MACHINE_PROBLEMS = "releng_hardware_machine_problems"
 MACHINES_QUARANTINED = "releng_hardware_machines_quarantined"
 STALE_AFTER_SECONDS = "releng_hardware_stale_after_seconds"
 PENDING_TASKS = "releng_hardware_pending_tasks"
+LABELS_FAILING = "releng_hardware_labels_failing_on_several_machines"
 LISTENER_MESSAGES = "releng_hardware_listener_messages"
 # a counter's samples are exposed under its name with _total
 LISTENER_MESSAGES_TOTAL = f"{LISTENER_MESSAGES}_total"
@@ -39,7 +41,7 @@ TASKCLUSTER_POLLS_TOTAL = f"{TASKCLUSTER_POLLS}_total"
 TASKCLUSTER_POLL_OUTCOMES = ("good", "failed")
 # Every family as the exposition names its samples, in the order a scrape yields them.
 EXPOSED_FAMILIES = (MACHINES, MACHINES_STALE, MACHINES_IDLE_WITH_WORK_WAITING, MACHINE_PROBLEMS,
-                    MACHINES_QUARANTINED, STALE_AFTER_SECONDS, PENDING_TASKS,
+                    MACHINES_QUARANTINED, STALE_AFTER_SECONDS, PENDING_TASKS, LABELS_FAILING,
                     LISTENER_MESSAGES_TOTAL, LISTENER_LAG_SECONDS, LISTENER_HEARTBEAT_AGE_SECONDS,
                     TASKCLUSTER_POLLS_TOTAL, TASKCLUSTER_POLL_AGE_SECONDS)
 
@@ -131,6 +133,7 @@ class FleetCollector(Collector):
             provisioner, _, worker_type = queue.partition("/")
             pending_tasks.add_metric([provisioner, worker_type], count)
         yield pending_tasks
+        yield labels_failing_metric(self.store, self.config, self.now)
 
         yield from listener_metrics(listener, self.now)
 
@@ -147,6 +150,19 @@ class FleetCollector(Collector):
                 TASKCLUSTER_POLL_AGE_SECONDS,
                 "Seconds since the last good Taskcluster poll (the quarantines' age)",
                 value=poll["age_seconds"])
+
+
+def labels_failing_metric(store: Store, config: Config, now: datetime) -> GaugeMetricFamily:
+    """How many labels `GET /labels` lists by default: failing on more than PEER_FAILURES
+    machines within PEER_WINDOW (a bad push or a broken test, not the hardware)."""
+    # One series over all worker types, as /labels counts a label's machines across them:
+    # per worker type, a push failing on two machines of each of two pools would be missed.
+    found = failing_labels(store.failing_labels(now), now, config.peer_window,
+                           config.taskcluster_root_url, min_machines=config.peer_failures + 1)
+    return GaugeMetricFamily(
+        LABELS_FAILING,
+        "Task labels that failed on more than PEER_FAILURES machines within PEER_WINDOW (GET /labels)",
+        value=len(found))
 
 
 def _per_pool(name: str, documentation: str) -> GaugeMetricFamily:

@@ -171,3 +171,58 @@ def test_a_scrape_yields_the_families_named_in_metrics_in_their_order(client, fl
     assert list(dict.fromkeys(names)) == list(EXPOSED_FAMILIES)
     described = build_document()["paths"]["/metrics"]["get"]["description"]
     assert all(name in described for name in EXPOSED_FAMILIES)
+
+
+LABELS_FAILING = ("releng_hardware_labels_failing_on_several_machines", ())
+BAD_PUSH = "test-linux1804-64-shippable-qr/opt-talos-g4-e10s"
+INTERMITTENT = "test-linux1804-64-shippable-qr/opt-mochitest-1"
+task_numbers = iter(range(10**4))
+
+
+def labelled(host, label, state, *, ago, worker_type="gecko-t-linux-talos"):
+    """A resolved run of `label` on `host`, ended `ago` before NOW."""
+    task = f"TASK{next(task_numbers):04d}QAGAAAAAAAAAAA"
+    end = NOW - ago
+    return WorkerEvent("mdc1", host, "releng-hardware", worker_type, task, 0, state, state,
+                       end, DEADLINE, True, end - timedelta(minutes=10), end, label)
+
+
+def test_no_label_fails_on_several_machines_without_labels(client, fleet):
+    assert scrape(client)[LABELS_FAILING] == 0
+
+
+def test_labels_failing_counts_what_get_labels_lists_by_default(client, store):
+    store.record([
+        # a bad push: one label failing on three machines, two of them of another worker type
+        labelled("t-linux64-ms-1", BAD_PUSH, "failed", ago=timedelta(minutes=30)),
+        labelled("t-w1064-ms-1", BAD_PUSH, "failed", ago=timedelta(minutes=20),
+                 worker_type="gecko-t-win10-64-hw"),
+        labelled("t-w1064-ms-2", BAD_PUSH, "failed", ago=timedelta(minutes=10),
+                 worker_type="gecko-t-win10-64-hw"),
+        # PEER_FAILURES (2) machines only: not several
+        labelled("t-linux64-ms-2", INTERMITTENT, "failed", ago=timedelta(minutes=30)),
+        labelled("t-linux64-ms-3", INTERMITTENT, "failed", ago=timedelta(minutes=20)),
+        labelled("t-linux64-ms-4", INTERMITTENT, "completed", ago=timedelta(minutes=10)),
+    ], now=NOW)
+    listed = client.get("/labels").get_json()
+    assert [label["label"] for label in listed] == [BAD_PUSH]
+    assert scrape(client)[LABELS_FAILING] == len(listed) == 1
+
+
+def test_labels_failing_follows_peer_window_and_peer_failures(app_factory, store):
+    store.record([labelled(f"t-linux64-ms-{i}", BAD_PUSH, "failed", ago=timedelta(hours=2 + i))
+                  for i in range(3)], now=NOW)
+    assert scrape(app_factory().test_client())[LABELS_FAILING] == 1
+    # the oldest failure falls out of a 3-hour window: two machines left
+    narrow = make_config(peer_window=3 * 3600.0)
+    assert scrape(app_factory(narrow).test_client())[LABELS_FAILING] == 0
+    # with PEER_FAILURES=1, two machines are several
+    lower = make_config(peer_window=3 * 3600.0, peer_failures=1)
+    assert scrape(app_factory(lower).test_client())[LABELS_FAILING] == 1
+
+
+@pytest.mark.parametrize("code", ["fails_where_others_pass", "slow"])
+def test_the_peer_problems_have_their_gauges(client, fleet, code):
+    samples = scrape(client)
+    assert samples[("releng_hardware_machine_problems", (
+        ("datacenter", "mdc1"), ("problem", code), ("worker_type", "gecko-t-linux-talos")))] == 0
