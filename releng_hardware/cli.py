@@ -90,7 +90,7 @@ def preload(dry_run: bool) -> None:
 
 @click.group(help="The expected inventory: the machines that should exist.")
 def inventory() -> None:
-    """Console script `releng-hardware-inventory` (also `python -m releng_hardware.inventory`)."""
+    """Console script `releng-hardware-inventory` (also `releng-hardware inventory`)."""
 
 
 @inventory.command(name="load",
@@ -340,3 +340,10 @@ def backfill(worker_types: tuple[str, ...], dry_run: bool) -> None:
     except redis.RedisError as exc:
         fail(f"Redis at {mask_url(config.redis_url)} {load_failure(exc)}", code=1)
     click.echo(f"{read}: {written} written, {kept} kept because newer")
+
+
+main.add_command(inventory)
+
+if __name__ == "__main__":
+    # `python -m releng_hardware.cli …`: the `releng-hardware` command without installing it
+    main()

@@ -1,7 +1,8 @@
 """The expected inventory: the machines that should exist, loaded from JSON, CSV or plain lines.
 
 Pure: parsing, validation, the load rules and the JSON the inventory is shown as. The commands
-`releng-hardware-inventory load|show` (also `python -m releng_hardware.inventory`) are in cli.
+`releng-hardware-inventory load|show` (also `releng-hardware inventory` and
+`python -m releng_hardware.cli inventory`) are in cli.
 """
 
 from __future__ import annotations
@@ -183,9 +184,3 @@ def inventory_json(inventory: Mapping[str, str | None]) -> bytes:
                                   "worker_type": inventory[key]}).decode())
     return ("[\n  " + ",\n  ".join(rows) + "\n]\n" if rows else "[]\n").encode()
 
-
-if __name__ == "__main__":
-    # `python -m releng_hardware.inventory`: run as a program, this file is an entry point
-    # like the scripts at the top of the repository, so it may call the command in cli.
-    from .cli import inventory
-    inventory()

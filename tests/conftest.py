@@ -166,3 +166,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         folder = item.path.resolve().relative_to(tests).parts[0]
         if folder in FOLDER_MARKERS:
             item.add_marker(FOLDER_MARKERS[folder])
+
+
+def fail_first_record(store: Store, error: Exception) -> None:
+    """Make the store's next batch write raise `error`, and every later one succeed."""
+    record = store.record
+    failures = iter([error])
+
+    def flaky_record(*args: Any, **kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure:
+            raise failure
+        return record(*args, **kwargs)
+
+    store.record = flaky_record  # type: ignore[method-assign]

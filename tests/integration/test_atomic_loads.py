@@ -93,7 +93,7 @@ def test_an_inventory_load_whose_link_keeps_breaking_writes_nothing_and_gives_up
                                                                                  own_redis):
     loaded_redis.hset("inventory", "mdc1:t-host-7", "w")
     result = subprocess.run(
-        [sys.executable, "-m", "releng_hardware.inventory", "load", "--force"], cwd=ROOT,
+        [sys.executable, "-m", "releng_hardware.cli", "inventory", "load", "--force"], cwd=ROOT,
         input="".join(f"mdc1:t-host-{i} gecko-t-linux-talos\n" for i in range(MACHINES)).encode(),
         env={"PATH": "/usr/bin:/bin", "REDIS_URL": cut_link.url()}, capture_output=True, timeout=120)
     assert result.returncode == 1

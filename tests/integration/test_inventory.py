@@ -193,7 +193,7 @@ def test_bad_input_exits_1_with_one_line_naming_the_fault_and_changes_nothing(to
 
 def test_module_and_console_script_run_as_processes(real_store, redis_prefix):
     env = service_env(REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=redis_prefix)
-    loaded = subprocess.run([sys.executable, "-m", "releng_hardware.inventory", "load"], cwd=ROOT,
+    loaded = subprocess.run([sys.executable, "-m", "releng_hardware.cli", "inventory", "load"], cwd=ROOT,
                             env=env, input=LINES, capture_output=True, timeout=30)
     assert loaded.returncode == 0, loaded.stderr
     shown = subprocess.run(["releng-hardware-inventory", "show"], env=env, capture_output=True, timeout=30)
@@ -207,7 +207,7 @@ def test_module_and_console_script_run_as_processes(real_store, redis_prefix):
 
 def test_redis_down_fails_clearly():
     env = service_env(REDIS_URL="redis://127.0.0.1:1/0", REDIS_TIMEOUT="1s")
-    result = subprocess.run([sys.executable, "-m", "releng_hardware.inventory", "load"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "releng_hardware.cli", "inventory", "load"], cwd=ROOT,
                             env=env, input=LINES, capture_output=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr.decode().startswith(

@@ -17,7 +17,7 @@ from releng_hardware.events import parse_message
 from releng_hardware.pipeline import WritePipeline
 from releng_hardware.store import REDIS_ERRORS, Store, is_passing_outage
 from releng_hardware.web import create_app
-from tests.conftest import NOW, make_config, queue_message
+from tests.conftest import NOW, fail_first_record, make_config, queue_message
 
 PASSING = [
     redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
@@ -58,16 +58,7 @@ def test_a_wrong_password_or_a_refusal_needs_an_operator(error):
 @pytest.mark.parametrize("error, level", CASES, ids=case_id)
 def test_the_write_pipeline_logs_a_failed_write_at_the_rule_s_level(store: Store, error, level,
                                                                     caplog):
-    record = store.record
-    failures = iter([error, None])
-
-    def flaky_record(*args: Any, **kwargs: Any) -> Any:
-        failure = next(failures)
-        if failure:
-            raise failure
-        return record(*args, **kwargs)
-
-    store.record = flaky_record  # type: ignore[method-assign]
+    fail_first_record(store, error)
     acked: list[str] = []
 
     def ack(delivery: str) -> bool:

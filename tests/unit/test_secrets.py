@@ -46,7 +46,7 @@ def test_configuration_errors_never_show_the_secret(environ):
     assert str(error.value).startswith(next(iter(environ)))
 
 
-@pytest.mark.parametrize("command", [["preload_redis.py"], ["-m", "releng_hardware.inventory", "load"]])
+@pytest.mark.parametrize("command", [["preload_redis.py"], ["-m", "releng_hardware.cli", "inventory", "load"]])
 @pytest.mark.parametrize("redis_url", [
     f"redis://:{SECRET}@127.0.0.1:1/0",
     f"redis://127.0.0.1:1/0?password={SECRET}",

@@ -12,7 +12,7 @@ import redis
 from releng_hardware.events import Skip, parse_message
 from releng_hardware.pipeline import WAIT_STEP, Backoff, WritePipeline, backoff_delay, pause
 from releng_hardware.store import Store
-from tests.conftest import NOW, queue_message
+from tests.conftest import NOW, fail_first_record, queue_message
 
 
 def event(name: str) -> Any:
@@ -157,16 +157,7 @@ def test_stopping_during_an_outage_leaves_every_batch_unacked(make_pipeline, ack
 
 def test_any_redis_error_is_retried_without_acking_and_logged_as_an_error(make_pipeline, acks, store,
                                                                           caplog):
-    record = store.record
-    failures = iter([redis.ResponseError("OOM command not allowed"), None])
-
-    def flaky_record(*args: Any, **kwargs: Any) -> Any:
-        failure = next(failures)
-        if failure:
-            raise failure
-        return record(*args, **kwargs)
-
-    store.record = flaky_record  # type: ignore[method-assign]
+    fail_first_record(store, redis.ResponseError("OOM command not allowed"))
     pipeline = make_pipeline(batch_size=1)
     with caplog.at_level(logging.ERROR, logger="releng_hardware.pipeline"):
         pipeline.add("d1", event("task-completed"))
