@@ -22,6 +22,8 @@ How the package is organised. Imports flow down this list, never up:
     params       query parameter values, parsed strictly (BadParameter names the parameter)
     fields       a machine as the API serves it: one table of its fields (JSON, CSV, OpenAPI)
     fleet        pure views: a machine as JSON, filters, sorting, summary, CSV, listener health
+    tallies      the machine index's rules: a machine's group and judgement; /summary from the
+                 index's per-group figures (pure)
     snapshot     the reads behind the views: the store read once, the pure views applied at now
     appstate     what create_app gives the views: store, settings, clock, version; app_state()
     responses    what every view shares: JSON answers and errors, strict query parsing, ETags

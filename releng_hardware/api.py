@@ -15,14 +15,14 @@ from flask import Blueprint, Response, request
 from .appstate import app_state
 from .config import Config
 from .fields import CSV_FIELDS
-from .fleet import (MACHINE_FILTERS, MachineQuery, counted_json, csv_columns, csv_rows, is_poll,
+from .fleet import (MACHINE_FILTERS, MachineQuery, csv_columns, csv_rows, is_poll,
                     lastseen_machines, lastseen_rows, machine_view, needs_records, parse_fields,
-                    poll_machines, project, select, summary, taskcluster_poll_state)
+                    poll_machines, project, select, taskcluster_poll_state)
 from .identifiers import MAX_MACHINE_REF, is_machine_ref
 from .params import cursor_param, duration_param, encode_cursor, limit_param, optional_param
 from .responses import (ApiError, collector_paused, conditional, digest, json_response,
                         query_args)
-from .snapshot import Page, read_fleet, read_machine, read_page
+from .snapshot import Page, read_fleet, read_machine, read_page, read_summary
 from .store import Store
 
 bp = Blueprint("api", __name__)
@@ -148,9 +148,7 @@ def fleet_summary() -> Response:
     stale_after = optional_param(args, "stale_after", duration_param, config.stale_after)
     now = app.clock()
     with collector_paused():
-        fleet = read_fleet(app.store, config, now, stale_after, view=counted_json)
-        counts = summary(fleet.machines + fleet.never_seen, fleet.pending, stale_after,
-                         fleet.inventory)
+        counts = read_summary(app.store, config, now, stale_after)
         # how old the quarantines counted are
         counts["taskcluster"] = taskcluster_poll_state(app.store.taskcluster_status(), now,
                                                        config.taskcluster_poll)

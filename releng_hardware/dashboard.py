@@ -17,7 +17,7 @@ from .fleet import (ANY_PROBLEM, MACHINE_FILTERS, MachineQuery, counted_json, se
 from .identifiers import is_identifier, split_machine_id
 from .labels import default_min_machines, failing_labels
 from .params import BadParameter, positive_int_param
-from .problems import PROBLEMS
+from .problems import PROBLEMS, calls_for_attention
 from .records import COMPLETED, EXCEPTION, FAILED, LOST, NOT_COUNTED, RUNNING, outcome_code
 from .responses import ApiError, answer_redis_errors, collector_paused, query_args
 from .snapshot import read_fleet, read_machine
@@ -29,8 +29,6 @@ REFRESH_SECONDS = 60
 PAGE_SIZE = 200
 # The page takes exactly the filters of /machines, so its URL less `page` is also an API query.
 DASHBOARD_PARAMS = (*MACHINE_FILTERS, "page")
-# A machine missing from the inventory works; the inventory needs updating, not the machine.
-BOOKKEEPING_PROBLEMS = frozenset({"not_in_inventory"})
 # The page loads nothing from anywhere else: it must work on a laptop without network.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; script-src 'self'; "
                            "img-src 'self'; form-action 'self'; base-uri 'none'; "
@@ -273,8 +271,7 @@ def age_seconds(lastseen: str, now: datetime) -> float | None:
 def needs_attention(machine: Mapping[str, Any]) -> bool:
     """Whether a person on duty should look at this machine: it has a problem besides
     bookkeeping."""
-    problems = machine["problems"]
-    return bool(problems) and not BOOKKEEPING_PROBLEMS.issuperset(problems)
+    return calls_for_attention(machine["problems"])
 
 
 class Section(NamedTuple):

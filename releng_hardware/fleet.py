@@ -14,7 +14,7 @@ from .fields import (CSV_FIELDS, FIELD, LASTSEEN_FIELDS, MACHINE_FIELDS, STATES,
                      Machine, Tier, tier_of)
 from .identifiers import MACHINE_ID_SEPARATOR, split_machine_id
 from .params import BadParameter, choice_param, duration_param, identifier_param
-from .problems import PROBLEMS, MachineFacts, Thresholds, machine_problems
+from .problems import PROBLEMS, Thresholds, facts_of, machine_problems
 from .records import MachineRecord, Quarantine, Run
 from .times import format_lastseen, parse_time
 
@@ -154,17 +154,9 @@ def _judged(record: MachineRecord, now: datetime, limits: Thresholds, busy_queue
     lastseen, age_seconds; each view adds the rest in the table's order) and its problems."""
     datacenter, hostname = split_machine_id(record.machine_id)
     lastseen, age = _lastseen_and_age(record.lastseen, now)
-    problems = machine_problems(_facts(record, age, in_inventory), now, limits, busy_queues)
+    problems = machine_problems(facts_of(record, age, in_inventory), now, limits, busy_queues)
     return {"id": record.machine_id, "machine": hostname, "datacenter": datacenter,
             "lastseen": lastseen, "age_seconds": age}, problems
-
-
-def _facts(record: MachineRecord, age: float | None, in_inventory: bool | None) -> MachineFacts:
-    get = record.details.get
-    return MachineFacts(age, f"{get('provisioner')}/{get('worker_type')}", get("outcomes", ""),
-                        get("state"), get("reason_resolved"), get("task_time"),
-                        record.lastseen is not None, in_inventory, get("attributions", ""),
-                        get("peer_ratios", ()))
 
 
 def counted_json(record: MachineRecord, now: datetime, root_url: str = "",
@@ -366,6 +358,17 @@ def _age_matches(age: float | None, query: MachineQuery) -> bool:
             and (query.seen_within is None or (age is not None and age <= query.seen_within)))
 
 
+# A group of /summary: (datacenter, provisioner, worker type), "" for none.
+GroupKey = tuple[str, str, str]
+
+
+def summary_group(key: GroupKey) -> dict[str, Any]:
+    """A group of /summary with nothing counted yet."""
+    return {"datacenter": key[0], "worker_type": key[2] or None, "provisioner": key[1] or None,
+            **dict.fromkeys(SUMMARY_COUNTS, 0), "pending_tasks": 0,
+            "problems": dict.fromkeys(PROBLEMS, 0)}
+
+
 def summary(machines: Iterable[Mapping[str, Any]], pending: Mapping[str, int], stale_after: float,
             inventory: Container[str] = ()) -> dict[str, Any]:
     """Counts per datacenter x provisioner x worker type, and the work waiting per worker type.
@@ -373,18 +376,14 @@ def summary(machines: Iterable[Mapping[str, Any]], pending: Mapping[str, int], s
     `machines` may hold the inventory's machines never seen (no lastseen): they count as
     `expected` and `never_seen`, never in `total`, which is the machines seen.
     """
-    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    groups: dict[GroupKey, dict[str, Any]] = {}
     for machine in machines:
         # the provisioner is part of the key: two provisioners may share a worker type name,
         # and each has its own queue of pending tasks
         key = (machine["datacenter"], machine["provisioner"] or "", machine["worker_type"] or "")
         group = groups.get(key)
         if group is None:
-            group = groups[key] = {
-                "datacenter": key[0], "worker_type": key[2] or None, "provisioner": key[1] or None,
-                **dict.fromkeys(SUMMARY_COUNTS, 0), "pending_tasks": 0,
-                "problems": dict.fromkeys(PROBLEMS, 0),
-            }
+            group = groups[key] = summary_group(key)
         group["expected"] += machine["id"] in inventory
         for code in machine["problems"]:
             group["problems"][code] += 1
@@ -400,6 +399,12 @@ def summary(machines: Iterable[Mapping[str, Any]], pending: Mapping[str, int], s
         last_task = machine["last_task"]
         group["last_task_exception"] += last_task is not None and last_task["state"] == "exception"
         group["idle_with_work_waiting"] += machine["idle_with_work_waiting"]
+    return summary_answer(groups, pending, stale_after)
+
+
+def summary_answer(groups: Mapping[GroupKey, dict[str, Any]], pending: Mapping[str, int],
+                   stale_after: float) -> dict[str, Any]:
+    """/summary from its counted groups: each group's work waiting, the groups in order, totals."""
     for (_, provisioner, worker_type), group in groups.items():
         group["pending_tasks"] = pending.get(f"{provisioner}/{worker_type}", 0)
     rows = [groups[key] for key in sorted(groups)]

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from statistics import median
-from typing import Callable, Container, NamedTuple, Sequence
+from typing import Callable, Collection, Container, NamedTuple, Sequence
 
 from .config import WINDOW, Config
-from .records import COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED
+from .records import COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED, MachineRecord
 
 # str.translate tables (C speed: /machines judges every machine per request)
 _COUNTED_ONLY = str.maketrans("", "", NOT_COUNTED)
@@ -188,6 +188,16 @@ RULES: dict[str, Rule] = {
 }
 PROBLEMS = tuple(sorted(RULES))
 _RULES_IN_ORDER = tuple((code, RULES[code]) for code in PROBLEMS)
+# The rules that read the time of the request or the work waiting, and those that read the
+# inventory; every other rule reads the machine's record alone, so its answer changes only
+# when the record does (the store's machine index keeps it: `record_problems`).
+TIME_PROBLEMS = frozenset({"stale", "idle_with_work_waiting", "hung_task"})
+INVENTORY_PROBLEMS = frozenset({"never_seen", "not_in_inventory"})
+RECORD_PROBLEMS = tuple(code for code in PROBLEMS
+                        if code not in TIME_PROBLEMS | INVENTORY_PROBLEMS)
+_RECORD_RULES = tuple((code, RULES[code]) for code in RECORD_PROBLEMS)
+# A machine missing from the inventory works; the inventory needs updating, not the machine.
+BOOKKEEPING_PROBLEMS = frozenset({"not_in_inventory"})
 
 
 def machine_problems(facts: MachineFacts, now: datetime, limits: Thresholds,
@@ -195,3 +205,28 @@ def machine_problems(facts: MachineFacts, now: datetime, limits: Thresholds,
     """The sorted codes of every problem the machine has; empty when all is well."""
     facts = without_task_failures(facts)
     return [code for code, rule in _RULES_IN_ORDER if rule(facts, now, limits, busy)]
+
+
+def record_problems(facts: MachineFacts, limits: Thresholds) -> list[str]:
+    """The sorted codes of the problems of RECORD_PROBLEMS the machine has: what its record
+    alone says, whatever the time, the work waiting and the inventory."""
+    facts = without_task_failures(facts)
+    # these rules read neither the time nor the work waiting: any value would do
+    return [code for code, rule in _RECORD_RULES if rule(facts, _ANY_TIME, limits, ())]
+
+
+_ANY_TIME = datetime(2000, 1, 1)
+
+
+def calls_for_attention(problems: Collection[str]) -> bool:
+    """Whether problems call for someone on duty: any, unless they are all bookkeeping."""
+    return bool(problems) and not BOOKKEEPING_PROBLEMS.issuperset(problems)
+
+
+def facts_of(record: MachineRecord, age: float | None, in_inventory: bool | None) -> MachineFacts:
+    """What the rules look at in a stored record (its age and inventory entry computed apart)."""
+    get = record.details.get
+    return MachineFacts(age, f"{get('provisioner')}/{get('worker_type')}", get("outcomes", ""),
+                        get("state"), get("reason_resolved"), get("task_time"),
+                        record.lastseen is not None, in_inventory, get("attributions", ""),
+                        get("peer_ratios", ()))

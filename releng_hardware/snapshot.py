@@ -11,13 +11,18 @@ from .fields import CountedMachine, Machine, MachineDetail
 from .fleet import MachineQuery, busy_queues, machine_json, never_seen_records, recent_tasks, select
 from .problems import Thresholds
 from .records import MachineRecord, Quarantine
-from .store import ORDER_SEPARATOR, Store, order_member
+from .store import NOT_BUILT, ORDER_SEPARATOR, FleetFigures, Store, order_member
+from .tallies import Cutoffs, judge_record, limits_fingerprint, summary_from_index
 
 # The machines of the order a page of /machines judges at most, whatever its filters match:
 # the bound on a page's cost (a filtered page may hold fewer than its limit, with a cursor).
 SCAN_BUDGET = 5000
 # A filtered page reads the order this many machines at a time (an unfiltered one, its limit).
 FILTERED_CHUNK = 1000
+# The machines a read of the machine index judges itself at most; when more are unjudged (after
+# a fill, a build or a burst of traffic) it judges them this many at a time first, storing the
+# judgements, so that no script returns an unbounded answer.
+JUDGE_CHUNK = 2000
 
 
 class Fleet(NamedTuple):
@@ -172,3 +177,46 @@ def _machine_place(machine: Mapping[str, Any]) -> str:
 def _lastseen_place(machine: Mapping[str, Any]) -> str:
     # select orders by (lastseen, id), a never-seen machine's lastseen counting as ""
     return ORDER_SEPARATOR.join((machine["lastseen"] or "", machine["id"]))
+
+
+def judge_unjudged(store: Store, limits: Thresholds, count: int = JUDGE_CHUNK) -> int:
+    """Judge up to `count` unjudged machines and store the judgements; how many were stored."""
+    return store.judge([(machine_id, generation, judge_record(record, limits).encoded())
+                        for machine_id, generation, record in store.unjudged(count)])
+
+
+def read_index(store: Store, config: Config, now: datetime,
+               stale_after: float | None = None) -> FleetFigures:
+    """The machine index's figures at `now`, the index built and its backlog judged first."""
+    limits = Thresholds.from_config(config, stale_after)
+    fingerprint = limits_fingerprint(limits)
+    cutoffs = Cutoffs.at(now, limits)
+    while True:
+        figures = store.fleet_figures(*cutoffs, fingerprint, JUDGE_CHUNK)
+        if isinstance(figures, FleetFigures):
+            break
+        if figures == NOT_BUILT:
+            store.build_machine_index(fingerprint)
+        else:
+            judge_unjudged(store, limits)
+    # what this read judged need not be judged by the next
+    store.judge([(machine_id, generation, judge_record(record, limits).encoded())
+                 for machine_id, generation, record, _ in figures.unjudged])
+    return figures
+
+
+def read_summary(store: Store, config: Config, now: datetime,
+                 stale_after: float | None = None) -> dict[str, Any]:
+    """/summary at `now`, from the machine index: it reads the groups' figures, the inventory
+    and the quarantined machines, never every machine."""
+    limits = Thresholds.from_config(config, stale_after)
+    figures = read_index(store, config, now, stale_after)
+    pending = store.pending_counts(now)
+    inventory = store.inventory()
+    quarantined = list(store.quarantines(now))
+    looked_up = store.records_of(sorted(set(inventory) | set(quarantined)))
+    provisioner = config.provisioner_ids[0] if len(config.provisioner_ids) == 1 else None
+    return summary_from_index(figures, limits, pending, inventory,
+                              {machine_id: looked_up[machine_id] for machine_id in inventory
+                               if machine_id in looked_up},
+                              quarantined, looked_up, provisioner)

@@ -66,18 +66,26 @@ def _script(name: str) -> str:
 
 
 # Every script that adds or removes a machine starts with the machine order's rule (its member
-# and key), so that each keeps the order in the same atomic write.
+# and key), and every script that writes one with the machine index's (its group, its place by
+# lastseen, its judgement), so that each keeps both in the same atomic write.
 _MACHINE_ORDER = _script("machine_order")
-_RECORD_BATCH = _MACHINE_ORDER + _script("record_batch")
-_REMOVE_EXPIRED = _MACHINE_ORDER + _script("remove_expired")
-_PRELOAD = _MACHINE_ORDER + _script("preload")
+_MACHINE_INDEX = _script("machine_index")
+_WRITES_MACHINES = _MACHINE_ORDER + _MACHINE_INDEX
+_RECORD_BATCH = _WRITES_MACHINES + _script("record_batch")
+_REMOVE_EXPIRED = _WRITES_MACHINES + _script("remove_expired")
+_PRELOAD = _WRITES_MACHINES + _script("preload")
 _REPLACE_QUARANTINES = _script("replace_quarantines")
-_BACKFILL = _MACHINE_ORDER + _script("backfill")
+_BACKFILL = _WRITES_MACHINES + _script("backfill")
 _BUILD_MACHINE_ORDER = _MACHINE_ORDER + _script("build_machine_order")
 _MACHINE_PAGE = _script("machine_page")
+_BUILD_MACHINE_INDEX = _MACHINE_INDEX + _script("build_machine_index")
+_JUDGE = _MACHINE_INDEX + _script("judge")
+_FLEET_FIGURES = _script("fleet_figures")
 # Machines written before the machine order existed are added to it this many per script
 # call: a few milliseconds of Redis each, however big the fleet.
 ORDER_BUILD_STEP = 10_000
+# The machine index is built this many machines per script call (each decodes their records).
+INDEX_BUILD_STEP = 5_000
 
 
 
@@ -114,6 +122,29 @@ class OrderPage(NamedTuple):
     entries: list[OrderEntry]
     more: bool  # the order goes on past `last`
     last: str | None  # the last member read (of a machine shown or not); None when none
+
+
+class GroupFigures(NamedTuple):
+    """One group of the machine index at one moment (lua/fleet_figures.lua)."""
+
+    group: str  # "<datacenter>\t<provisioner>\t<worker type>"
+    machines: int
+    stale: int  # not seen since the stale cutoff
+    seen_within: int  # seen since the other cutoff
+    hung: int  # newest run running since before the hung cutoff
+
+
+class FleetFigures(NamedTuple):
+    """What /summary counts, read from the machine index at one moment."""
+
+    # (id, generation, record (its lastseen not read), its judgement as stored or None)
+    unjudged: list[tuple[str, str, MachineRecord, str | None]]
+    groups: list[GroupFigures]
+    counts: dict[str, int]  # "<group>\n<code>" -> judged machines of the group with it
+
+
+# fleet_figures' answers when it has no figures: build the index, or judge some machines first
+NOT_BUILT, TOO_MANY_UNJUDGED = -2, -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +247,13 @@ class Store:
         self.taskcluster_turn_key = prefix + "taskcluster_turn"
         self._replace_quarantines = client.register_script(_REPLACE_QUARANTINES)
         self._backfill = client.register_script(_BACKFILL)
+        # the machine index (lua/machine_index.lua); its other keys are the scripts' own
+        self.index_state_key = prefix + "index:state"
+        self.unjudged_key = prefix + "index:unjudged"
+        self.judged_key = prefix + "index:judged"
+        self._build_machine_index = client.register_script(_BUILD_MACHINE_INDEX)
+        self._judge = client.register_script(_JUDGE)
+        self._fleet_figures = client.register_script(_FLEET_FIGURES)
 
     # -- writes -------------------------------------------------------------
 
@@ -286,8 +324,9 @@ class Store:
             pipe.multi()
             for start in range(0, len(items), chunk):
                 args = [value for pair in items[start:start + chunk] for value in pair]
-                self._preload(keys=[self.machines_key, self.version_key, self.machine_order_key],
-                              args=args, client=pipe)
+                self._preload(keys=[self.machines_key, self.version_key, self.records_key,
+                                    self.machine_order_key],
+                              args=[self.prefix, *args], client=pipe)
         written = kept = 0
         for chunk_written, chunk_kept in self._all_or_nothing(queue_writes):
             written, kept = written + int(chunk_written), kept + int(chunk_kept)
@@ -515,6 +554,72 @@ class Store:
         """Every key under this store's prefix (for tests and clean-up)."""
         return self.redis.scan_iter(match=self.prefix + "*", count=1000)
 
+    # -- the machine index: what /summary counts without reading every machine ---------
+
+    def build_machine_index(self, fingerprint: str, step: int = INDEX_BUILD_STEP) -> None:
+        """Place every machine in the machine index and mark it unjudged, in steps of `step`
+        (bounded scripts); does nothing once done for the thresholds of `fingerprint`."""
+        keys = [self.machines_key, self.records_key, self.index_state_key]
+        while not int(self._build_machine_index(keys=keys, args=[self.prefix, step, fingerprint])):
+            pass
+
+    def unjudged(self, count: int) -> list[tuple[str, str, MachineRecord]]:
+        """Up to `count` unjudged machines: (id, generation, record), the generation read
+        with the record, so that judge() stores a judgement only of the record it judged."""
+        _, found = self.redis.hscan(self.unjudged_key, 0, count=count)
+        ids: list[str] = list(found)[:count]  # type: ignore[assignment]
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hmget(self.unjudged_key, ids)
+        pipe.hmget(self.machines_key, ids)
+        pipe.hmget(self.records_key, ids)
+        generations, lastseens, raws = pipe.execute()
+        return [(machine_id, generation, MachineRecord(machine_id, lastseen,
+                                                       orjson.loads(raw) if raw else {}))
+                for machine_id, generation, lastseen, raw in zip(ids, generations, lastseens, raws,
+                                                                 strict=True)
+                if generation is not None and lastseen is not None]
+
+    def judge(self, judgements: Sequence[tuple[str, str, str]]) -> int:
+        """Store judgements (id, generation, encoded judgement) of machines not written since
+        their generation was read; how many were stored."""
+        if not judgements:
+            return 0
+        return int(self._judge(keys=[self.machines_key],
+                               args=[self.prefix, orjson.dumps(list(judgements))]))
+
+    def fleet_figures(self, stale_cutoff: int, seen_cutoff: int, hung_cutoff: int,
+                      fingerprint: str, max_unjudged: int) -> FleetFigures | int:
+        """The machine index's figures at one moment (lua/fleet_figures.lua; cutoffs in epoch
+        microseconds), or NOT_BUILT / TOO_MANY_UNJUDGED."""
+        reply = self._fleet_figures(keys=[self.records_key], args=[
+            self.prefix, stale_cutoff, seen_cutoff, hung_cutoff, max_unjudged, fingerprint])
+        if int(reply[0]) != 0:
+            return int(reply[0])
+        _, unjudged, groups, counts = reply
+        loads = orjson.loads
+        return FleetFigures(
+            unjudged=[(unjudged[at], unjudged[at + 1],
+                       MachineRecord(unjudged[at], "", loads(unjudged[at + 2]) if unjudged[at + 2]
+                                     else {}), unjudged[at + 3])
+                      for at in range(0, len(unjudged), 4)],
+            groups=[GroupFigures(groups[at], *(int(value) for value in groups[at + 1:at + 5]))
+                    for at in range(0, len(groups), 5)],
+            counts={counts[at]: int(counts[at + 1]) for at in range(0, len(counts), 2)})
+
+    def records_of(self, machine_ids: Sequence[str]) -> dict[str, MachineRecord]:
+        """The machines of `machine_ids` that were seen, with their records (two HMGETs)."""
+        if not machine_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(self.machines_key, machine_ids)
+        pipe.hmget(self.records_key, machine_ids)
+        lastseens, raws = pipe.execute()
+        return {machine_id: MachineRecord(machine_id, lastseen, orjson.loads(raw) if raw else {})
+                for machine_id, lastseen, raw in zip(machine_ids, lastseens, raws, strict=True)
+                if lastseen is not None}
+
     # -- Taskcluster: quarantines, the poll, backfill ---------------------------
 
     def replace_quarantines(self, queue: str, quarantines: Mapping[str, Quarantine]) -> int:
@@ -588,7 +693,8 @@ class Store:
             for start in range(0, len(rows), chunk):
                 self._backfill(keys=[self.machines_key, self.records_key, self.version_key,
                                      self.machine_order_key],
-                               args=[orjson.dumps(rows[start:start + chunk])], client=pipe)
+                               args=[orjson.dumps(rows[start:start + chunk]), self.prefix],
+                               client=pipe)
         written = kept = 0
         for chunk_written, chunk_kept in self._all_or_nothing(queue_writes):
             written, kept = written + int(chunk_written), kept + int(chunk_kept)

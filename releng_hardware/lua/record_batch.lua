@@ -16,6 +16,7 @@ local prefix, now, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local layout = cjson.decode(ARGV[9])
 local peer = cjson.decode(ARGV[10])
 local now_ms = now * 1000
+local index = machine_index(prefix, machines)
 
 -- Every position is resolved here, before the first write: a layout missing a field fails
 -- the batch whole instead of reading nil halfway through it.
@@ -68,6 +69,8 @@ local WINDOW_MS, PEER_FAILURES, LABEL_RUNS = peer.window, peer.failures, peer.ru
 
 local written, duplicates, ignored, newest = 0, 0, 0, ''
 local touched, recs, hists, changed = {}, {}, {}, {}
+-- per machine of the batch: its group before the batch, and its lastseen when the batch raised it
+local groups_before, raised = {}, {}
 local labels, changed_labels = {}, {}
 
 -- A history entry is one fixed-width string whose leading fields sort it: a greater entry
@@ -87,6 +90,7 @@ local function load_machine(id)
     rec = {completed = 0, failed = 0, exception = 0}
   end
   recs[id] = rec
+  groups_before[id] = index.group(id, raw and rec or nil)
   local runs = {}
   for run in string.gmatch(redis.call('HGET', history, id) or '', '[^\n]+') do
     runs[#runs + 1] = run
@@ -143,7 +147,10 @@ end
 -- lastseen only moves forward, firstseen only back.
 local function note_seen(id, rec, seen, first)
   local current = redis.call('HGET', machines, id)
-  if (not current) or seen > current then redis.call('HSET', machines, id, seen) end
+  if (not current) or seen > current then
+    redis.call('HSET', machines, id, seen)
+    raised[id] = seen
+  end
   if not current then add_to_order(id) end
   if (not rec.firstseen) or first < rec.firstseen then rec.firstseen = first end
 end
@@ -434,6 +441,10 @@ local function save_machines()
     trim_legacy_runs(id, rec, runs)
     redis.call('HSET', records, id, cjson.encode(rec))
     redis.call('HSET', history, id, table.concat(runs, '\n'))
+    local group = index.group(id, rec)
+    index.place(id, groups_before[id], group, raised[id])
+    index.running(id, group, rec.state == 'running' and rec.task_time or nil)
+    index.unjudge(id)
   end
 end
 

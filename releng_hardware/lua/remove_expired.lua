@@ -8,12 +8,15 @@
 local machines, records, history, inventory = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local cursor_key, version = KEYS[5], KEYS[6]
 local prefix, cutoff, count = ARGV[1], ARGV[2], ARGV[3]
+local index = machine_index(prefix, machines)
 local reply = redis.call('HSCAN', machines, redis.call('GET', cursor_key) or '0', 'COUNT', count)
 local entries, removed = reply[2], 0
 for i = 1, #entries, 2 do
   local id, seen = entries[i], entries[i + 1]
   -- lastseen strings sort as the times they write
   if seen < cutoff and redis.call('HEXISTS', inventory, id) == 0 then
+    local raw = redis.call('HGET', records, id)
+    index.remove(id, raw and cjson.decode(raw) or nil)
     redis.call('HDEL', machines, id)
     redis.call('ZREM', machine_order, order_member(id))
     redis.call('HDEL', records, id)

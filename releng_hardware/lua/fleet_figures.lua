@@ -1,0 +1,35 @@
+-- What /summary counts, read from the machine index (machine_index.lua) at one moment: per
+-- group its machines, those not seen since a cutoff, those seen since another, those running
+-- since before a third; the judged counts; and the unjudged machines with their records and
+-- their judgements as stored, for the caller to judge and count instead.
+-- KEYS: machine_records. ARGV: key prefix, stale cutoff, seen-within cutoff, hung cutoff (epoch
+-- microseconds), the most unjudged machines to return, the thresholds' fingerprint.
+-- Returns {-2} while the index is not built for these thresholds, {-1} when more machines than
+-- that are unjudged; else {0, {id, generation, record, judgement, ...},
+-- {group, machines, stale, seen within, hung, ...}, {"<group>\n<code>", count, ...}}.
+local records, prefix = KEYS[1], ARGV[1]
+local stale_cutoff, seen_cutoff, hung_cutoff = ARGV[2], ARGV[3], ARGV[4]
+if redis.call('GET', prefix .. 'index:state') ~= 'done:' .. ARGV[6] then return {-2} end
+local unjudged_key = prefix .. 'index:unjudged'
+if redis.call('HLEN', unjudged_key) > tonumber(ARGV[5]) then return {-1} end
+local judged = prefix .. 'index:judged'
+local unjudged = {}
+local entries = redis.call('HGETALL', unjudged_key)
+for i = 1, #entries, 2 do
+  local id = entries[i]
+  unjudged[#unjudged + 1] = id
+  unjudged[#unjudged + 1] = entries[i + 1]
+  unjudged[#unjudged + 1] = redis.call('HGET', records, id)
+  unjudged[#unjudged + 1] = redis.call('HGET', judged, id)
+end
+local groups = {}
+for _, group in ipairs(redis.call('SMEMBERS', prefix .. 'index:groups')) do
+  local seen = prefix .. 'index:seen:' .. group
+  groups[#groups + 1] = group
+  groups[#groups + 1] = redis.call('ZCARD', seen)
+  groups[#groups + 1] = redis.call('ZCOUNT', seen, '-inf', stale_cutoff)
+  groups[#groups + 1] = redis.call('ZCOUNT', seen, seen_cutoff, '+inf')
+  groups[#groups + 1] = redis.call('ZCOUNT', prefix .. 'index:running:' .. group, '-inf',
+    '(' .. hung_cutoff)
+end
+return {0, unjudged, groups, redis.call('HGETALL', prefix .. 'index:counts')}

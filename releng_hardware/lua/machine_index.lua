@@ -1,0 +1,120 @@
+-- The machine index (docs/architecture.md, "Redis layout"): what /summary and the dashboard
+-- count without reading every machine. store.py puts this file before every script that adds,
+-- moves or removes a machine, or writes its lastseen or record; each keeps the index in the same
+-- atomic write.
+--   index:groups            the groups that have machines (a set)
+--   index:seen:<group>      the group's machines by lastseen (sorted set, epoch microseconds)
+--   index:running:<group>   its machines whose newest run is running, by that run's start
+--   index:attention         every machine with a problem of the record's (tallies.RECORD_PROBLEMS)
+--                           by lastseen, as last judged
+--   index:judged            machine id -> its judgement: "<group>\n<codes, space-separated>\n<1 if
+--                           it needs attention, else 0>" (tallies.encode_judgement)
+--   index:counts            "<group>\n<code>" -> how many judged machines of the group have it
+--   index:unjudged          machine id -> a generation, raised by every write of the machine: its
+--                           judgement (if any) is out of date; the web judges it (judge.lua)
+--   index:state             the build's progress (build_machine_index.lua)
+-- A group is "<datacenter>\t<provisioner>\t<worker type>" (tallies.group_key is this rule in
+-- Python); the judging itself is Python's (problems.py), one definition of every rule.
+
+-- Epoch microseconds of a lastseen-format time (times.LASTSEEN_FORMAT); 0 when unreadable, a
+-- hand-made value: it counts as the oldest. tallies.lastseen_score is this rule in Python.
+local function lastseen_score(text)
+  local y, mo, d, h, mi, s, fraction = string.match(text or '',
+    '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.?(%d*)$')
+  if not y then return 0 end
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  -- days from the civil date (proleptic Gregorian), as datetime counts them
+  if mo <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local year_of_era = y - era * 400
+  local day_of_year = math.floor((153 * ((mo + 9) % 12) + 2) / 5) + d - 1
+  local day_of_era = year_of_era * 365 + math.floor(year_of_era / 4)
+    - math.floor(year_of_era / 100) + day_of_year
+  local days = era * 146097 + day_of_era - 719468
+  local micro = tonumber(string.sub(fraction .. '000000', 1, 6))
+  return (((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60 + tonumber(s)) * 1000000 + micro
+end
+
+local function machine_index(prefix, machines)
+  local index = {}
+  local groups, attention = prefix .. 'index:groups', prefix .. 'index:attention'
+  local judged, counts, unjudged = prefix .. 'index:judged', prefix .. 'index:counts',
+    prefix .. 'index:unjudged'
+  local function seen_key(group) return prefix .. 'index:seen:' .. group end
+  local function running_key(group) return prefix .. 'index:running:' .. group end
+  local function text(value) return type(value) == 'string' and value or '' end
+
+  -- The group of a machine with record `rec` (a decoded record, or nil for none).
+  function index.group(id, rec)
+    local datacenter = string.match(id, '^(.*):[^:]*$') or ''
+    if not rec then return datacenter .. '\t\t' end
+    return datacenter .. '\t' .. text(rec.provisioner) .. '\t' .. text(rec.worker_type)
+  end
+
+  -- The machine in its group's order by lastseen: moved there from `old` (nil: none) when its
+  -- group changed, its score raised to `raised` (its new lastseen, nil when unchanged).
+  function index.place(id, old, new, raised)
+    if old == new and not raised then return end
+    local score = string.format('%.0f', lastseen_score(raised or redis.call('HGET', machines, id)))
+    if old and old ~= new then
+      redis.call('ZREM', seen_key(old), id)
+      redis.call('ZREM', running_key(old), id)
+      if redis.call('ZCARD', seen_key(old)) == 0 then redis.call('SREM', groups, old) end
+    end
+    redis.call('SADD', groups, new)
+    redis.call('ZADD', seen_key(new), score, id)
+    redis.call('ZADD', attention, 'XX', score, id)
+  end
+
+  -- Whether the machine's newest run is running, since `since` (a lastseen-format time; nil: not).
+  function index.running(id, group, since)
+    if since then
+      redis.call('ZADD', running_key(group), string.format('%.0f', lastseen_score(since)), id)
+    else
+      redis.call('ZREM', running_key(group), id)
+    end
+  end
+
+  -- Its judgement is out of date.
+  function index.unjudge(id)
+    redis.call('HINCRBY', unjudged, id, 1)
+  end
+
+  -- Add `by` to the counts of the codes of a stored judgement.
+  function index.count(judgement, by)
+    local group, codes = string.match(judgement, '^([^\n]*)\n([^\n]*)')
+    for code in string.gmatch(codes or '', '%S+') do
+      local field = group .. '\n' .. code
+      if redis.call('HINCRBY', counts, field, by) == 0 then redis.call('HDEL', counts, field) end
+    end
+  end
+
+  -- Replace the machine's judgement by `judgement` (encoded as index:judged holds it).
+  function index.judge(id, judgement)
+    local old = redis.call('HGET', judged, id)
+    if old then index.count(old, -1) end
+    index.count(judgement, 1)
+    redis.call('HSET', judged, id, judgement)
+    if string.sub(judgement, -1) == '1' then
+      redis.call('ZADD', attention,
+        string.format('%.0f', lastseen_score(redis.call('HGET', machines, id))), id)
+    else
+      redis.call('ZREM', attention, id)
+    end
+  end
+
+  -- The machine leaves the index (retention removed it); `rec` is its record before.
+  function index.remove(id, rec)
+    local group = index.group(id, rec)
+    redis.call('ZREM', seen_key(group), id)
+    redis.call('ZREM', running_key(group), id)
+    if redis.call('ZCARD', seen_key(group)) == 0 then redis.call('SREM', groups, group) end
+    redis.call('ZREM', attention, id)
+    local old = redis.call('HGET', judged, id)
+    if old then index.count(old, -1) end
+    redis.call('HDEL', judged, id)
+    redis.call('HDEL', unjudged, id)
+  end
+
+  return index
+end
