@@ -566,8 +566,8 @@ class Store:
     def unjudged(self, count: int) -> list[tuple[str, str, MachineRecord]]:
         """Up to `count` unjudged machines: (id, generation, record), the generation read
         with the record, so that judge() stores a judgement only of the record it judged."""
-        _, found = self.redis.hscan(self.unjudged_key, 0, count=count)
-        ids: list[str] = list(found)[:count]  # type: ignore[assignment]
+        # any `count` of them (HSCAN from the start would walk the buckets emptied by judging)
+        ids: list[str] = self.redis.hrandfield(self.unjudged_key, count)  # type: ignore[assignment]
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=True)
