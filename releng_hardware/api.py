@@ -22,7 +22,8 @@ from .identifiers import MAX_MACHINE_REF, is_machine_ref
 from .params import cursor_param, duration_param, encode_cursor, limit_param, optional_param
 from .responses import (ApiError, collector_paused, conditional, digest, json_response,
                         query_args)
-from .snapshot import Page, read_fleet, read_machine, read_page, read_summary
+from .snapshot import (Page, read_fleet, read_machine, read_machines_from_views, read_page,
+                       read_summary)
 from .store import Store
 
 bp = Blueprint("api", __name__)
@@ -85,6 +86,11 @@ def _machines_page(page: Page, args: Mapping[str, str], fields: tuple[str, ...] 
 def _machines(store: Store, config: Config, now: datetime, query: MachineQuery,
               fields: tuple[str, ...] | None, wants_csv: bool, data_version: int) -> Response:
     selected: Sequence[Mapping[str, Any]]
+    if fields is None and not wants_csv and _from_views(query):
+        spliced = read_machines_from_views(store, config, now, reverse=query.sort.startswith("-"))
+        if spliced is not None:
+            return conditional(spliced.body, "application/json",
+                               machines_etag(data_version, flags_of(spliced.problems)), weak=True)
     if fields is not None and is_poll(query, fields):
         selected = poll_machines(store.lastseen_by_machine(), now, query)
         state = ""  # without problems or a time filter only the data changes this answer
@@ -106,6 +112,12 @@ def _machines(store: Store, config: Config, now: datetime, query: MachineQuery,
         return conditional(csv_text(selected, fields or CSV_FIELDS).encode(), "text/csv", etag,
                            weak=True)
     return conditional(orjson.dumps(selected), "application/json", etag, weak=True)
+
+
+def _from_views(query: MachineQuery) -> bool:
+    """Whether the machine index's views answer the query: every machine seen, by hostname."""
+    return (not query.filtered and not query.include_never_seen
+            and query.sort.lstrip("-") == "machine")
 
 
 @bp.get("/machines/<path:machine_id>")
@@ -176,7 +188,12 @@ def machines_etag(version: int, state: str) -> str:
 
 def problem_flags(machines: Iterable[Mapping[str, Any]]) -> str:
     """Each machine's problems, which change as time passes."""
-    return "|".join(map(" ".join, map(itemgetter("problems"), machines)))
+    return flags_of(map(itemgetter("problems"), machines))
+
+
+def flags_of(problems: Iterable[Sequence[str]]) -> str:
+    """problem_flags of machines with these problems, in order."""
+    return "|".join(map(" ".join, problems))
 
 
 def csv_text(machines: Iterable[Mapping[str, Any]], fields: Sequence[str] = CSV_FIELDS) -> str:

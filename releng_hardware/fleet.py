@@ -8,7 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
-from typing import Any, Callable, Container, Iterable, Iterator, Mapping, Sequence, TypeVar, cast
+from typing import (Any, Callable, Container, Iterable, Iterator, Mapping, NamedTuple, Sequence,
+                    TypeVar, cast)
+
+import orjson
 
 from .fields import (CSV_FIELDS, FIELD, LASTSEEN_FIELDS, MACHINE_FIELDS, STATES, CountedMachine,
                      Machine, Tier, tier_of)
@@ -95,7 +98,9 @@ def _in_lastseen_format(lastseen: str) -> bool:
     return len(lastseen) == _LASTSEEN_LENGTH
 
 
-def _lastseen_and_age(lastseen: str | None, now: datetime) -> tuple[str | None, float | None]:
+def lastseen_and_age(lastseen: str | None, now: datetime) -> tuple[str | None, float | None]:
+    """A stored lastseen as served (the one format) and its age at `now` in seconds (None when
+    never seen or unreadable)."""
     if lastseen is None:  # an inventory machine never seen
         return None, None
     if _in_lastseen_format(lastseen):  # the C parser suffices
@@ -110,6 +115,9 @@ def _lastseen_and_age(lastseen: str | None, now: datetime) -> tuple[str | None, 
     return format_lastseen(moment), round((now - moment).total_seconds(), 3)
 
 
+_lastseen_and_age = lastseen_and_age
+
+
 def machine_json(record: MachineRecord, now: datetime, root_url: str,
                  busy_queues: Container[str] = (), limits: Thresholds = Thresholds(), *,
                  in_inventory: bool | None = None, quarantine: Quarantine | None = None) -> Machine:
@@ -120,29 +128,36 @@ def machine_json(record: MachineRecord, now: datetime, root_url: str,
     fields.FIELDS in order (tests hold them to the table), built in two dict literals: no
     call per field per machine.
     """
-    get = record.details.get
     machine, problems = _judged(record, now, limits, busy_queues, in_inventory)
+    return _with_the_rest(machine, record, root_url, "stale" in problems,
+                          "idle_with_work_waiting" in problems, problems,
+                          None if quarantine is None else quarantine.as_json())
+
+
+def _with_the_rest(machine: dict[str, Any], record: MachineRecord, root_url: str, stale: Any,
+                   idle: Any, problems: Any, quarantine: Any) -> Machine:
+    """machine_json's fields after _first_fields', the time-dependent ones as given (the one
+    definition of their format and order, shared with machine_view_parts)."""
+    get = record.details.get
     task_id = get("task_id")
-    provisioner, worker_type = get("provisioner"), get("worker_type")
-    state = get("state")
     machine.update({
         "firstseen": get("firstseen"),
-        "provisioner": provisioner,
-        "worker_type": worker_type,
+        "provisioner": get("provisioner"),
+        "worker_type": get("worker_type"),
         "last_task": None if task_id is None else {
             "task_id": task_id,
             "run_id": get("run_id"),
-            "state": state,
+            "state": get("state"),
             "reason_resolved": get("reason_resolved"),
             "time": get("task_time"),
             "url": f"{root_url}/tasks/{task_id}",
         },
         "counts": {"completed": get("completed", 0), "failed": get("failed", 0),
                    "exception": get("exception", 0)},
-        "stale": "stale" in problems,
-        "idle_with_work_waiting": "idle_with_work_waiting" in problems,
+        "stale": stale,
+        "idle_with_work_waiting": idle,
         "problems": problems,
-        "quarantine": None if quarantine is None else quarantine.as_json(),
+        "quarantine": quarantine,
         "source": get("source"),
     })
     return cast(Machine, machine)
@@ -152,11 +167,54 @@ def _judged(record: MachineRecord, now: datetime, limits: Thresholds, busy_queue
             in_inventory: bool | None) -> tuple[dict[str, Any], list[str]]:
     """What both views of a machine start from: its first fields (id, machine, datacenter,
     lastseen, age_seconds; each view adds the rest in the table's order) and its problems."""
-    datacenter, hostname = split_machine_id(record.machine_id)
     lastseen, age = _lastseen_and_age(record.lastseen, now)
     problems = machine_problems(facts_of(record, age, in_inventory), now, limits, busy_queues)
-    return {"id": record.machine_id, "machine": hostname, "datacenter": datacenter,
-            "lastseen": lastseen, "age_seconds": age}, problems
+    return _first_fields(record.machine_id, lastseen, age), problems
+
+
+def _first_fields(machine_id: str, lastseen: str | None, age: Any) -> dict[str, Any]:
+    datacenter, hostname = split_machine_id(machine_id)
+    return {"id": machine_id, "machine": hostname, "datacenter": datacenter,
+            "lastseen": lastseen, "age_seconds": age}
+
+
+# Where machine_view_parts cuts machine_json's bytes: orjson writes a Fragment's bytes as they
+# are, and escapes every control character of a string, so no other raw NUL is in its output.
+VIEW_CUT = b"\x00"
+_CUT = orjson.Fragment(VIEW_CUT)
+
+
+class ViewParts(NamedTuple):
+    """A machine's answer in machine_json's bytes with its time-dependent fields cut out:
+    `head` ends before age_seconds' value, `middle` runs from after it to before stale's,
+    `tail` from after quarantine's to the end. The bytes between stale, idle_with_work_waiting,
+    problems and quarantine are `TIME_FIELD_JOINS`, the same for every machine."""
+
+    head: bytes
+    middle: bytes
+    tail: bytes
+
+
+def _cut(record: MachineRecord, root_url: str) -> list[bytes]:
+    # any time will do: the lastseen served does not depend on it, and its age is cut out
+    lastseen, _ = _lastseen_and_age(record.lastseen, _ANY_TIME)
+    machine = _with_the_rest(_first_fields(record.machine_id, lastseen, _CUT), record, root_url,
+                             _CUT, _CUT, _CUT, _CUT)
+    return orjson.dumps(machine).split(VIEW_CUT)
+
+
+_ANY_TIME = datetime(2000, 1, 1)
+# ',"idle_with_work_waiting":', ',"problems":', ',"quarantine":' as machine_json writes them
+TIME_FIELD_JOINS = tuple(_cut(MachineRecord("dc:host", None, {}), "")[2:5])
+
+
+def machine_view_parts(record: MachineRecord, root_url: str) -> ViewParts:
+    """The parts of machine_json's answer for `record` that do not change as time passes;
+    orjson.JSONEncodeError when machine_json's answer cannot be encoded."""
+    head, middle, *joins, tail = _cut(record, root_url)
+    if tuple(joins) != TIME_FIELD_JOINS:  # a field between the time-dependent ones: cut again
+        raise ValueError(f"machine_json's time-dependent fields are not together: {joins!r}")
+    return ViewParts(head, middle, tail)
 
 
 def counted_json(record: MachineRecord, now: datetime, root_url: str = "",

@@ -11,8 +11,9 @@ from .fields import CountedMachine, Machine, MachineDetail
 from .fleet import MachineQuery, busy_queues, machine_json, never_seen_records, recent_tasks, select
 from .problems import Thresholds
 from .records import MachineRecord, Quarantine
-from .store import NOT_BUILT, ORDER_SEPARATOR, FleetFigures, Store, order_member
-from .tallies import Cutoffs, judge_record, limits_fingerprint, summary_from_index
+from .store import NOT_BUILT, ORDER_SEPARATOR, FleetFigures, MachineViews, Store, order_member
+from .tallies import (Cutoffs, ViewsAnswer, index_fingerprint, judge_with_view,
+                      machines_from_views, summary_from_index)
 
 # The machines of the order a page of /machines judges at most, whatever its filters match:
 # the bound on a page's cost (a filtered page may hold fewer than its limit, with a cursor).
@@ -179,17 +180,20 @@ def _lastseen_place(machine: Mapping[str, Any]) -> str:
     return ORDER_SEPARATOR.join((machine["lastseen"] or "", machine["id"]))
 
 
-def judge_unjudged(store: Store, limits: Thresholds, count: int = JUDGE_CHUNK) -> int:
-    """Judge up to `count` unjudged machines and store the judgements; how many were stored."""
-    return store.judge([(machine_id, generation, judge_record(record, limits).encoded())
-                        for machine_id, generation, record in store.unjudged(count)])
+def judge_unjudged(store: Store, limits: Thresholds, count: int = JUDGE_CHUNK, *,
+                   root_url: str) -> int:
+    """Judge up to `count` unjudged machines and store the judgements with their views (their
+    links to `root_url`); how many were stored."""
+    return store.judge_with_views([(machine_id, generation, *judge_with_view(record, limits, root_url))
+                                   for machine_id, generation, record in store.unjudged(count)])
 
 
 def read_index(store: Store, config: Config, now: datetime,
                stale_after: float | None = None) -> FleetFigures:
     """The machine index's figures at `now`, the index built and its backlog judged first."""
     limits = Thresholds.from_config(config, stale_after)
-    fingerprint = limits_fingerprint(limits)
+    root_url = config.taskcluster_root_url
+    fingerprint = index_fingerprint(limits, root_url)
     cutoffs = Cutoffs.at(now, limits)
     while True:
         figures = store.fleet_figures(*cutoffs, fingerprint, JUDGE_CHUNK)
@@ -198,10 +202,17 @@ def read_index(store: Store, config: Config, now: datetime,
         if figures == NOT_BUILT:
             store.build_machine_index(fingerprint)
         else:
-            judge_unjudged(store, limits)
-    # what this read judged need not be judged by the next
-    store.judge([(machine_id, generation, judge_record(record, limits).encoded())
-                 for machine_id, generation, record, _ in figures.unjudged])
+            judge_unjudged(store, limits, root_url=root_url)
+    # what this read judged need not be judged by the next; its records were read without their
+    # lastseen, which a view shows: read now, it is the record's unless the machine was written
+    # since, and then its generation changed and judge.lua stores nothing
+    unjudged = figures.unjudged
+    lastseens = store.lastseen_of([machine_id for machine_id, _, _, _ in unjudged])
+    store.judge_with_views([
+        (machine_id, generation, *judge_with_view(record._replace(lastseen=lastseen), limits,
+                                                  root_url))
+        for (machine_id, generation, record, _), lastseen in zip(unjudged, lastseens, strict=True)
+        if lastseen is not None])
     return figures
 
 
@@ -220,3 +231,37 @@ def read_summary(store: Store, config: Config, now: datetime,
                               {machine_id: looked_up[machine_id] for machine_id in inventory
                                if machine_id in looked_up},
                               quarantined, looked_up, provisioner)
+
+
+def read_machines_from_views(store: Store, config: Config, now: datetime, *,
+                             reverse: bool = False) -> ViewsAnswer | None:
+    """/machines with every field, unfiltered, by hostname (reverse: backwards), at `now`: the
+    bytes read_fleet's machines would encode to, spliced from the machine index's views in one
+    read; the unjudged machines judged here and stored. None when some machine has no view (its
+    answer could not be encoded, or a judgement was stored without one): read_fleet then."""
+    limits = Thresholds.from_config(config)
+    root_url = config.taskcluster_root_url
+    fingerprint = index_fingerprint(limits, root_url)
+    while True:
+        read = store.machine_views(now, fingerprint, JUDGE_CHUNK)
+        if isinstance(read, MachineViews):
+            break
+        if read == NOT_BUILT:
+            store.build_machine_index(fingerprint)
+        else:
+            judge_unjudged(store, limits, root_url=root_url)
+    views, judgements = read.views, read.judgements
+    judged = []
+    for machine_id, generation, record in read.unjudged:
+        judgement, view = judge_with_view(record, limits, root_url)
+        judgements[machine_id] = judgement
+        if view is None:
+            views.pop(machine_id, None)
+        else:
+            views[machine_id] = view
+        judged.append((machine_id, generation, judgement, view))
+    # what this read judged need not be judged by the next
+    store.judge_with_views(judged)
+    return machines_from_views(read.lastseen_by_id, views, judgements, now, limits,
+                               busy_queues(read.pending), read.inventory or None,
+                               read.quarantines, reverse)

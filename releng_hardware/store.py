@@ -81,6 +81,7 @@ _MACHINE_PAGE = _script("machine_page")
 _BUILD_MACHINE_INDEX = _MACHINE_INDEX + _script("build_machine_index")
 _JUDGE = _MACHINE_INDEX + _script("judge")
 _FLEET_FIGURES = _script("fleet_figures")
+_MACHINE_VIEWS = _script("machine_views")
 # Machines written before the machine order existed are added to it this many per script
 # call: a few milliseconds of Redis each, however big the fleet.
 ORDER_BUILD_STEP = 10_000
@@ -141,6 +142,19 @@ class FleetFigures(NamedTuple):
     unjudged: list[tuple[str, str, MachineRecord, str | None]]
     groups: list[GroupFigures]
     counts: dict[str, int]  # "<group>\n<code>" -> judged machines of the group with it
+
+
+class MachineViews(NamedTuple):
+    """What /machines with every field shows, read from the machine index at one moment."""
+
+    lastseen_by_id: dict[str, str]  # every machine's lastseen as stored
+    views: dict[str, str]  # machine id -> its view (tallies.encode_view), of the judged ones
+    judgements: dict[str, str]  # machine id -> its judgement as stored, of the judged ones
+    # (id, generation, record with its lastseen) of every machine unjudged
+    unjudged: list[tuple[str, str, MachineRecord]]
+    pending: dict[str, int]  # as pending_counts(now)
+    quarantines: dict[str, Quarantine]  # as quarantines(now)
+    inventory: set[str]  # the inventory's machines; empty when none is loaded
 
 
 # fleet_figures' answers when it has no figures: build the index, or judge some machines first
@@ -254,6 +268,8 @@ class Store:
         self._build_machine_index = client.register_script(_BUILD_MACHINE_INDEX)
         self._judge = client.register_script(_JUDGE)
         self._fleet_figures = client.register_script(_FLEET_FIGURES)
+        self.views_key = prefix + "index:views"
+        self._machine_views = client.register_script(_MACHINE_VIEWS)
 
     # -- writes -------------------------------------------------------------
 
@@ -620,6 +636,47 @@ class Store:
                 for machine_id, lastseen, raw in zip(machine_ids, lastseens, raws, strict=True)
                 if lastseen is not None}
 
+    def judge_with_views(self, judgements: Sequence[tuple[str, str, str, str | None]]) -> int:
+        """Store judgements with their views (id, generation, encoded judgement, view or None:
+        none) of machines not written since their generation was read; how many were stored."""
+        if not judgements:
+            return 0
+        return int(self._judge(keys=[self.machines_key],
+                               args=[self.prefix, orjson.dumps(list(judgements))]))
+
+    def lastseen_of(self, machine_ids: Sequence[str]) -> list[str | None]:
+        """The lastseen of each machine of `machine_ids` as stored (None: not seen), one HMGET."""
+        if not machine_ids:
+            return []
+        return self.redis.hmget(self.machines_key, machine_ids)  # type: ignore[return-value]
+
+    def machine_views(self, now: datetime, fingerprint: str,
+                      max_unjudged: int) -> MachineViews | int:
+        """Every machine's lastseen, judgement and view, the unjudged ones' records, the tasks
+        waiting, the quarantines lasting past `now` and the inventory, in one script
+        (lua/machine_views.lua); or NOT_BUILT / TOO_MANY_UNJUDGED."""
+        reply = self._machine_views(
+            keys=[self.machines_key, self.records_key, self.quarantine_key, self.inventory_key,
+                  self.pending_queues_key],
+            args=[self.prefix, epoch_seconds(now), max_unjudged, fingerprint])
+        if int(reply[0]) != 0:
+            return int(reply[0])
+        _, machines, views, judgements, unjudged, pending, quarantines, inventory = reply
+        loads, cutoff = orjson.loads, format_lastseen(now)
+        lasting = {}
+        for at in range(0, len(quarantines), 2):
+            quarantine = _lasting_quarantine(quarantines[at + 1], cutoff)
+            if quarantine is not None:
+                lasting[quarantines[at]] = quarantine
+        waiting = {pending[at]: int(pending[at + 1]) for at in range(0, len(pending), 2)}
+        return MachineViews(
+            lastseen_by_id=_pairs(machines), views=_pairs(views), judgements=_pairs(judgements),
+            unjudged=[(unjudged[at], unjudged[at + 1],
+                       MachineRecord(unjudged[at], unjudged[at + 3],
+                                     loads(unjudged[at + 2]) if unjudged[at + 2] else {}))
+                      for at in range(0, len(unjudged), 4)],
+            pending=dict(sorted(waiting.items())), quarantines=lasting, inventory=set(inventory))
+
     # -- Taskcluster: quarantines, the poll, backfill ---------------------------
 
     def replace_quarantines(self, queue: str, quarantines: Mapping[str, Quarantine]) -> int:
@@ -699,6 +756,12 @@ class Store:
         for chunk_written, chunk_kept in self._all_or_nothing(queue_writes):
             written, kept = written + int(chunk_written), kept + int(chunk_kept)
         return written, kept
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A hash as a script returns it (field, value, ...) as a dict."""
+    pairs = iter(flat)
+    return dict(zip(pairs, pairs, strict=True))
 
 
 def _inventory(stored: Mapping[str, str]) -> dict[str, str | None]:

@@ -11,13 +11,17 @@ machine mark it unjudged, and whoever reads the figures judges those first (snap
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable, Mapping, NamedTuple
+from operator import itemgetter
+from typing import Any, Container, Iterable, Mapping, NamedTuple
 
-from .fleet import GroupKey, busy_queues, summary_answer, summary_group
+import orjson
+
+from .fleet import (TIME_FIELD_JOINS, GroupKey, busy_queues, lastseen_and_age, machine_view_parts,
+                    sort_by_hostname, summary_answer, summary_group)
 from .identifiers import split_machine_id
-from .problems import (RECORD_PROBLEMS, Thresholds, calls_for_attention, facts_of,
-                       record_problems)
-from .records import MachineRecord
+from .problems import (PROBLEMS, RECORD_PROBLEMS, RULES, MachineFacts, Thresholds,
+                       calls_for_attention, facts_of, record_problems)
+from .records import MachineRecord, Quarantine
 from .store import FleetFigures
 from .times import epoch_seconds
 
@@ -171,3 +175,105 @@ def _count(counts: dict[str, int], judgement: Judgement, by: int) -> None:
     for code in judgement.codes:
         field = f"{judgement.group}\n{code}"
         counts[field] = counts.get(field, 0) + by
+
+
+def index_fingerprint(limits: Thresholds, root_url: str) -> str:
+    """What the index's judgements and views depend on: the thresholds of limits_fingerprint and
+    the Taskcluster root URL of the links; a change rebuilds the index."""
+    return f"{limits_fingerprint(limits)}|{root_url}"
+
+
+# What joins a view's parts: JSON as orjson writes it never holds a raw NUL.
+VIEW_SEPARATOR = "\0"
+
+
+def encode_view(record: MachineRecord, root_url: str) -> str | None:
+    """As index:views holds a machine's view: machine_json's answer for it without what time
+    changes (fleet.machine_view_parts: head, middle, tail) and the facts the request's rules read
+    of the record (its queue, its newest run's state and time, as JSON), joined by VIEW_SEPARATOR.
+    None when machine_json's answer cannot be encoded (the full answer fails the same way)."""
+    try:
+        head, middle, tail = machine_view_parts(record, root_url)
+    except orjson.JSONEncodeError:
+        return None
+    facts = facts_of(record, None, None)
+    return VIEW_SEPARATOR.join((head.decode(), middle.decode(), tail.decode(), orjson.dumps(
+        [facts.queue, facts.newest_state, facts.newest_time]).decode()))
+
+
+def judge_with_view(record: MachineRecord, limits: Thresholds,
+                    root_url: str) -> tuple[str, str | None]:
+    """A machine's judgement (encoded) and view (encode_view), as judge.lua stores them."""
+    return judge_record(record, limits).encoded(), encode_view(record, root_url)
+
+
+# The rules a request applies to the views: every rule not of the record's (what time, the work
+# waiting and the inventory change), in PROBLEMS' order.
+_REQUEST_RULES = tuple((code, RULES[code]) for code in PROBLEMS if code not in RECORD_PROBLEMS)
+_PROBLEM_ORDER = {code: at for at, code in enumerate(PROBLEMS)}.__getitem__
+_JOIN_IDLE, _JOIN_PROBLEMS, _JOIN_QUARANTINE = (join.decode() for join in TIME_FIELD_JOINS)
+
+
+class ViewsAnswer(NamedTuple):
+    """/machines with every field, as machines_from_views spliced it."""
+
+    body: bytes  # orjson.dumps of the machines machine_json shows, in order
+    problems: list[tuple[str, ...]]  # each machine's problems, in the same order
+
+
+def machines_from_views(lastseen_by_id: Mapping[str, str], views: Mapping[str, str],
+                        judgements: Mapping[str, str], now: datetime, limits: Thresholds,
+                        busy: Container[str], inventory: Container[str] | None,
+                        quarantines: Mapping[str, Quarantine],
+                        reverse: bool = False) -> ViewsAnswer | None:
+    """Every machine of `lastseen_by_id` as machine_json shows it at `now`, ordered by hostname
+    then datacenter (fleet.sort_by_hostname), spliced from its view and judgement: the bytes of
+    orjson.dumps of those machines. `inventory` is None when none is loaded. None when a machine
+    has no view or no judgement (the caller builds the answer the long way)."""
+    rows = []
+    for machine_id, stored in lastseen_by_id.items():
+        view, judgement = views.get(machine_id), judgements.get(machine_id)
+        if view is None or judgement is None:
+            return None
+        datacenter, hostname = split_machine_id(machine_id)
+        rows.append((hostname, datacenter, machine_id, stored, view, judgement))
+    if not rows:
+        return ViewsAnswer(b"[]", [])
+    sort_by_hostname(rows, reverse, itemgetter(0), itemgetter(1))
+    ages = [lastseen_and_age(row[3], now)[1] for row in rows]
+    # orjson writes each age as it would inside the machine: all of them in one call
+    age_texts = orjson.dumps(ages)[1:-1].decode().split(",")
+    record_codes: dict[str, tuple[str, ...]] = {}
+    time_fields: dict[tuple[str, ...], str] = {}
+    facts_read: dict[str, Any] = {}
+    loads = orjson.loads
+    out: list[str] = []
+    shown: list[tuple[str, ...]] = []
+    for (_, _, machine_id, _, view, judgement), age, age_text in zip(rows, ages, age_texts,
+                                                                    strict=True):
+        head, middle, tail, stored_facts = view.split(VIEW_SEPARATOR)
+        facts = facts_read.get(stored_facts)
+        if facts is None:
+            facts = facts_read[stored_facts] = loads(stored_facts)
+        queue, state, started = facts
+        codes = record_codes.get(judgement)
+        if codes is None:
+            codes = record_codes[judgement] = tuple(
+                code for code in Judgement.decode(judgement).codes if code != LAST_TASK_EXCEPTION)
+        now_facts = MachineFacts(age, queue, "", state, None, started, True,
+                                 None if inventory is None else machine_id in inventory)
+        added = [code for code, rule in _REQUEST_RULES if rule(now_facts, now, limits, busy)]
+        problems = tuple(sorted(codes + tuple(added), key=_PROBLEM_ORDER)) if added else codes
+        fields = time_fields.get(problems)
+        if fields is None:
+            fields = time_fields[problems] = "".join((
+                "true" if "stale" in problems else "false", _JOIN_IDLE,
+                "true" if "idle_with_work_waiting" in problems else "false", _JOIN_PROBLEMS,
+                orjson.dumps(list(problems)).decode(), _JOIN_QUARANTINE))
+        quarantine = quarantines.get(machine_id) if quarantines else None
+        out += (head, age_text, middle, fields,
+                "null" if quarantine is None else orjson.dumps(quarantine.as_json()).decode(),
+                tail, ",")
+        shown.append(problems)
+    out[-1] = "]"
+    return ViewsAnswer(("[" + "".join(out)).encode(), shown)

@@ -13,6 +13,8 @@
 --   index:unjudged          machine id -> a generation, raised by every write of the machine: its
 --                           judgement (if any) is out of date; the web judges it (judge.lua)
 --   index:state             the build's progress (build_machine_index.lua)
+--   index:views             machine id -> its answer in /machines as judged, without what time
+--                           changes (tallies.encode_view), stored with its judgement
 -- A group is "<datacenter>\t<provisioner>\t<worker type>" (tallies.group_key is this rule in
 -- Python); the judging itself is Python's (problems.py), one definition of every rule.
 
@@ -40,6 +42,7 @@ local function machine_index(prefix, machines)
   local groups, attention = prefix .. 'index:groups', prefix .. 'index:attention'
   local judged, counts, unjudged = prefix .. 'index:judged', prefix .. 'index:counts',
     prefix .. 'index:unjudged'
+  local views = prefix .. 'index:views'
   local function seen_key(group) return prefix .. 'index:seen:' .. group end
   local function running_key(group) return prefix .. 'index:running:' .. group end
   local function text(value) return type(value) == 'string' and value or '' end
@@ -89,12 +92,18 @@ local function machine_index(prefix, machines)
     end
   end
 
-  -- Replace the machine's judgement by `judgement` (encoded as index:judged holds it).
-  function index.judge(id, judgement)
+  -- Replace the machine's judgement by `judgement` (encoded as index:judged holds it) and its
+  -- view by `view` (a string; anything else: none, so no view of an older record stays).
+  function index.judge(id, judgement, view)
     local old = redis.call('HGET', judged, id)
     if old then index.count(old, -1) end
     index.count(judgement, 1)
     redis.call('HSET', judged, id, judgement)
+    if type(view) == 'string' then
+      redis.call('HSET', views, id, view)
+    else
+      redis.call('HDEL', views, id)
+    end
     if string.sub(judgement, -1) == '1' then
       redis.call('ZADD', attention,
         string.format('%.0f', lastseen_score(redis.call('HGET', machines, id))), id)
@@ -113,6 +122,7 @@ local function machine_index(prefix, machines)
     local old = redis.call('HGET', judged, id)
     if old then index.count(old, -1) end
     redis.call('HDEL', judged, id)
+    redis.call('HDEL', views, id)
     redis.call('HDEL', unjudged, id)
   end
 
