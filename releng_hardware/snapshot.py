@@ -11,7 +11,8 @@ from .fields import CountedMachine, Machine, MachineDetail
 from .fleet import MachineQuery, busy_queues, machine_json, never_seen_records, recent_tasks, select
 from .problems import Thresholds
 from .records import MachineRecord, Quarantine
-from .store import NOT_BUILT, ORDER_SEPARATOR, FleetFigures, MachineViews, Store, order_member
+from .store import (NOT_BUILT, ORDER_SEPARATOR, WRITES_REFUSED, FleetFigures, MachineViews, Store,
+                    order_member)
 from .tallies import (Cutoffs, ViewsAnswer, index_fingerprint, judge_with_view,
                       machines_from_views, summary_from_index)
 
@@ -238,7 +239,8 @@ def read_machines_from_views(store: Store, config: Config, now: datetime, *,
     """/machines with every field, unfiltered, by hostname (reverse: backwards), at `now`: the
     bytes read_fleet's machines would encode to, spliced from the machine index's views in one
     read; the unjudged machines judged here and stored. None when some machine has no view (its
-    answer could not be encoded, or a judgement was stored without one): read_fleet then."""
+    answer could not be encoded, or a judgement was stored without one), or when the index
+    needs writes Redis refuses (memory full, a read-only replica): read_fleet then."""
     limits = Thresholds.from_config(config)
     root_url = config.taskcluster_root_url
     fingerprint = index_fingerprint(limits, root_url)
@@ -246,10 +248,13 @@ def read_machines_from_views(store: Store, config: Config, now: datetime, *,
         read = store.machine_views(now, fingerprint, JUDGE_CHUNK)
         if isinstance(read, MachineViews):
             break
-        if read == NOT_BUILT:
-            store.build_machine_index(fingerprint)
-        else:
-            judge_unjudged(store, limits, root_url=root_url)
+        try:
+            if read == NOT_BUILT:
+                store.build_machine_index(fingerprint)
+            else:
+                judge_unjudged(store, limits, root_url=root_url)
+        except WRITES_REFUSED:
+            return None
     views, judgements = read.views, read.judgements
     judged = []
     for machine_id, generation, record in read.unjudged:
@@ -260,8 +265,10 @@ def read_machines_from_views(store: Store, config: Config, now: datetime, *,
         else:
             views[machine_id] = view
         judged.append((machine_id, generation, judgement, view))
-    # what this read judged need not be judged by the next
-    store.judge_with_views(judged)
+    try:  # what this read judged need not be judged by the next
+        store.judge_with_views(judged)
+    except WRITES_REFUSED:
+        pass  # the next read judges them again: this answer holds without
     return machines_from_views(read.lastseen_by_id, views, judgements, now, limits,
                                busy_queues(read.pending), read.inventory or None,
                                read.quarantines, reverse)

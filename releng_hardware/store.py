@@ -186,6 +186,10 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
 _PASSING_OUTAGES = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
+# Redis refusing writes while it still serves reads: memory full (maxmemory), a read-only replica.
+WRITES_REFUSED: tuple[type[Exception], ...] = (redis.OutOfMemoryError, redis.ReadOnlyError)
+
+
 def is_passing_outage(exc: BaseException) -> bool:
     """Whether a Redis failure passes by itself (retry, warn) rather than needs an operator.
 

@@ -173,3 +173,22 @@ def test_a_judgement_stored_without_a_view_falls_back_to_machine_json(real_store
     client = client_of(real_store.redis, config)
     assert client.get("/machines").data == machine_by_machine(client, "/machines",
                                                                monkeypatch).data
+
+
+def test_a_full_memory_still_answers_from_the_views(own_redis, monkeypatch):
+    redis = own_redis.client()
+    config = make_config(provisioner_ids=(PROVISIONER,))
+    store = Store(redis)
+    rng = random.Random(9)
+    deliver(store, rng, random_traffic(rng, hosts=30, runs=300))
+    client = client_of(redis, config)
+    client.get("/machines")  # the index built, every machine judged
+    deliver(store, rng, random_traffic(rng, hosts=30, runs=60))
+    unjudged = redis.hlen(store.unjudged_key)
+    assert unjudged > 0
+    redis.config_set("maxmemory", "1")  # every write now gets OOM; the views are only read
+    spliced = client.get("/machines")
+    assert spliced.status_code == 200
+    assert spliced.data == machine_by_machine(client, "/machines", monkeypatch).data
+    assert redis.hlen(store.unjudged_key) == unjudged  # nothing could be stored
+    redis.close()
