@@ -1,4 +1,3 @@
-#!lua flags=no-writes
 -- What /machines with every field shows, read at one moment (machine_index.lua's keys): every
 -- machine's lastseen, judgement and view; the unjudged machines with their generation, record
 -- and lastseen, for the caller to judge; the tasks waiting per queue; the quarantines; the
@@ -9,8 +8,8 @@
 -- Returns {-2} while the index is not built for this fingerprint, {-1} when more machines than
 -- that are unjudged; else {0, machines (HGETALL), views (HGETALL), judgements (HGETALL),
 -- {id, generation, record, lastseen, ...}, {queue, waiting, ...}, quarantines (HGETALL),
--- the inventory's machine ids}. It writes nothing (flags=no-writes): it runs when Redis refuses
--- writes (memory full, a read-only replica), as the reads of the other views do.
+-- the inventory's machine ids}. It writes nothing, so it runs while Redis refuses writes (memory
+-- full, a read-only replica): a script without flags is refused only at its first write.
 local machines, records = KEYS[1], KEYS[2]
 local prefix = ARGV[1]
 if redis.call('GET', prefix .. 'index:state') ~= 'done:' .. ARGV[4] then return {-2} end
