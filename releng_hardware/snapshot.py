@@ -11,7 +11,7 @@ from .fields import CountedMachine, Machine, MachineDetail
 from .fleet import MachineQuery, busy_queues, machine_json, never_seen_records, recent_tasks, select
 from .problems import Thresholds
 from .records import MachineRecord, Quarantine
-from .store import NOT_BUILT, ORDER_SEPARATOR, FleetFigures, Store, order_member
+from .store import NOT_BUILT, ORDER_SEPARATOR, FleetFigures, MachineDetailRead, Store, order_member
 from .tallies import Cutoffs, judge_record, limits_fingerprint, summary_from_index
 
 # The machines of the order a page of /machines judges at most, whatever its filters match:
@@ -85,17 +85,23 @@ def read_fleet(store: Store, config: Config, now: datetime, stale_after: float |
                  in_full, quarantines)
 
 
-def read_machine(store: Store, config: Config, record: MachineRecord,
+def read_machine(store: Store, config: Config, machine: MachineRecord | MachineDetailRead,
                  now: datetime) -> MachineDetail:
     """One machine as the API shows it at `now`, with its recent tasks, judged against the work
-    waiting now."""
-    busy = busy_queues(store.pending_counts(now))
-    machine = machine_json(record, now, config.taskcluster_root_url, busy,
-                           Thresholds.from_config(config),
-                           in_inventory=store.inventory_lists(record.machine_id),
-                           quarantine=store.quarantines(now).get(record.machine_id))
-    return {**machine, "recent_tasks": recent_tasks(record.history, config.recent_tasks,
-                                                    config.taskcluster_root_url)}
+    waiting now: from Store.machine_detail read at `now` (one round trip), or from a record,
+    the rest of its facts then read in one more."""
+    if isinstance(machine, MachineRecord):
+        read = store.machine_detail(machine.machine_id, now, runs=0)._replace(record=machine)
+    else:
+        read = machine
+    record = read.record
+    if record is None:
+        raise ValueError("a machine never seen has no detail")
+    root_url = config.taskcluster_root_url
+    shown = machine_json(record, now, root_url, busy_queues(read.pending),
+                         Thresholds.from_config(config), in_inventory=read.in_inventory,
+                         quarantine=read.quarantine)
+    return {**shown, "recent_tasks": recent_tasks(record.history, config.recent_tasks, root_url)}
 
 
 class Page(NamedTuple):

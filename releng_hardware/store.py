@@ -81,6 +81,13 @@ _MACHINE_PAGE = _script("machine_page")
 _BUILD_MACHINE_INDEX = _MACHINE_INDEX + _script("build_machine_index")
 _JUDGE = _MACHINE_INDEX + _script("judge")
 _FLEET_FIGURES = _script("fleet_figures")
+_MACHINE_DETAIL = _script("machine_detail")
+# What lua/machine_detail.lua finds a history entry's label by: the label's first and last
+# position, the attribution's position, the attribution letters of an entry written since
+# labels (an older one has its reason there), and the reference of no label.
+_DETAIL_LAYOUT: tuple[int | str, ...] = (
+    *history.lua_spans()["label"], history.lua_spans()["attribution"][0],
+    "".join(history.ATTRIBUTIONS), history.NO_LABEL)
 # Machines written before the machine order existed are added to it this many per script
 # call: a few milliseconds of Redis each, however big the fleet.
 ORDER_BUILD_STEP = 10_000
@@ -114,6 +121,15 @@ class OrderEntry(NamedTuple):
     record: MachineRecord
     quarantine: Quarantine | None  # lasting past the page's `now`
     in_inventory: bool | None  # None when no inventory is loaded
+
+
+class MachineDetailRead(NamedTuple):
+    """One machine and what /machines/<id> judges it by, read at once (Store.machine_detail)."""
+
+    record: MachineRecord | None  # None when never seen
+    in_inventory: bool | None  # None when no inventory is loaded
+    quarantine: Quarantine | None  # lasting past the read's `now`
+    pending: dict[str, int]  # tasks waiting per `<provisioner>/<workerType>` (pending_counts)
 
 
 class OrderPage(NamedTuple):
@@ -254,6 +270,7 @@ class Store:
         self._build_machine_index = client.register_script(_BUILD_MACHINE_INDEX)
         self._judge = client.register_script(_JUDGE)
         self._fleet_figures = client.register_script(_FLEET_FIGURES)
+        self._detail_script = client.register_script(_MACHINE_DETAIL)
 
     # -- writes -------------------------------------------------------------
 
@@ -469,28 +486,55 @@ class Store:
         return int(self.redis.get(self.version_key) or 0)
 
     def machine(self, machine_id: str) -> MachineRecord | None:
-        """One machine with its history, or None when it was never seen."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(self.machines_key, machine_id)
-        pipe.hget(self.records_key, machine_id)
-        pipe.hget(self.history_key, machine_id)
-        lastseen, raw, raw_history = pipe.execute()
-        if lastseen is None:
-            return None
-        return MachineRecord(machine_id, lastseen, orjson.loads(raw) if raw else {},
-                             self._with_peers(machine_id, history.decode_history(raw_history)))
+        """One machine with its history, or None when it was never seen (one round trip)."""
+        return self._read_machine(machine_id, None, None).record
 
-    def _with_peers(self, machine_id: str, runs: tuple[Run, ...]) -> tuple[Run, ...]:
-        """The runs with their label's name and, for resolved ones, their peers counted."""
-        refs = sorted({run.label for run in runs if run.label is not None})
-        if not refs:
+    def machine_detail(self, machine_id: str, now: datetime, *, runs: int) -> MachineDetailRead:
+        """One machine with its newest `runs` runs (their labels and peers), whether the
+        inventory lists it, its quarantine lasting past `now` and the tasks waiting per queue
+        at `now` (as pending_counts counts them), in one round trip. Its record is None when
+        it was never seen; then only `in_inventory` is read."""
+        return self._read_machine(machine_id, runs, now)
+
+    def _read_machine(self, machine_id: str, runs: int | None,
+                      now: datetime | None) -> MachineDetailRead:
+        """lua/machine_detail.lua: the machine with its newest `runs` runs (None: all); given
+        `now`, its quarantine lasting past it and the tasks waiting (none counted without)."""
+        reply = self._detail_script(
+            keys=[self.machines_key, self.records_key, self.history_key, self.inventory_key,
+                  self.quarantine_key, self.pending_queues_key],
+            args=[machine_id, -1 if runs is None else runs, self.label_key(""), *_DETAIL_LAYOUT,
+                  self.prefix + "pending:", "" if now is None else f"({epoch_seconds(now)}"])
+        lastseen, raw, raw_history, loaded, listed = reply[:5]
+        in_inventory = bool(listed) if loaded else None
+        if lastseen is None:
+            return MachineDetailRead(None, in_inventory, None, {})
+        queues_end = 7 + 2 * int(reply[6])
+        pending = dict(zip(reply[7:queues_end:2], map(int, reply[8:queues_end:2]), strict=True))
+        labels = dict(zip(reply[queues_end::2], reply[queues_end + 1::2], strict=True))
+        entries = (() if not raw_history else raw_history.split("\n") if runs is None
+                   else raw_history.split("\n", runs)[:runs])
+        record = MachineRecord(machine_id, lastseen, orjson.loads(raw) if raw else {},
+                               self._with_peers(machine_id, tuple(map(history.decode_entry, entries)),
+                                                labels))
+        quarantine = None if now is None else _lasting_quarantine(reply[5], format_lastseen(now))
+        return MachineDetailRead(record, in_inventory, quarantine, pending)
+
+    def _with_peers(self, machine_id: str, runs: tuple[Run, ...],
+                    labels: Mapping[str, str | None]) -> tuple[Run, ...]:
+        """The runs with their label's name and, for resolved ones, their peers counted;
+        `labels` holds the stored string of each label they name (None: expired)."""
+        if not labels:
             return runs
-        raws: list[str | None] = self.redis.mget([self.label_key(ref) for ref in refs])  # type: ignore[assignment]
-        stored = dict(zip(refs, (peers.decode_label(raw) for raw in raws), strict=True))
+        # each label decoded once, however many of the runs name it
+        stored = {ref: peers.decode_label_marks(raw) for ref, raw in labels.items()}
         window_ms = int(self.peer_window * 1000)
         with_peers = []
         for run in runs:
-            name, label_runs = stored.get(run.label, ("", [])) if run.label else ("", [])
+            if run.label is None:
+                with_peers.append(run)
+                continue
+            name, label_runs = stored.get(run.label, ("", []))
             if not name:
                 with_peers.append(run._replace(label=None))
                 continue
