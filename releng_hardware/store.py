@@ -150,13 +150,32 @@ class GroupFigures(NamedTuple):
     hung: int  # newest run running since before the hung cutoff
 
 
-class FleetFigures(NamedTuple):
-    """What /summary counts, read from the machine index at one moment."""
+class Unjudged(NamedTuple):
+    """A machine written since it was last judged, as the machine index's figures hold it."""
 
-    # (id, generation, record (its lastseen not read), its judgement as stored or None)
-    unjudged: list[tuple[str, str, MachineRecord, str | None]]
+    machine_id: str
+    generation: str
+    record: MachineRecord
+    stored: str | None  # its judgement as stored, None when it was never judged
+    in_attention: bool  # in index:attention, as the stored judgement put it
+
+
+class AttentionFigures(NamedTuple):
+    """How many machines index:attention holds, how many of them are stale, and how many
+    machines are hung while neither in it nor stale (the cutoffs of the read)."""
+
+    judged: int
+    judged_stale: int
+    hung_only: int
+
+
+class FleetFigures(NamedTuple):
+    """What /summary and the dashboard count, read from the machine index at one moment."""
+
+    unjudged: list[Unjudged]
     groups: list[GroupFigures]
     counts: dict[str, int]  # "<group>\n<code>" -> judged machines of the group with it
+    attention: AttentionFigures
 
 
 # fleet_figures' answers when it has no figures: build the index, or judge some machines first
@@ -637,20 +656,22 @@ class Store:
                       fingerprint: str, max_unjudged: int) -> FleetFigures | int:
         """The machine index's figures at one moment (lua/fleet_figures.lua; cutoffs in epoch
         microseconds), or NOT_BUILT / TOO_MANY_UNJUDGED."""
-        reply = self._fleet_figures(keys=[self.records_key], args=[
+        reply = self._fleet_figures(keys=[self.records_key, self.machines_key], args=[
             self.prefix, stale_cutoff, seen_cutoff, hung_cutoff, max_unjudged, fingerprint])
         if int(reply[0]) != 0:
             return int(reply[0])
-        _, unjudged, groups, counts = reply
+        _, unjudged, groups, counts, attention = reply
         loads = orjson.loads
         return FleetFigures(
-            unjudged=[(unjudged[at], unjudged[at + 1],
-                       MachineRecord(unjudged[at], "", loads(unjudged[at + 2]) if unjudged[at + 2]
-                                     else {}), unjudged[at + 3])
-                      for at in range(0, len(unjudged), 4)],
+            unjudged=[Unjudged(unjudged[at], unjudged[at + 1],
+                               MachineRecord(unjudged[at], unjudged[at + 4],
+                                             loads(unjudged[at + 2]) if unjudged[at + 2] else {}),
+                               unjudged[at + 3], bool(int(unjudged[at + 5])))
+                      for at in range(0, len(unjudged), 6)],
             groups=[GroupFigures(groups[at], *(int(value) for value in groups[at + 1:at + 5]))
                     for at in range(0, len(groups), 5)],
-            counts={counts[at]: int(counts[at + 1]) for at in range(0, len(counts), 2)})
+            counts={counts[at]: int(counts[at + 1]) for at in range(0, len(counts), 2)},
+            attention=AttentionFigures(*(int(value) for value in attention)))
 
     def records_of(self, machine_ids: Sequence[str]) -> dict[str, MachineRecord]:
         """The machines of `machine_ids` that were seen, with their records (two HMGETs)."""

@@ -20,7 +20,7 @@
 -- hand-made value: it counts as the oldest. tallies.lastseen_score is this rule in Python.
 local function lastseen_score(text)
   local y, mo, d, h, mi, s, fraction = string.match(text or '',
-    '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.?(%d*)$')
+    '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.(%d%d%d%d%d%d)$')
   if not y then return 0 end
   y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
   -- days from the civil date (proleptic Gregorian), as datetime counts them
@@ -31,7 +31,7 @@ local function lastseen_score(text)
   local day_of_era = year_of_era * 365 + math.floor(year_of_era / 4)
     - math.floor(year_of_era / 100) + day_of_year
   local days = era * 146097 + day_of_era - 719468
-  local micro = tonumber(string.sub(fraction .. '000000', 1, 6))
+  local micro = tonumber(fraction)
   return (((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60 + tonumber(s)) * 1000000 + micro
 end
 
