@@ -56,12 +56,14 @@ local function machine_index(prefix, machines)
   function index.place(id, old, new, raised)
     if old == new and not raised then return end
     local score = string.format('%.0f', lastseen_score(raised or redis.call('HGET', machines, id)))
-    if old and old ~= new then
-      redis.call('ZREM', seen_key(old), id)
-      redis.call('ZREM', running_key(old), id)
-      if redis.call('ZCARD', seen_key(old)) == 0 then redis.call('SREM', groups, old) end
+    if old ~= new then
+      if old then
+        redis.call('ZREM', seen_key(old), id)
+        redis.call('ZREM', running_key(old), id)
+        if redis.call('ZCARD', seen_key(old)) == 0 then redis.call('SREM', groups, old) end
+      end
+      redis.call('SADD', groups, new)
     end
-    redis.call('SADD', groups, new)
     redis.call('ZADD', seen_key(new), score, id)
     redis.call('ZADD', attention, 'XX', score, id)
   end
