@@ -180,10 +180,11 @@ end
 -- most), newest first, one fixed-width line each (peers.PEER_FIELDS). A run is judged by the
 -- lines of other machines within WINDOW_MS of it; the definition is peers.peer_counts'.
 --
--- This runs for every labelled resolution, over every line of its label: a line is read in
--- place, never cut up. Its code and attribution are compared as bytes, its machine by a plain
--- find at the machine's place, and its time against the window's bounds as a string: the time
--- leads the line at a fixed width, so string order is time order (as the lines' own order is).
+-- This runs for every labelled resolution, over the lines of its label: a line is read in
+-- place, never cut up. Its code and attribution are compared as bytes and its machine by a
+-- plain find at the machine's place. The time leads the line at a fixed width, so string order
+-- is time order: the lines within the window of a time, newest first like all of them, are
+-- the ones between two bounds, found from each end (mostly at once: most are within).
 local byte, sub, find = string.byte, string.sub, string.find
 local B_COMPLETED, B_RUNNING, B_NOT_COUNTED = byte(COMPLETED), byte(RUNNING), byte(NOT_COUNTED)
 local B_NO_ATTRIBUTION, B_TASK, B_SPACE = byte(NO_ATTRIBUTION), byte('T'), byte(' ')
@@ -193,6 +194,7 @@ if P_TIME_FROM ~= 1 then error('a label run line must begin with its time') end
 local P_TIME_WIDTH = P_TIME_TO - P_TIME_FROM + 1
 local P_TIME_FORMAT = '%0' .. P_TIME_WIDTH .. 'd'
 local P_TIME_LIMIT = 10 ^ P_TIME_WIDTH
+local NO_MEDIAN = string.rep('0', MEDIAN_TO - MEDIAN_FROM + 1)
 
 local function replace_at(text, from, to, value)
   return sub(text, 1, from - 1) .. value .. sub(text, to + 1)
@@ -209,16 +211,18 @@ local function line_of(line, id)
   return after == nil or after == B_SPACE
 end
 
--- The bounds of WINDOW_MS around `time`: a line of a time within them is >= low and < high
--- (high nil: no time of the line's width is past it).
-local function window(time)
+-- The first and last place of the lines (newest first) within WINDOW_MS of `time`: a line of
+-- a time within is >= low and < high (no high: no time of the line's width is past it).
+local function window(runs, time)
   local low, high = time - WINDOW_MS, time + WINDOW_MS + 1
-  return string.format(P_TIME_FORMAT, low > 0 and low or 0),
-    high < P_TIME_LIMIT and string.format(P_TIME_FORMAT, high) or nil
-end
-
-local function in_window(line, low, high)
-  return line >= low and (high == nil or line < high)
+  low = string.format(P_TIME_FORMAT, low > 0 and low or 0)
+  local first, last = 1, #runs
+  if high < P_TIME_LIMIT then
+    high = string.format(P_TIME_FORMAT, high)
+    while first <= last and runs[first] >= high do first = first + 1 end
+  end
+  while last >= first and runs[last] < low do last = last - 1 end
+  return first, last
 end
 
 -- A label's runs, read once per batch; nil when neither stored nor named by the item.
@@ -249,12 +253,13 @@ end
 
 -- "T" when PEER_FAILURES other machines failed a peer run, else "M" when one completed one.
 local function judge(lab, id, time)
-  local low, high = window(time)
+  local runs = lab.runs
   local failed, completed, failures = {}, false, 0
-  for _, line in ipairs(lab.runs) do
+  local first, last = window(runs, time)
+  for at = first, last do
+    local line = runs[at]
     local code = byte(line, P_CODE)
-    if (B_FAILING[code] or code == B_COMPLETED) and in_window(line, low, high)
-        and not line_of(line, id) then
+    if (B_FAILING[code] or code == B_COMPLETED) and not line_of(line, id) then
       if code == B_COMPLETED then
         completed = true
       else
@@ -269,11 +274,12 @@ end
 
 -- The median duration of the completed peer runs, 0 with fewer than 3.
 local function peer_median(lab, id, time)
-  local low, high = window(time)
+  local runs = lab.runs
   local durations, n = {}, 0
-  for _, line in ipairs(lab.runs) do
-    if byte(line, P_CODE) == B_COMPLETED and in_window(line, low, high)
-        and not line_of(line, id) then
+  local first, last = window(runs, time)
+  for at = first, last do
+    local line = runs[at]
+    if byte(line, P_CODE) == B_COMPLETED and not line_of(line, id) then
       local duration = tonumber(sub(line, P_DURATION_FROM, P_DURATION_TO))
       if duration > 0 then n = n + 1 durations[n] = duration end
     end
@@ -344,12 +350,13 @@ local function judge_run(item, id, entry)
   changed_labels[ref] = true
   -- only a failure can make another failure "task", only a completion can make one "machine":
   -- the failures judged "N", and after a failure those judged "M" too
-  local low, high = window(time)
-  for at, other in ipairs(runs) do
+  local first, last = window(runs, time)
+  for at = first, last do
+    local other = runs[at]
     local other_attribution = byte(other, P_ATTRIBUTION)
     if B_FAILING[byte(other, P_CODE)] and (other_attribution == B_NO_ATTRIBUTION
           or (failing and other_attribution ~= B_TASK))
-        and in_window(other, low, high) and not line_of(other, id) then
+        and not line_of(other, id) then
       rejudge(lab, at, other)
     end
   end
@@ -432,22 +439,28 @@ end
 -- one each) and the peer ratios (duration over peer median) of the newest completed runs.
 local function note_outcomes(rec, runs)
   local outcomes, attributions, ratios, attributed, completed = {}, {}, {}, false, 0
+  local n, judged = 0, peer.judged
   for _, run in ipairs(runs) do
-    local run_code = string.sub(run, CODE_AT, CODE_AT)
+    local run_code = sub(run, CODE_AT, CODE_AT)
     if run_code ~= RUNNING then
-      outcomes[#outcomes + 1] = run_code
-      local attribution = string.sub(run, ATTRIBUTION_AT, ATTRIBUTION_AT)
-      if not STRENGTH[attribution] then attribution = NO_ATTRIBUTION end  -- before labels
+      n = n + 1
+      outcomes[n] = run_code
+      local attribution = sub(run, ATTRIBUTION_AT, ATTRIBUTION_AT)
+      -- an entry written before labels has its reason here, and no peer median
+      local labelled = STRENGTH[attribution]
+      if not labelled then attribution = NO_ATTRIBUTION end
       if attribution ~= NO_ATTRIBUTION then attributed = true end
-      attributions[#attributions + 1] = attribution
-      if run_code == COMPLETED and completed < peer.judged then
+      attributions[n] = attribution
+      if run_code == COMPLETED and completed < judged then
         completed = completed + 1
-        local median = STRENGTH[string.sub(run, ATTRIBUTION_AT, ATTRIBUTION_AT)]
-          and tonumber(string.sub(run, MEDIAN_FROM, MEDIAN_TO)) or 0
-        local started = tonumber(string.sub(run, STARTED_FROM, STARTED_TO))
-        if median > 0 and started > 0 then
-          local ratio = (tonumber(string.sub(run, TIME_FROM, TIME_TO)) - started) / median
-          ratios[#ratios + 1] = math.floor(ratio * 1000 + 0.5) / 1000
+        -- most runs have no peer median: its zeros are told apart without a number made
+        local median = labelled and sub(run, MEDIAN_FROM, MEDIAN_TO)
+        if median and median ~= NO_MEDIAN then
+          local started = tonumber(sub(run, STARTED_FROM, STARTED_TO))
+          if started > 0 then
+            local ratio = (tonumber(sub(run, TIME_FROM, TIME_TO)) - started) / tonumber(median)
+            ratios[#ratios + 1] = math.floor(ratio * 1000 + 0.5) / 1000
+          end
         end
       end
     end
