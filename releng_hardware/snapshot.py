@@ -271,20 +271,24 @@ def read_counts(store: Store, config: Config, now: datetime,
 def _seen_needing_attention(figures: FleetFigures, limits: Thresholds, now: datetime) -> int:
     """The machines seen that need attention: a judgement that says so, stale or hung.
 
-    The index counts the union from its judged machines (index:attention), the stale ones and
-    the hung ones neither judged so nor stale; each unjudged machine is then counted as its
-    fresh judgement says instead of its stored one.
+    The index counts the union from its judged machines (index:attention, by their lastseen
+    when judged), the stale ones and the hung ones neither judged so nor stale; each unjudged
+    machine is then counted as its fresh judgement and lastseen say instead of as the index
+    counted it.
     """
     cutoffs = Cutoffs.at(now, limits)
     judged = figures.attention
     stale = sum(group.stale for group in figures.groups)
     count = judged.judged + stale - judged.judged_stale + judged.hung_only
     for unjudged in figures.unjudged:
-        details = unjudged.record.details
-        by_time = (is_stale_in_index(unjudged.record.lastseen, cutoffs)
-                   or is_hung_in_index(details, cutoffs))
-        now_needs = by_time or judge_record(unjudged.record, limits).attention
-        count += int(now_needs) - int(by_time or unjudged.in_attention)
+        is_stale = is_stale_in_index(unjudged.record.lastseen, cutoffs)
+        is_hung = is_hung_in_index(unjudged.record.details, cutoffs)
+        score = unjudged.attention_score
+        listed = score is not None
+        counted = (listed + is_stale - (score is not None and score <= cutoffs.stale)
+                   + (is_hung and not listed and not is_stale))
+        needs = is_stale or is_hung or judge_record(unjudged.record, limits).attention
+        count += int(needs) - counted
     return count
 
 

@@ -157,7 +157,8 @@ class Unjudged(NamedTuple):
     generation: str
     record: MachineRecord
     stored: str | None  # its judgement as stored, None when it was never judged
-    in_attention: bool  # in index:attention, as the stored judgement put it
+    # its score in index:attention (its lastseen when judged), None when not in it
+    attention_score: int | None
 
 
 class AttentionFigures(NamedTuple):
@@ -666,7 +667,8 @@ class Store:
             unjudged=[Unjudged(unjudged[at], unjudged[at + 1],
                                MachineRecord(unjudged[at], unjudged[at + 4],
                                              loads(unjudged[at + 2]) if unjudged[at + 2] else {}),
-                               unjudged[at + 3], bool(int(unjudged[at + 5])))
+                               unjudged[at + 3],
+                               None if unjudged[at + 5] is None else int(unjudged[at + 5]))
                       for at in range(0, len(unjudged), 6)],
             groups=[GroupFigures(groups[at], *(int(value) for value in groups[at + 1:at + 5]))
                     for at in range(0, len(groups), 5)],

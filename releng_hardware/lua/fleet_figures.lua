@@ -5,8 +5,8 @@
 -- KEYS: machine_records, machines. ARGV: key prefix, stale cutoff, seen-within cutoff, hung cutoff (epoch
 -- microseconds), the most unjudged machines to return, the thresholds' fingerprint.
 -- Returns {-2} while the index is not built for these thresholds, {-1} when more machines than
--- that are unjudged; else {0, {id, generation, record, judgement, lastseen, 1 if in
--- index:attention else 0, ...}, {group, machines, stale, seen within, hung, ...},
+-- that are unjudged; else {0, {id, generation, record, judgement, lastseen, its score in
+-- index:attention or nil, ...}, {group, machines, stale, seen within, hung, ...},
 -- {"<group>\n<code>", count, ...}, {machines in index:attention, of them stale, machines hung
 -- neither in index:attention nor stale}}.
 local records, machines, prefix = KEYS[1], KEYS[2], ARGV[1]
@@ -24,7 +24,7 @@ for i = 1, #entries, 2 do
   unjudged[#unjudged + 1] = redis.call('HGET', records, id)
   unjudged[#unjudged + 1] = redis.call('HGET', judged, id)
   unjudged[#unjudged + 1] = redis.call('HGET', machines, id)
-  unjudged[#unjudged + 1] = redis.call('ZSCORE', attention, id) and 1 or 0
+  unjudged[#unjudged + 1] = redis.call('ZSCORE', attention, id)
 end
 -- the machines hung that neither their judgement nor staleness puts in need of attention
 local groups, hung_only = {}, 0

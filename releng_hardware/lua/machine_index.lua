@@ -6,7 +6,7 @@
 --   index:seen:<group>      the group's machines by lastseen (sorted set, epoch microseconds)
 --   index:running:<group>   its machines whose newest run is running, by that run's start
 --   index:attention         every machine with a problem of the record's (tallies.RECORD_PROBLEMS)
---                           by lastseen, as last judged
+--                           by its lastseen when last judged
 --   index:judged            machine id -> its judgement: "<group>\n<codes, space-separated>\n<1 if
 --                           it needs attention, else 0>" (tallies.encode_judgement)
 --   index:counts            "<group>\n<code>" -> how many judged machines of the group have it
@@ -64,8 +64,9 @@ local function machine_index(prefix, machines)
       end
       redis.call('SADD', groups, new)
     end
+    -- index:attention keeps the score of the lastseen judged: the machine is unjudged now, and
+    -- the reader counts it by its lastseen (fleet_figures returns both)
     redis.call('ZADD', seen_key(new), score, id)
-    redis.call('ZADD', attention, 'XX', score, id)
   end
 
   -- Whether the machine's newest run is running, since `since` (a lastseen-format time; nil: not).

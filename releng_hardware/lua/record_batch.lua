@@ -69,8 +69,9 @@ local WINDOW_MS, PEER_FAILURES, LABEL_RUNS = peer.window, peer.failures, peer.ru
 
 local written, duplicates, ignored, newest = 0, 0, 0, ''
 local touched, recs, hists, changed = {}, {}, {}, {}
--- per machine of the batch: its group before the batch, and its lastseen when the batch raised it
-local groups_before, raised = {}, {}
+-- per machine of the batch: its group and running start ('' when not running) before the
+-- batch, and its lastseen when the batch raised it
+local groups_before, running_before, raised = {}, {}, {}
 local labels, changed_labels = {}, {}
 
 -- A history entry is one fixed-width string whose leading fields sort it: a greater entry
@@ -90,7 +91,9 @@ local function load_machine(id)
     rec = {completed = 0, failed = 0, exception = 0}
   end
   recs[id] = rec
-  groups_before[id] = index.group(id, raw and rec or nil)
+  -- what its group is made of: the group itself is made only if it changes
+  groups_before[id] = raw and {rec.provisioner, rec.worker_type} or false
+  running_before[id] = rec.state == 'running' and rec.task_time or ''
   local runs = {}
   for run in string.gmatch(redis.call('HGET', history, id) or '', '[^\n]+') do
     runs[#runs + 1] = run
@@ -494,9 +497,19 @@ local function save_machines()
     trim_legacy_runs(id, rec, runs)
     redis.call('HSET', records, id, cjson.encode(rec))
     redis.call('HSET', history, id, table.concat(runs, '\n'))
-    local group = index.group(id, rec)
-    index.place(id, groups_before[id], group, raised[id])
-    index.running(id, group, rec.state == 'running' and rec.task_time or nil)
+    local group, was = index.group(id, rec), groups_before[id]
+    local before = group
+    if not was then
+      before = index.group(id, nil)
+    elseif was[1] ~= rec.provisioner or was[2] ~= rec.worker_type then
+      before = index.group(id, {provisioner = was[1], worker_type = was[2]})
+    end
+    index.place(id, before, group, raised[id])
+    local since = rec.state == 'running' and rec.task_time or nil
+    -- a machine that moved left its old group's running set in place()
+    if (since or '') ~= running_before[id] or (since and group ~= before) then
+      index.running(id, group, since)
+    end
     index.unjudge(id)
   end
 end

@@ -250,6 +250,12 @@ def test_the_dashboard_pages_from_the_index_are_those_of_every_machine(real_stor
         from_index = dashboard._page_from_index(real_store, config, NOW, requested)
         assert from_index == dashboard._page_from_fleet(real_store, config, NOW, query, requested)
         shown |= {section.key for section in from_index.sections}
+    # judged, then written again: the index holds their old judgements and attention scores
+    deliver(real_store, rng, random_traffic(rng, hosts=450, runs=600))
+    assert real_store.redis.hlen(real_store.unjudged_key) > 100
+    for requested in (1, 2):
+        assert (dashboard._page_from_index(real_store, config, NOW, requested)
+                == dashboard._page_from_fleet(real_store, config, NOW, query, requested))
     # 450 machines and 13 never seen, 200 a page (page 9 is the last), every section shown
     assert from_index.pagination.count == 3
     assert shown == {"attention", "quarantined", "others"}
