@@ -284,12 +284,11 @@ class Store:
         self._replace_quarantines = client.register_script(_REPLACE_QUARANTINES)
         self._backfill = client.register_script(_BACKFILL)
         # the machine index (lua/machine_index.lua); its other keys are the scripts' own
-        self.index_state_key = prefix + "index:state"
-        self.unjudged_key = prefix + "index:unjudged"
-        self.judged_key = prefix + "index:judged"
-        self._build_machine_index = client.register_script(_BUILD_MACHINE_INDEX)
-        self._judge = client.register_script(_JUDGE)
-        self._fleet_figures = client.register_script(_FLEET_FIGURES)
+        self.index_state_key, self.unjudged_key, self.judged_key = (
+            f"{prefix}index:{name}" for name in ("state", "unjudged", "judged"))
+        self._build_machine_index, self._judge, self._fleet_figures = (
+            client.register_script(script)
+            for script in (_BUILD_MACHINE_INDEX, _JUDGE, _FLEET_FIGURES))
         self._detail_script = client.register_script(_MACHINE_DETAIL)
 
     # -- writes -------------------------------------------------------------
