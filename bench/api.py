@@ -184,6 +184,39 @@ def bare_full_build_encode(client: Any, machines_key: str, records_key: str) -> 
     return orjson.dumps(out)
 
 
+def bare_group_figures(client: Any, prefix: str) -> list[Any]:
+    """The floor of /summary and the dashboard at scale: read from Redis the per-group figures
+    they print, without the service: each group's machines, stale, seen within the hour and
+    hung (the machine index's sorted sets), the judged counts, and the tasks waiting per queue."""
+    cutoff = round(time.time() * 1_000_000)
+    groups = sorted(client.smembers(prefix + "index:groups"))
+    queues = sorted(client.smembers(prefix + "pending_queues"))
+    pipe = client.pipeline(transaction=False)
+    for group in groups:
+        seen = prefix + "index:seen:" + group
+        pipe.zcard(seen)
+        pipe.zcount(seen, "-inf", cutoff - 6 * 3600 * 1_000_000)
+        pipe.zcount(seen, cutoff - 3600 * 1_000_000, "+inf")
+        pipe.zcount(prefix + "index:running:" + group, "-inf", f"({cutoff - 3 * 3600 * 1_000_000}")
+    pipe.hgetall(prefix + "index:counts")
+    for queue in queues:
+        pipe.zcount(prefix + "pending:" + queue, f"({time.time()}", "+inf")
+    return pipe.execute()
+
+
+def bare_page_figures(client: Any, prefix: str, rows: int = 200) -> list[Any]:
+    """The floor of the dashboard's first page with its rows: the per-group figures, and the
+    first `rows` machines of the machine order with their lastseen and records, decoded."""
+    figures = bare_group_figures(client, prefix)
+    members = client.zrange(prefix + "machine_order", 0, rows - 1)
+    ids = [member.split("\0")[2] for member in members]
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(prefix + "machines", ids)
+    pipe.hmget(prefix + "machine_records", ids)
+    lastseen, records = pipe.execute()
+    return [figures, lastseen, [orjson.loads(raw) for raw in records if raw]]
+
+
 def _time_calls(call: Callable[[], Any], rounds: int) -> list[float]:
     samples = []
     for _ in range(rounds):
@@ -411,6 +444,20 @@ def run_scale(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, 
         out[name] = {"path": path, "p50_ms": round(median(samples), 1),
                      "max_ms": round(max(samples), 1), "samples_ms": samples}
         log(f"  {path}: p50 {out[name]['p50_ms']} ms")
+    # each against the floor of reading the figures it prints, side by side
+    figures_floor = lambda: bare_group_figures(client, prefix)  # noqa: E731
+    for name, path in (("summary", "/summary"), ("dashboard", "/")):
+        against = _against_floor(port, path, figures_floor, setup)
+        out[name]["vs_figures"] = {key: against[key] for key in (
+            "http_p50_ms", "bare_p50_ms", "ratio")}
+        log(f"  {path}: {against['ratio']} x reading its per-group figures "
+            f"({against['bare_p50_ms']} ms)")
+    # the dashboard prints its first 200 rows too: against reading those as well
+    against = _against_floor(port, "/", lambda: bare_page_figures(client, prefix), setup)
+    out["dashboard"]["vs_figures_and_rows"] = {key: against[key] for key in (
+        "http_p50_ms", "bare_p50_ms", "ratio")}
+    log(f"  /: {against['ratio']} x reading its figures and its 200 rows "
+        f"({against['bare_p50_ms']} ms)")
     server.stop()
     return out
 

@@ -133,20 +133,20 @@ def machine(machine_id: str) -> Response:
     if ":" not in machine_id:
         candidates = store.machine_ids_for_hostname(machine_id)
         if not candidates:
-            raise _not_seen(store, machine_id)
+            raise _not_seen(machine_id, bool(store.inventory_lists(machine_id)))
         if len(candidates) > 1:
             raise ApiError(409, "ambiguous_hostname",
                            f"{machine_id} exists in several datacenters", candidates=candidates)
         machine_id = candidates[0]
-    record = store.machine(machine_id)
-    if record is None:
-        raise _not_seen(store, machine_id)
-    return json_response(read_machine(store, app.config, record, now))
+    # the machine, its runs shown and all they are judged by: one round trip
+    read = store.machine_detail(machine_id, now, runs=app.config.recent_tasks)
+    if read.record is None:
+        raise _not_seen(machine_id, bool(read.in_inventory))
+    return json_response(read_machine(store, app.config, read, now))
 
 
-def _not_seen(store: Store, machine_ref: str) -> ApiError:
+def _not_seen(machine_ref: str, expected: bool) -> ApiError:
     """The 404 of a machine never seen, saying whether the inventory expects it."""
-    expected = bool(store.inventory_lists(machine_ref))
     return ApiError(404, "not_found", f"{machine_ref}{' is in the inventory but' if expected else ''} "
                                       "has not been seen since tracking began", in_inventory=expected)
 

@@ -20,7 +20,8 @@ from .params import BadParameter, positive_int_param
 from .problems import PROBLEMS, calls_for_attention
 from .records import COMPLETED, EXCEPTION, FAILED, LOST, NOT_COUNTED, RUNNING, outcome_code
 from .responses import ApiError, answer_redis_errors, collector_paused, query_args
-from .snapshot import read_fleet, read_machine
+from .snapshot import read_counts, read_fleet, read_machine, read_section_rows
+from .store import Store
 
 bp = Blueprint("dashboard", __name__)
 
@@ -328,6 +329,61 @@ def attention_sections(machines: Sequence[Mapping[str, Any]], pagination: Pagina
     return sections
 
 
+class DashboardPage(NamedTuple):
+    """What the page shows of the machines: its sections, where it is among the pages, how many
+    machines there are, the summary, whether an inventory is loaded."""
+
+    sections: list[Section]
+    pagination: Pagination
+    total: int
+    summary: dict[str, Any]
+    inventory: bool
+
+
+def reads_index(query: MachineQuery) -> bool:
+    """Whether the page comes from the machine index: no filter, in the machine order."""
+    return not query.filtered and query.sort == "machine"
+
+
+def _page_from_index(store: Store, config: Config, now: datetime,
+                     requested_page: int) -> DashboardPage | None:
+    """The page counted from the machine index, its rows read by walking the machine order as far
+    as they need (None when further than snapshot.WALK_BUDGET): the cost of the page, not of the
+    fleet."""
+    counts = read_counts(store, config, now)
+    pagination = Pagination.of(counts.total, requested_page)
+    sizes = (("attention", "Needs attention", counts.attention),
+             ("quarantined", "Quarantined", counts.quarantined),
+             ("others", "Everything else", counts.total - counts.attention - counts.quarantined))
+    slices, offset = {}, 0
+    for key, _, size in sizes:
+        slices[key] = slice(max(0, pagination.start - offset), max(0, pagination.stop - offset))
+        offset += size
+    rows = read_section_rows(store, config, now, counts, **slices)
+    if rows is None:
+        return None
+    sections = [Section(key, title, size, shown)
+                for (key, title, size), shown in zip(sizes, rows, strict=True) if shown]
+    return DashboardPage(sections, pagination, counts.total, counts.summary, bool(counts.inventory))
+
+
+def _page_from_fleet(store: Store, config: Config, now: datetime, query: MachineQuery,
+                     requested_page: int) -> DashboardPage:
+    """The page of any query, from every machine judged, counted, filtered and ordered in the
+    light view; only the page's rows are built in full."""
+    fleet = read_fleet(store, config, now, view=counted_json)
+    # the machines that should exist but never showed up belong on the page for the people on
+    # duty
+    machines = fleet.machines + fleet.never_seen
+    shown = select(machines, query)
+    pagination = Pagination.of(len(shown), requested_page)
+    sections = [section._replace(machines=fleet.in_full(section.machines))
+                for section in attention_sections(shown, pagination)]
+    return DashboardPage(sections, pagination, len(machines),
+                         summary(machines, fleet.pending, config.stale_after, fleet.inventory),
+                         bool(fleet.inventory))
+
+
 @bp.get("/")
 def index() -> Response:
     """The dashboard: summary, filters, and the machines they select, those needing attention first."""
@@ -337,17 +393,11 @@ def index() -> Response:
     app = app_state()
     config, now = app.config, app.clock()
     with collector_paused():
-        # every machine judged, counted, filtered and ordered from the light view; only the
-        # page's rows are built in full: a whole deployment is 100,000 machines for 200 rows
-        fleet = read_fleet(app.store, config, now, view=counted_json)
-        # the machines that should exist but never showed up belong on the page for the people
-        # on duty
-        machines = fleet.machines + fleet.never_seen
-        shown = select(machines, query)
-        pagination = Pagination.of(len(shown), requested_page)
-        sections = [section._replace(machines=fleet.in_full(section.machines))
-                    for section in attention_sections(shown, pagination)]
-        fleet_summary = summary(machines, fleet.pending, config.stale_after, fleet.inventory)
+        page = (_page_from_index(app.store, config, now, requested_page)
+                if reads_index(query) else None)
+        if page is None:
+            page = _page_from_fleet(app.store, config, now, query, requested_page)
+        sections, pagination, total, fleet_summary, inventory_loaded = page
         poll = taskcluster_poll_state(app.store.taskcluster_status(), now, config.taskcluster_poll)
         # every datacenter and worker type present heads a group of the summary
         groups = fleet_summary["groups"]
@@ -365,9 +415,9 @@ def index() -> Response:
         query=query,
         sections=sections,
         pagination=pagination,
-        total=len(machines),
+        total=total,
         summary=fleet_summary,
-        inventory=bool(fleet.inventory),  # its columns only when there is one
+        inventory=inventory_loaded,  # its columns only when there is one
         poll=poll,
         datacenters=datacenters,
         worker_types=worker_types,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple, TypeGuard
 
 import orjson
 
@@ -44,6 +44,11 @@ MAX_RUN_ID = 1000
 # the tag is free text, and the store keeps it per label and shows it.
 MAX_LABEL_LENGTH = 255
 _HAS_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]").search
+# A fleet's provisioners, worker types, worker groups and worker ids are few and come again in
+# every message: each is held to the identifier rule once, then found in this memo of the
+# good ones, emptied when it holds KNOWN_IDENTIFIERS_MAX (a pure check's memo, bounded).
+KNOWN_IDENTIFIERS_MAX = 50_000
+_known_identifiers: set[str] = set()
 
 
 # The events are NamedTuples, not frozen dataclasses: the listener builds one per message, and
@@ -166,9 +171,9 @@ def _parse(name: str, routing_key: str, body: dict[str, Any], received_at: datet
             provisioner_id, worker_type = task_queue_id.split("/")
     provisioner_id = _present(routing_key, "provisionerId", provisioner_id)
     worker_type = _present(routing_key, "workerType", worker_type)
-    if not is_identifier(provisioner_id):
+    if not _is_identifier(provisioner_id):
         raise _bad_identifier("provisionerId", provisioner_id)
-    if not is_identifier(worker_type):
+    if not _is_identifier(worker_type):
         raise _bad_identifier("workerType", worker_type)
     if provisioner_id not in provisioner_ids:
         return Skip("other-provisioner", detail=provisioner_id)
@@ -202,9 +207,9 @@ def _parse(name: str, routing_key: str, body: dict[str, Any], received_at: datet
     worker_id = _present(routing_key, "workerId", body.get("workerId"), run.get("workerId"))
     if worker_group is None or worker_id is None:
         return Skip("no-worker", detail=task_id)
-    if not is_identifier(worker_group):
+    if not _is_identifier(worker_group):
         raise _bad_identifier("workerGroup", worker_group)
-    if not is_identifier(worker_id):
+    if not _is_identifier(worker_id):
         raise _bad_identifier("workerId", worker_id)
 
     state = WORKER_EXCHANGES[name]
@@ -283,6 +288,18 @@ def _present(routing_key: str, name: str, value: Any, fallback: Any = None) -> A
     if fallback is not None and fallback != "":
         return fallback
     return _routing_key_field(routing_key, name)
+
+
+def _is_identifier(value: object) -> TypeGuard[str]:
+    """identifiers.is_identifier, remembering the identifiers it accepted."""
+    if value.__class__ is str and value in _known_identifiers:
+        return True
+    if not is_identifier(value):
+        return False
+    if len(_known_identifiers) >= KNOWN_IDENTIFIERS_MAX:
+        _known_identifiers.clear()
+    _known_identifiers.add(value)
+    return True
 
 
 def _bad_identifier(name: str, value: Any) -> _Malformed:

@@ -19,7 +19,7 @@ from .identifiers import MACHINE_ID_SEPARATOR, split_machine_id
 from .params import BadParameter, choice_param, duration_param, identifier_param
 from .problems import PROBLEMS, Thresholds, facts_of, machine_problems
 from .records import MachineRecord, Quarantine, Run
-from .times import format_lastseen, parse_time
+from .times import LASTSEEN_LENGTH, format_lastseen, parse_time
 
 SORT_KEYS = ("lastseen", "-lastseen", "machine", "-machine")
 # A machine as machine_json or counted_json builds it.
@@ -90,12 +90,10 @@ class MachineQuery:
             self.seen_within, self.problem, self.quarantined))
 
 
-# The one format everything here writes is this long; anything else came from elsewhere.
-_LASTSEEN_LENGTH = len("2018-11-08T08:47:50.939514")
 
 
 def _in_lastseen_format(lastseen: str) -> bool:
-    return len(lastseen) == _LASTSEEN_LENGTH
+    return len(lastseen) == LASTSEEN_LENGTH
 
 
 def lastseen_and_age(lastseen: str | None, now: datetime) -> tuple[str | None, float | None]:
@@ -399,7 +397,7 @@ def poll_machines(lastseen_by_id: Mapping[str, str], now: datetime,
     """
     # split_machine_id and _in_lastseen_format inlined, from their own constants: a call of
     # each per machine would double the cost of building the answer
-    wanted, length = query.datacenter, _LASTSEEN_LENGTH
+    wanted, length = query.datacenter, LASTSEEN_LENGTH
     machines = [
         {"machine": hostname, "datacenter": datacenter,
          "lastseen": stored if len(stored) == length else _lastseen_and_age(stored, now)[0]}

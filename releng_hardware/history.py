@@ -10,6 +10,7 @@ batch script reads (`lua_spans`, passed to it with every batch) all come from FI
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime
 
@@ -83,6 +84,8 @@ def entry_time(moment: datetime) -> int:
     return 1 if milliseconds < 1 else _MAX_TIME
 
 
+# the listener names a label for most messages, and a fleet runs few: each is hashed once
+@functools.lru_cache(maxsize=4096)
 def label_ref(label: str) -> str:
     """The short reference an entry and the store's key of a label name it by."""
     # 40 bits of SHA-1: a collision among the labels of one window is unlikely enough

@@ -8,7 +8,7 @@ same definition of peers as `peer_counts` here); the web only decodes and counts
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from typing import Iterable, NamedTuple, Protocol, TypeVar
 
 from .records import COMPLETED, EXCEPTION, FAILED, LOST
 
@@ -39,6 +39,7 @@ def _spans() -> dict[str, slice]:
 PEER_SPANS: dict[str, slice] = _spans()
 _TIME, _CODE, _DURATION, _RUN_KEY, _MACHINE = (
     PEER_SPANS[name] for name in ("time", "code", "duration", "run_key", "machine"))
+_CODE_AT, _MACHINE_AT = _CODE.start, _MACHINE.start
 
 
 class PeerRun(NamedTuple):
@@ -51,6 +52,29 @@ class PeerRun(NamedTuple):
     run_id: int
     machine_id: str
     worker_type: str
+
+
+class PeerMark(NamedTuple):
+    """What counting peers reads of one resolved run of a label (PeerRun's fields of the same
+    names): a machine's page decodes only this of each of its labels' runs."""
+
+    time_ms: int
+    code: str
+    machine_id: str
+
+
+class _Peer(Protocol):
+    """A label's run as peer_runs and peer_counts read it: a PeerRun or a PeerMark."""
+
+    @property
+    def time_ms(self) -> int: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def machine_id(self) -> str: ...
+
+
+_PeerT = TypeVar("_PeerT", bound=_Peer)
 
 
 def decode_label(raw: str | None) -> tuple[str, list[PeerRun]]:
@@ -67,14 +91,25 @@ def decode_label(raw: str | None) -> tuple[str, list[PeerRun]]:
     return name, runs
 
 
-def peer_runs(runs: Iterable[PeerRun], machine_id: str, time_ms: int,
-              window_ms: int) -> list[PeerRun]:
+def decode_label_marks(raw: str | None) -> tuple[str, list[PeerMark]]:
+    """A label's stored string as (label, what counting reads of its runs, newest first);
+    ("", []) for none. decode_label's runs, cut down to PeerMark."""
+    if not raw:
+        return "", []
+    name, _, lines = raw.partition("\n")
+    time, code_at, machine_at = _TIME, _CODE_AT, _MACHINE_AT
+    return name, [PeerMark(int(line[time]), line[code_at], line[machine_at:].partition(" ")[0])
+                  for line in lines.split("\n")] if lines else []
+
+
+def peer_runs(runs: Iterable[_PeerT], machine_id: str, time_ms: int,
+              window_ms: int) -> list[_PeerT]:
     """The runs of other machines within `window_ms` before or after `time_ms`."""
     return [run for run in runs
             if run.machine_id != machine_id and abs(run.time_ms - time_ms) <= window_ms]
 
 
-def peer_counts(runs: Iterable[PeerRun]) -> dict[str, int]:
+def peer_counts(runs: Iterable[_Peer]) -> dict[str, int]:
     """Distinct machines with a failed (or counted exception) and with a completed run."""
     failed = {run.machine_id for run in runs if run.code in FAILING}
     completed = {run.machine_id for run in runs if run.code == COMPLETED}

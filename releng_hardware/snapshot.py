@@ -8,13 +8,14 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from .config import Config
 from .fields import CountedMachine, Machine, MachineDetail
-from .fleet import MachineQuery, busy_queues, machine_json, never_seen_records, recent_tasks, select
-from .problems import Thresholds
+from .fleet import (MachineQuery, busy_queues, counted_json, machine_json, never_seen_records,
+                    recent_tasks, select)
+from .problems import Thresholds, calls_for_attention
 from .records import MachineRecord, Quarantine
-from .store import (NOT_BUILT, ORDER_SEPARATOR, WRITES_REFUSED, FleetFigures, MachineViews, Store,
-                    order_member)
-from .tallies import (Cutoffs, ViewsAnswer, index_fingerprint, judge_with_view,
-                      machines_from_views, summary_from_index)
+from .store import (NOT_BUILT, ORDER_SEPARATOR, WRITES_REFUSED, FleetFigures, MachineDetailRead,
+                    MachineViews, Store, order_member)
+from .tallies import (Cutoffs, ViewsAnswer, index_fingerprint, is_hung_in_index, is_stale_in_index,
+                      judge_record, judge_with_view, machines_from_views, summary_from_index)
 
 # The machines of the order a page of /machines judges at most, whatever its filters match:
 # the bound on a page's cost (a filtered page may hold fewer than its limit, with a cursor).
@@ -87,17 +88,23 @@ def read_fleet(store: Store, config: Config, now: datetime, stale_after: float |
                  in_full, quarantines)
 
 
-def read_machine(store: Store, config: Config, record: MachineRecord,
+def read_machine(store: Store, config: Config, machine: MachineRecord | MachineDetailRead,
                  now: datetime) -> MachineDetail:
     """One machine as the API shows it at `now`, with its recent tasks, judged against the work
-    waiting now."""
-    busy = busy_queues(store.pending_counts(now))
-    machine = machine_json(record, now, config.taskcluster_root_url, busy,
-                           Thresholds.from_config(config),
-                           in_inventory=store.inventory_lists(record.machine_id),
-                           quarantine=store.quarantines(now).get(record.machine_id))
-    return {**machine, "recent_tasks": recent_tasks(record.history, config.recent_tasks,
-                                                    config.taskcluster_root_url)}
+    waiting now: from Store.machine_detail read at `now` (one round trip), or from a record,
+    the rest of its facts then read in one more."""
+    if isinstance(machine, MachineRecord):
+        read = store.machine_detail(machine.machine_id, now, runs=0)._replace(record=machine)
+    else:
+        read = machine
+    record = read.record
+    if record is None:
+        raise ValueError("a machine never seen has no detail")
+    root_url = config.taskcluster_root_url
+    shown = machine_json(record, now, root_url, busy_queues(read.pending),
+                         Thresholds.from_config(config), in_inventory=read.in_inventory,
+                         quarantine=read.quarantine)
+    return {**shown, "recent_tasks": recent_tasks(record.history, config.recent_tasks, root_url)}
 
 
 class Page(NamedTuple):
@@ -204,16 +211,11 @@ def read_index(store: Store, config: Config, now: datetime,
             store.build_machine_index(fingerprint)
         else:
             judge_unjudged(store, limits, root_url=root_url)
-    # what this read judged need not be judged by the next; its records were read without their
-    # lastseen, which a view shows: read now, it is the record's unless the machine was written
-    # since, and then its generation changed and judge.lua stores nothing
-    unjudged = figures.unjudged
-    lastseens = store.lastseen_of([machine_id for machine_id, _, _, _ in unjudged])
+    # what this read judged need not be judged by the next
     store.judge_with_views([
-        (machine_id, generation, *judge_with_view(record._replace(lastseen=lastseen), limits,
-                                                  root_url))
-        for (machine_id, generation, record, _), lastseen in zip(unjudged, lastseens, strict=True)
-        if lastseen is not None])
+        (unjudged.machine_id, unjudged.generation,
+         *judge_with_view(unjudged.record, limits, root_url))
+        for unjudged in figures.unjudged if unjudged.record.lastseen is not None])
     return figures
 
 
@@ -221,17 +223,149 @@ def read_summary(store: Store, config: Config, now: datetime,
                  stale_after: float | None = None) -> dict[str, Any]:
     """/summary at `now`, from the machine index: it reads the groups' figures, the inventory
     and the quarantined machines, never every machine."""
+    return read_counts(store, config, now, stale_after).summary
+
+
+class FleetCounts(NamedTuple):
+    """/summary and the dashboard's section sizes at `now`, from the machine index, with what
+    reading the sections' rows needs."""
+
+    summary: dict[str, Any]
+    total: int  # machines seen, and the inventory's never seen
+    attention: int  # of them, those needing attention and not quarantined
+    quarantined: int
+    never_seen: list[MachineRecord]  # the inventory's machines never seen
+    inventory: dict[str, str | None]
+    quarantines: dict[str, Quarantine]
+    busy: set[str]
+    limits: Thresholds
+
+
+def read_counts(store: Store, config: Config, now: datetime,
+                stale_after: float | None = None) -> FleetCounts:
+    """What the machine index counts at `now`: reads the groups' figures, the inventory and the
+    quarantined machines, never every machine."""
     limits = Thresholds.from_config(config, stale_after)
     figures = read_index(store, config, now, stale_after)
     pending = store.pending_counts(now)
+    busy = busy_queues(pending)
     inventory = store.inventory()
-    quarantined = list(store.quarantines(now))
-    looked_up = store.records_of(sorted(set(inventory) | set(quarantined)))
+    quarantines = store.quarantines(now)
+    looked_up = store.records_of(sorted(set(inventory) | set(quarantines)))
     provisioner = config.provisioner_ids[0] if len(config.provisioner_ids) == 1 else None
-    return summary_from_index(figures, limits, pending, inventory,
-                              {machine_id: looked_up[machine_id] for machine_id in inventory
-                               if machine_id in looked_up},
-                              quarantined, looked_up, provisioner)
+    counted = summary_from_index(figures, limits, pending, inventory,
+                                 {machine_id: looked_up[machine_id] for machine_id in inventory
+                                  if machine_id in looked_up},
+                                 quarantines, looked_up, provisioner)
+    never_seen = never_seen_records(inventory, looked_up, provisioner)
+    attention = _seen_needing_attention(figures, limits, now) + len(never_seen)
+    # a quarantined machine is in someone's hands: it is counted apart
+    root_url = config.taskcluster_root_url
+    for machine_id, quarantine in quarantines.items():
+        record = looked_up.get(machine_id)
+        if record is None and machine_id in inventory:  # never seen: it needs attention
+            attention -= 1
+        elif record is not None and calls_for_attention(counted_json(
+                record, now, root_url, busy, limits, in_inventory=None,
+                quarantine=quarantine)["problems"]):
+            attention -= 1
+    return FleetCounts(counted, counted["totals"]["total"] + len(never_seen), attention,
+                       counted["totals"]["quarantined"], never_seen, inventory, quarantines, busy,
+                       limits)
+
+
+def _seen_needing_attention(figures: FleetFigures, limits: Thresholds, now: datetime) -> int:
+    """The machines seen that need attention: a judgement that says so, stale or hung.
+
+    The index counts the union from its judged machines (index:attention, by their lastseen
+    when judged), the stale ones and the hung ones neither judged so nor stale; each unjudged
+    machine is then counted as its fresh judgement and lastseen say instead of as the index
+    counted it.
+    """
+    cutoffs = Cutoffs.at(now, limits)
+    judged = figures.attention
+    stale = sum(group.stale for group in figures.groups)
+    count = judged.judged + stale - judged.judged_stale + judged.hung_only
+    for unjudged in figures.unjudged:
+        is_stale = is_stale_in_index(unjudged.record.lastseen, cutoffs)
+        is_hung = is_hung_in_index(unjudged.record.details, cutoffs)
+        score = unjudged.attention_score
+        listed = score is not None
+        counted = (listed + is_stale - (score is not None and score <= cutoffs.stale)
+                   + (is_hung and not listed and not is_stale))
+        needs = is_stale or is_hung or judge_record(unjudged.record, limits).attention
+        count += int(needs) - counted
+    return count
+
+
+# A dashboard page read from the machine index walks the machine order at most this far; a page
+# further in is read as before, from every machine.
+WALK_BUDGET = 20_000
+WALK_CHUNK = 500
+
+
+class SectionRows(NamedTuple):
+    """The rows of each section of a dashboard page, as machine_json shows them."""
+
+    attention: list[Machine]
+    quarantined: list[Machine]
+    others: list[Machine]
+
+
+def read_section_rows(store: Store, config: Config, now: datetime, counts: FleetCounts,
+                      attention: slice, quarantined: slice, others: slice) -> SectionRows | None:
+    """The machines of each section's slice, in the machine order (hostname, then datacenter),
+    read by walking the order from its start only as far as the slices need; None when that is
+    further than WALK_BUDGET machines."""
+    root_url, busy, limits = config.taskcluster_root_url, counts.busy, counts.limits
+
+    def full(record: MachineRecord, in_inventory: bool | None,
+             quarantine: Quarantine | None) -> Machine:
+        return machine_json(record, now, root_url, busy, limits, in_inventory=in_inventory,
+                            quarantine=quarantine)
+
+    loaded = bool(counts.inventory)
+    held = store.records_of(sorted(counts.quarantines))
+    held.update((record.machine_id, record) for record in counts.never_seen
+                if record.machine_id in counts.quarantines)
+    in_hands = sorted(held.values(), key=lambda record: order_member(record.machine_id))
+    quarantined_rows = [full(record, record.machine_id in counts.inventory if loaded else None,
+                             counts.quarantines[record.machine_id])
+                        for record in in_hands[quarantined]]
+    wanted_attention, wanted_others = attention.stop or 0, others.stop or 0
+    needing: list[Machine] = []
+    rest: list[Machine] = []
+    never_seen = sorted((record for record in counts.never_seen
+                         if record.machine_id not in counts.quarantines),
+                        key=lambda record: order_member(record.machine_id))
+    next_never_seen, place, examined = 0, None, 0
+    while len(needing) < wanted_attention or len(rest) < wanted_others:
+        if examined >= WALK_BUDGET:
+            return None
+        part = store.machine_order_page(place, WALK_CHUNK, now)
+        examined += WALK_CHUNK
+        batch = [(entry.member, entry.record, entry.in_inventory, entry.quarantine)
+                 for entry in part.entries if entry.quarantine is None]
+        # the never-seen machines that sort among (or, at the end, after) those read
+        while next_never_seen < len(never_seen) and (
+                not part.more or part.last is None
+                or order_member(never_seen[next_never_seen].machine_id) <= part.last):
+            record = never_seen[next_never_seen]
+            batch.append((order_member(record.machine_id), record, True, None))
+            next_never_seen += 1
+        batch.sort(key=lambda row: row[0])
+        for _, record, in_inventory, quarantine in batch:
+            light = counted_json(record, now, root_url, busy, limits, in_inventory=in_inventory,
+                                 quarantine=quarantine)
+            if calls_for_attention(light["problems"]):
+                if len(needing) < wanted_attention:
+                    needing.append(full(record, in_inventory, quarantine))
+            elif len(rest) < wanted_others:
+                rest.append(full(record, in_inventory, quarantine))
+        if not part.more or part.last is None:
+            break
+        place = part.last
+    return SectionRows(needing[attention], quarantined_rows, rest[others])
 
 
 def read_machines_from_views(store: Store, config: Config, now: datetime, *,

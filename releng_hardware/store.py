@@ -82,6 +82,13 @@ _BUILD_MACHINE_INDEX = _MACHINE_INDEX + _script("build_machine_index")
 _JUDGE = _MACHINE_INDEX + _script("judge")
 _FLEET_FIGURES = _script("fleet_figures")
 _MACHINE_VIEWS = _script("machine_views")
+_MACHINE_DETAIL = _script("machine_detail")
+# What lua/machine_detail.lua finds a history entry's label by: the label's first and last
+# position, the attribution's position, the attribution letters of an entry written since
+# labels (an older one has its reason there), and the reference of no label.
+_DETAIL_LAYOUT: tuple[int | str, ...] = (
+    *history.lua_spans()["label"], history.lua_spans()["attribution"][0],
+    "".join(history.ATTRIBUTIONS), history.NO_LABEL)
 # Machines written before the machine order existed are added to it this many per script
 # call: a few milliseconds of Redis each, however big the fleet.
 ORDER_BUILD_STEP = 10_000
@@ -117,6 +124,15 @@ class OrderEntry(NamedTuple):
     in_inventory: bool | None  # None when no inventory is loaded
 
 
+class MachineDetailRead(NamedTuple):
+    """One machine and what /machines/<id> judges it by, read at once (Store.machine_detail)."""
+
+    record: MachineRecord | None  # None when never seen
+    in_inventory: bool | None  # None when no inventory is loaded
+    quarantine: Quarantine | None  # lasting past the read's `now`
+    pending: dict[str, int]  # tasks waiting per `<provisioner>/<workerType>` (pending_counts)
+
+
 class OrderPage(NamedTuple):
     """A few machines of the machine order, read in one script."""
 
@@ -135,13 +151,33 @@ class GroupFigures(NamedTuple):
     hung: int  # newest run running since before the hung cutoff
 
 
-class FleetFigures(NamedTuple):
-    """What /summary counts, read from the machine index at one moment."""
+class Unjudged(NamedTuple):
+    """A machine written since it was last judged, as the machine index's figures hold it."""
 
-    # (id, generation, record (its lastseen not read), its judgement as stored or None)
-    unjudged: list[tuple[str, str, MachineRecord, str | None]]
+    machine_id: str
+    generation: str
+    record: MachineRecord
+    stored: str | None  # its judgement as stored, None when it was never judged
+    # its score in index:attention (its lastseen when judged), None when not in it
+    attention_score: int | None
+
+
+class AttentionFigures(NamedTuple):
+    """How many machines index:attention holds, how many of them are stale, and how many
+    machines are hung while neither in it nor stale (the cutoffs of the read)."""
+
+    judged: int
+    judged_stale: int
+    hung_only: int
+
+
+class FleetFigures(NamedTuple):
+    """What /summary and the dashboard count, read from the machine index at one moment."""
+
+    unjudged: list[Unjudged]
     groups: list[GroupFigures]
     counts: dict[str, int]  # "<group>\n<code>" -> judged machines of the group with it
+    attention: AttentionFigures
 
 
 class MachineViews(NamedTuple):
@@ -266,12 +302,12 @@ class Store:
         self._replace_quarantines = client.register_script(_REPLACE_QUARANTINES)
         self._backfill = client.register_script(_BACKFILL)
         # the machine index (lua/machine_index.lua); its other keys are the scripts' own
-        self.index_state_key = prefix + "index:state"
-        self.unjudged_key = prefix + "index:unjudged"
-        self.judged_key = prefix + "index:judged"
-        self._build_machine_index = client.register_script(_BUILD_MACHINE_INDEX)
-        self._judge = client.register_script(_JUDGE)
-        self._fleet_figures = client.register_script(_FLEET_FIGURES)
+        self.index_state_key, self.unjudged_key, self.judged_key = (
+            f"{prefix}index:{name}" for name in ("state", "unjudged", "judged"))
+        self._build_machine_index, self._judge, self._fleet_figures = (
+            client.register_script(script)
+            for script in (_BUILD_MACHINE_INDEX, _JUDGE, _FLEET_FIGURES))
+        self._detail_script = client.register_script(_MACHINE_DETAIL)
         self.views_key = prefix + "index:views"
         self._machine_views = client.register_script(_MACHINE_VIEWS)
 
@@ -489,28 +525,55 @@ class Store:
         return int(self.redis.get(self.version_key) or 0)
 
     def machine(self, machine_id: str) -> MachineRecord | None:
-        """One machine with its history, or None when it was never seen."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(self.machines_key, machine_id)
-        pipe.hget(self.records_key, machine_id)
-        pipe.hget(self.history_key, machine_id)
-        lastseen, raw, raw_history = pipe.execute()
-        if lastseen is None:
-            return None
-        return MachineRecord(machine_id, lastseen, orjson.loads(raw) if raw else {},
-                             self._with_peers(machine_id, history.decode_history(raw_history)))
+        """One machine with its history, or None when it was never seen (one round trip)."""
+        return self._read_machine(machine_id, None, None).record
 
-    def _with_peers(self, machine_id: str, runs: tuple[Run, ...]) -> tuple[Run, ...]:
-        """The runs with their label's name and, for resolved ones, their peers counted."""
-        refs = sorted({run.label for run in runs if run.label is not None})
-        if not refs:
+    def machine_detail(self, machine_id: str, now: datetime, *, runs: int) -> MachineDetailRead:
+        """One machine with its newest `runs` runs (their labels and peers), whether the
+        inventory lists it, its quarantine lasting past `now` and the tasks waiting per queue
+        at `now` (as pending_counts counts them), in one round trip. Its record is None when
+        it was never seen; then only `in_inventory` is read."""
+        return self._read_machine(machine_id, runs, now)
+
+    def _read_machine(self, machine_id: str, runs: int | None,
+                      now: datetime | None) -> MachineDetailRead:
+        """lua/machine_detail.lua: the machine with its newest `runs` runs (None: all); given
+        `now`, its quarantine lasting past it and the tasks waiting (none counted without)."""
+        reply = self._detail_script(
+            keys=[self.machines_key, self.records_key, self.history_key, self.inventory_key,
+                  self.quarantine_key, self.pending_queues_key],
+            args=[machine_id, -1 if runs is None else runs, self.label_key(""), *_DETAIL_LAYOUT,
+                  self.prefix + "pending:", "" if now is None else f"({epoch_seconds(now)}"])
+        lastseen, raw, raw_history, loaded, listed = reply[:5]
+        in_inventory = bool(listed) if loaded else None
+        if lastseen is None:
+            return MachineDetailRead(None, in_inventory, None, {})
+        queues_end = 7 + 2 * int(reply[6])
+        pending = dict(zip(reply[7:queues_end:2], map(int, reply[8:queues_end:2]), strict=True))
+        labels = dict(zip(reply[queues_end::2], reply[queues_end + 1::2], strict=True))
+        entries = (() if not raw_history else raw_history.split("\n") if runs is None
+                   else raw_history.split("\n", runs)[:runs])
+        record = MachineRecord(machine_id, lastseen, orjson.loads(raw) if raw else {},
+                               self._with_peers(machine_id, tuple(map(history.decode_entry, entries)),
+                                                labels))
+        quarantine = None if now is None else _lasting_quarantine(reply[5], format_lastseen(now))
+        return MachineDetailRead(record, in_inventory, quarantine, pending)
+
+    def _with_peers(self, machine_id: str, runs: tuple[Run, ...],
+                    labels: Mapping[str, str | None]) -> tuple[Run, ...]:
+        """The runs with their label's name and, for resolved ones, their peers counted;
+        `labels` holds the stored string of each label they name (None: expired)."""
+        if not labels:
             return runs
-        raws: list[str | None] = self.redis.mget([self.label_key(ref) for ref in refs])  # type: ignore[assignment]
-        stored = dict(zip(refs, (peers.decode_label(raw) for raw in raws), strict=True))
+        # each label decoded once, however many of the runs name it
+        stored = {ref: peers.decode_label_marks(raw) for ref, raw in labels.items()}
         window_ms = int(self.peer_window * 1000)
         with_peers = []
         for run in runs:
-            name, label_runs = stored.get(run.label, ("", [])) if run.label else ("", [])
+            if run.label is None:
+                with_peers.append(run)
+                continue
+            name, label_runs = stored.get(run.label, ("", []))
             if not name:
                 with_peers.append(run._replace(label=None))
                 continue
@@ -613,20 +676,23 @@ class Store:
                       fingerprint: str, max_unjudged: int) -> FleetFigures | int:
         """The machine index's figures at one moment (lua/fleet_figures.lua; cutoffs in epoch
         microseconds), or NOT_BUILT / TOO_MANY_UNJUDGED."""
-        reply = self._fleet_figures(keys=[self.records_key], args=[
+        reply = self._fleet_figures(keys=[self.records_key, self.machines_key], args=[
             self.prefix, stale_cutoff, seen_cutoff, hung_cutoff, max_unjudged, fingerprint])
         if int(reply[0]) != 0:
             return int(reply[0])
-        _, unjudged, groups, counts = reply
+        _, unjudged, groups, counts, attention = reply
         loads = orjson.loads
         return FleetFigures(
-            unjudged=[(unjudged[at], unjudged[at + 1],
-                       MachineRecord(unjudged[at], "", loads(unjudged[at + 2]) if unjudged[at + 2]
-                                     else {}), unjudged[at + 3])
-                      for at in range(0, len(unjudged), 4)],
+            unjudged=[Unjudged(unjudged[at], unjudged[at + 1],
+                               MachineRecord(unjudged[at], unjudged[at + 4],
+                                             loads(unjudged[at + 2]) if unjudged[at + 2] else {}),
+                               unjudged[at + 3],
+                               None if unjudged[at + 5] is None else int(unjudged[at + 5]))
+                      for at in range(0, len(unjudged), 6)],
             groups=[GroupFigures(groups[at], *(int(value) for value in groups[at + 1:at + 5]))
                     for at in range(0, len(groups), 5)],
-            counts={counts[at]: int(counts[at + 1]) for at in range(0, len(counts), 2)})
+            counts={counts[at]: int(counts[at + 1]) for at in range(0, len(counts), 2)},
+            attention=AttentionFigures(*(int(value) for value in attention)))
 
     def records_of(self, machine_ids: Sequence[str]) -> dict[str, MachineRecord]:
         """The machines of `machine_ids` that were seen, with their records (two HMGETs)."""
@@ -647,12 +713,6 @@ class Store:
             return 0
         return int(self._judge(keys=[self.machines_key],
                                args=[self.prefix, orjson.dumps(list(judgements))]))
-
-    def lastseen_of(self, machine_ids: Sequence[str]) -> list[str | None]:
-        """The lastseen of each machine of `machine_ids` as stored (None: not seen), one HMGET."""
-        if not machine_ids:
-            return []
-        return self.redis.hmget(self.machines_key, machine_ids)  # type: ignore[return-value]
 
     def machine_views(self, now: datetime, fingerprint: str,
                       max_unjudged: int) -> MachineViews | int:

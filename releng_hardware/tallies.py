@@ -23,7 +23,7 @@ from .problems import (PROBLEMS, RECORD_PROBLEMS, RULES, MachineFacts, Threshold
                        calls_for_attention, facts_of, record_problems)
 from .records import MachineRecord, Quarantine
 from .store import FleetFigures
-from .times import epoch_seconds
+from .times import LASTSEEN_FORMAT, LASTSEEN_LENGTH, epoch_seconds
 
 # What joins a group's parts, and what a judgement's: neither is in an identifier.
 GROUP_SEPARATOR = "\t"
@@ -51,6 +51,29 @@ def split_group(group: str) -> GroupKey:
     """A group's (datacenter, provisioner, worker type), as /summary keys its groups."""
     datacenter, provisioner, worker_type = group.split(GROUP_SEPARATOR)
     return datacenter, provisioner, worker_type
+
+
+def lastseen_score(text: str | None) -> int:
+    """A lastseen-format time as the index orders machines by it (lua/machine_index.lua's
+    lastseen_score): epoch microseconds; 0 when unreadable."""
+    if not text or len(text) != LASTSEEN_LENGTH:
+        return 0
+    try:
+        return score(datetime.strptime(text, LASTSEEN_FORMAT))
+    except ValueError:
+        return 0
+
+
+def is_stale_in_index(lastseen: str | None, cutoffs: "Cutoffs") -> bool:
+    """Whether the index counts a machine of this lastseen stale at the cutoffs."""
+    return lastseen_score(lastseen) <= cutoffs.stale
+
+
+def is_hung_in_index(details: Mapping[str, Any], cutoffs: "Cutoffs") -> bool:
+    """Whether the index counts a machine of this record hung at the cutoffs (its place in
+    index:running)."""
+    return (details.get("state") == "running" and bool(details.get("task_time"))
+            and lastseen_score(details["task_time"]) < cutoffs.hung)
 
 
 def score(moment: datetime) -> int:
@@ -128,7 +151,7 @@ def summary_from_index(figures: FleetFigures, limits: Thresholds, pending: Mappi
         return found
 
     judged_counts: dict[str, int] = dict(figures.counts)
-    for _, _, record, stored in figures.unjudged:
+    for _, _, record, stored, _ in figures.unjudged:
         if stored is not None:
             _count(judged_counts, Judgement.decode(stored), -1)
         _count(judged_counts, judge_record(record, limits), 1)

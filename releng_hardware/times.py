@@ -11,6 +11,8 @@ from dateutil.parser import isoparse
 # Naive UTC with six fraction digits: the proof of concept wrote this, and
 # on-duty tools parse it with strptime(s, LASTSEEN_FORMAT) against utcnow().
 LASTSEEN_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+# What that format writes is this long; anything else came from elsewhere.
+LASTSEEN_LENGTH = len("2018-11-08T08:47:50.939514")
 # A time further ahead than this is a broken clock, and would pin lastseen in the
 # future, since lastseen never moves backwards.
 MAX_CLOCK_SKEW = timedelta(hours=1)

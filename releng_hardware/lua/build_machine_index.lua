@@ -23,7 +23,7 @@ for i = 1, #entries, 2 do
   local raw = redis.call('HGET', records, id)
   local rec = raw and cjson.decode(raw) or nil
   local group = index.group(id, rec)
-  index.place(id, group, group, seen)
+  index.place(id, nil, group, seen)
   index.running(id, group, rec and rec.state == 'running' and rec.task_time or nil)
   index.unjudge(id)
 end

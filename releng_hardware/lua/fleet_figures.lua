@@ -2,17 +2,19 @@
 -- group its machines, those not seen since a cutoff, those seen since another, those running
 -- since before a third; the judged counts; and the unjudged machines with their records and
 -- their judgements as stored, for the caller to judge and count instead.
--- KEYS: machine_records. ARGV: key prefix, stale cutoff, seen-within cutoff, hung cutoff (epoch
+-- KEYS: machine_records, machines. ARGV: key prefix, stale cutoff, seen-within cutoff, hung cutoff (epoch
 -- microseconds), the most unjudged machines to return, the thresholds' fingerprint.
 -- Returns {-2} while the index is not built for these thresholds, {-1} when more machines than
--- that are unjudged; else {0, {id, generation, record, judgement, ...},
--- {group, machines, stale, seen within, hung, ...}, {"<group>\n<code>", count, ...}}.
-local records, prefix = KEYS[1], ARGV[1]
+-- that are unjudged; else {0, {id, generation, record, judgement, lastseen, its score in
+-- index:attention or nil, ...}, {group, machines, stale, seen within, hung, ...},
+-- {"<group>\n<code>", count, ...}, {machines in index:attention, of them stale, machines hung
+-- neither in index:attention nor stale}}.
+local records, machines, prefix = KEYS[1], KEYS[2], ARGV[1]
 local stale_cutoff, seen_cutoff, hung_cutoff = ARGV[2], ARGV[3], ARGV[4]
 if redis.call('GET', prefix .. 'index:state') ~= 'done:' .. ARGV[6] then return {-2} end
 local unjudged_key = prefix .. 'index:unjudged'
 if redis.call('HLEN', unjudged_key) > tonumber(ARGV[5]) then return {-1} end
-local judged = prefix .. 'index:judged'
+local judged, attention = prefix .. 'index:judged', prefix .. 'index:attention'
 local unjudged = {}
 local entries = redis.call('HGETALL', unjudged_key)
 for i = 1, #entries, 2 do
@@ -21,15 +23,26 @@ for i = 1, #entries, 2 do
   unjudged[#unjudged + 1] = entries[i + 1]
   unjudged[#unjudged + 1] = redis.call('HGET', records, id)
   unjudged[#unjudged + 1] = redis.call('HGET', judged, id)
+  unjudged[#unjudged + 1] = redis.call('HGET', machines, id)
+  unjudged[#unjudged + 1] = redis.call('ZSCORE', attention, id)
 end
-local groups = {}
+-- the machines hung that neither their judgement nor staleness puts in need of attention
+local groups, hung_only = {}, 0
 for _, group in ipairs(redis.call('SMEMBERS', prefix .. 'index:groups')) do
   local seen = prefix .. 'index:seen:' .. group
+  local running = prefix .. 'index:running:' .. group
+  local hung = redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. hung_cutoff)
+  for _, id in ipairs(hung) do
+    if not redis.call('ZSCORE', attention, id)
+        and tonumber(redis.call('ZSCORE', seen, id) or 0) > tonumber(stale_cutoff) then
+      hung_only = hung_only + 1
+    end
+  end
   groups[#groups + 1] = group
   groups[#groups + 1] = redis.call('ZCARD', seen)
   groups[#groups + 1] = redis.call('ZCOUNT', seen, '-inf', stale_cutoff)
   groups[#groups + 1] = redis.call('ZCOUNT', seen, seen_cutoff, '+inf')
-  groups[#groups + 1] = redis.call('ZCOUNT', prefix .. 'index:running:' .. group, '-inf',
-    '(' .. hung_cutoff)
+  groups[#groups + 1] = #hung
 end
-return {0, unjudged, groups, redis.call('HGETALL', prefix .. 'index:counts')}
+return {0, unjudged, groups, redis.call('HGETALL', prefix .. 'index:counts'),
+  {redis.call('ZCARD', attention), redis.call('ZCOUNT', attention, '-inf', stale_cutoff), hung_only}}

@@ -6,7 +6,7 @@
 --   index:seen:<group>      the group's machines by lastseen (sorted set, epoch microseconds)
 --   index:running:<group>   its machines whose newest run is running, by that run's start
 --   index:attention         every machine with a problem of the record's (tallies.RECORD_PROBLEMS)
---                           by lastseen, as last judged
+--                           by its lastseen when last judged
 --   index:judged            machine id -> its judgement: "<group>\n<codes, space-separated>\n<1 if
 --                           it needs attention, else 0>" (tallies.encode_judgement)
 --   index:counts            "<group>\n<code>" -> how many judged machines of the group have it
@@ -22,7 +22,7 @@
 -- hand-made value: it counts as the oldest. tallies.lastseen_score is this rule in Python.
 local function lastseen_score(text)
   local y, mo, d, h, mi, s, fraction = string.match(text or '',
-    '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.?(%d*)$')
+    '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.(%d%d%d%d%d%d)$')
   if not y then return 0 end
   y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
   -- days from the civil date (proleptic Gregorian), as datetime counts them
@@ -33,7 +33,7 @@ local function lastseen_score(text)
   local day_of_era = year_of_era * 365 + math.floor(year_of_era / 4)
     - math.floor(year_of_era / 100) + day_of_year
   local days = era * 146097 + day_of_era - 719468
-  local micro = tonumber(string.sub(fraction .. '000000', 1, 6))
+  local micro = tonumber(fraction)
   return (((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60 + tonumber(s)) * 1000000 + micro
 end
 
@@ -59,14 +59,17 @@ local function machine_index(prefix, machines)
   function index.place(id, old, new, raised)
     if old == new and not raised then return end
     local score = string.format('%.0f', lastseen_score(raised or redis.call('HGET', machines, id)))
-    if old and old ~= new then
-      redis.call('ZREM', seen_key(old), id)
-      redis.call('ZREM', running_key(old), id)
-      if redis.call('ZCARD', seen_key(old)) == 0 then redis.call('SREM', groups, old) end
+    if old ~= new then
+      if old then
+        redis.call('ZREM', seen_key(old), id)
+        redis.call('ZREM', running_key(old), id)
+        if redis.call('ZCARD', seen_key(old)) == 0 then redis.call('SREM', groups, old) end
+      end
+      redis.call('SADD', groups, new)
     end
-    redis.call('SADD', groups, new)
+    -- index:attention keeps the score of the lastseen judged: the machine is unjudged now, and
+    -- the reader counts it by its lastseen (fleet_figures returns both)
     redis.call('ZADD', seen_key(new), score, id)
-    redis.call('ZADD', attention, 'XX', score, id)
   end
 
   -- Whether the machine's newest run is running, since `since` (a lastseen-format time; nil: not).

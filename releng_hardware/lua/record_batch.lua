@@ -69,8 +69,9 @@ local WINDOW_MS, PEER_FAILURES, LABEL_RUNS = peer.window, peer.failures, peer.ru
 
 local written, duplicates, ignored, newest = 0, 0, 0, ''
 local touched, recs, hists, changed = {}, {}, {}, {}
--- per machine of the batch: its group before the batch, and its lastseen when the batch raised it
-local groups_before, raised = {}, {}
+-- per machine of the batch: its group and running start ('' when not running) before the
+-- batch, and its lastseen when the batch raised it
+local groups_before, running_before, raised = {}, {}, {}
 local labels, changed_labels = {}, {}
 
 -- A history entry is one fixed-width string whose leading fields sort it: a greater entry
@@ -90,7 +91,9 @@ local function load_machine(id)
     rec = {completed = 0, failed = 0, exception = 0}
   end
   recs[id] = rec
-  groups_before[id] = index.group(id, raw and rec or nil)
+  -- what its group is made of: the group itself is made only if it changes
+  groups_before[id] = raw and {rec.provisioner, rec.worker_type} or false
+  running_before[id] = rec.state == 'running' and rec.task_time or ''
   local runs = {}
   for run in string.gmatch(redis.call('HGET', history, id) or '', '[^\n]+') do
     runs[#runs + 1] = run
@@ -186,13 +189,50 @@ end
 -- Peers. Per label one string key: the label, then its newest resolved runs (LABEL_RUNS at
 -- most), newest first, one fixed-width line each (peers.PEER_FIELDS). A run is judged by the
 -- lines of other machines within WINDOW_MS of it; the definition is peers.peer_counts'.
+--
+-- This runs for every labelled resolution, over the lines of its label: a line is read in
+-- place, never cut up. Its code and attribution are compared as bytes and its machine by a
+-- plain find at the machine's place. The time leads the line at a fixed width, so string order
+-- is time order: the lines within the window of a time, newest first like all of them, are
+-- the ones between two bounds, found from each end (mostly at once: most are within).
+local byte, sub, find = string.byte, string.sub, string.find
+local B_COMPLETED, B_RUNNING, B_NOT_COUNTED = byte(COMPLETED), byte(RUNNING), byte(NOT_COUNTED)
+local B_NO_ATTRIBUTION, B_TASK, B_SPACE = byte(NO_ATTRIBUTION), byte('T'), byte(' ')
+local B_FAILING = {}
+for code in pairs(FAILING) do B_FAILING[byte(code)] = true end
+if P_TIME_FROM ~= 1 then error('a label run line must begin with its time') end
+local P_TIME_WIDTH = P_TIME_TO - P_TIME_FROM + 1
+local P_TIME_FORMAT = '%0' .. P_TIME_WIDTH .. 'd'
+local P_TIME_LIMIT = 10 ^ P_TIME_WIDTH
+local NO_MEDIAN = string.rep('0', MEDIAN_TO - MEDIAN_FROM + 1)
 
 local function replace_at(text, from, to, value)
-  return string.sub(text, 1, from - 1) .. value .. string.sub(text, to + 1)
+  return sub(text, 1, from - 1) .. value .. sub(text, to + 1)
 end
 
 local function line_machine(line)
   return string.match(line, '^(%S+)', P_MACHINE)
+end
+
+-- Whether a line is a run of machine `id` (what line_machine(line) == id says, made for none).
+local function line_of(line, id)
+  if find(line, id, P_MACHINE, true) ~= P_MACHINE then return false end
+  local after = byte(line, P_MACHINE + #id)
+  return after == nil or after == B_SPACE
+end
+
+-- The first and last place of the lines (newest first) within WINDOW_MS of `time`: a line of
+-- a time within is >= low and < high (no high: no time of the line's width is past it).
+local function window(runs, time)
+  local low, high = time - WINDOW_MS, time + WINDOW_MS + 1
+  low = string.format(P_TIME_FORMAT, low > 0 and low or 0)
+  local first, last = 1, #runs
+  if high < P_TIME_LIMIT then
+    high = string.format(P_TIME_FORMAT, high)
+    while first <= last and runs[first] >= high do first = first + 1 end
+  end
+  while last >= first and runs[last] < low do last = last - 1 end
+  return first, last
 end
 
 -- A label's runs, read once per batch; nil when neither stored nor named by the item.
@@ -202,7 +242,16 @@ local function load_label(ref, name)
   local raw = redis.call('GET', prefix .. 'label:' .. ref)
   local lines = {}
   if raw then
-    for line in string.gmatch(raw, '[^\n]+') do lines[#lines + 1] = line end
+    -- a plain find per line: several times cheaper than a pattern
+    local n, at, size = 0, 1, #raw
+    while at <= size do
+      local stop = find(raw, '\n', at, true) or size + 1
+      if stop > at then
+        n = n + 1
+        lines[n] = sub(raw, at, stop - 1)
+      end
+      at = stop + 1
+    end
     name = table.remove(lines, 1)
   elseif name == '' then
     return nil
@@ -212,28 +261,21 @@ local function load_label(ref, name)
   return lab
 end
 
--- The peers' lines of a run of machine `id` at `time`.
-local function peer_lines(lab, id, time)
-  local found = {}
-  for _, line in ipairs(lab.runs) do
-    if line_machine(line) ~= id
-        and math.abs(tonumber(string.sub(line, P_TIME_FROM, P_TIME_TO)) - time) <= WINDOW_MS then
-      found[#found + 1] = line
-    end
-  end
-  return found
-end
-
 -- "T" when PEER_FAILURES other machines failed a peer run, else "M" when one completed one.
 local function judge(lab, id, time)
+  local runs = lab.runs
   local failed, completed, failures = {}, false, 0
-  for _, line in ipairs(peer_lines(lab, id, time)) do
-    local code = string.sub(line, P_CODE, P_CODE)
-    if FAILING[code] then
-      local machine = line_machine(line)
-      if not failed[machine] then failed[machine], failures = true, failures + 1 end
-    elseif code == COMPLETED then
-      completed = true
+  local first, last = window(runs, time)
+  for at = first, last do
+    local line = runs[at]
+    local code = byte(line, P_CODE)
+    if (B_FAILING[code] or code == B_COMPLETED) and not line_of(line, id) then
+      if code == B_COMPLETED then
+        completed = true
+      else
+        local machine = line_machine(line)
+        if not failed[machine] then failed[machine], failures = true, failures + 1 end
+      end
     end
   end
   if failures >= PEER_FAILURES then return 'T' end
@@ -242,14 +284,16 @@ end
 
 -- The median duration of the completed peer runs, 0 with fewer than 3.
 local function peer_median(lab, id, time)
-  local durations = {}
-  for _, line in ipairs(peer_lines(lab, id, time)) do
-    local duration = tonumber(string.sub(line, P_DURATION_FROM, P_DURATION_TO))
-    if string.sub(line, P_CODE, P_CODE) == COMPLETED and duration > 0 then
-      durations[#durations + 1] = duration
+  local runs = lab.runs
+  local durations, n = {}, 0
+  local first, last = window(runs, time)
+  for at = first, last do
+    local line = runs[at]
+    if byte(line, P_CODE) == B_COMPLETED and not line_of(line, id) then
+      local duration = tonumber(sub(line, P_DURATION_FROM, P_DURATION_TO))
+      if duration > 0 then n = n + 1 durations[n] = duration end
     end
   end
-  local n = #durations
   if n < 3 then return 0 end
   table.sort(durations)
   if n % 2 == 1 then return durations[(n + 1) / 2] end
@@ -258,17 +302,17 @@ end
 
 -- Another machine's run judged anew: its label line and its history entry.
 local function rejudge(lab, at, line)
-  local old = string.sub(line, P_ATTRIBUTION, P_ATTRIBUTION)
+  local old = sub(line, P_ATTRIBUTION, P_ATTRIBUTION)
   local machine = line_machine(line)
-  local time = tonumber(string.sub(line, P_TIME_FROM, P_TIME_TO))
+  local time = tonumber(sub(line, P_TIME_FROM, P_TIME_TO))
   local new = judge(lab, machine, time)
   if STRENGTH[new] <= STRENGTH[old] then return end
   lab.runs[at] = replace_at(line, P_ATTRIBUTION, P_ATTRIBUTION, new)
-  local run_key = string.sub(line, P_KEY_FROM, P_KEY_TO)
+  local run_key = sub(line, P_KEY_FROM, P_KEY_TO)
   local rec, runs = load_machine(machine)
   for i, run in ipairs(runs) do
-    if string.find(run, run_key, KEY_FROM, true) == KEY_FROM then
-      if STRENGTH[string.sub(run, ATTRIBUTION_AT, ATTRIBUTION_AT)] then
+    if find(run, run_key, KEY_FROM, true) == KEY_FROM then
+      if STRENGTH[sub(run, ATTRIBUTION_AT, ATTRIBUTION_AT)] then
         runs[i] = replace_at(run, ATTRIBUTION_AT, ATTRIBUTION_AT, new)
         changed[machine] = true
       end
@@ -280,47 +324,49 @@ end
 -- A resolved run's entry with its label, attribution and peer median filled in; its line
 -- joins the label's, and the runs of other machines it is evidence for are judged anew.
 local function judge_run(item, id, entry)
-  local code = string.sub(entry, CODE_AT, CODE_AT)
+  local code = byte(entry, CODE_AT)
+  if code == B_RUNNING or code == B_NOT_COUNTED then return entry end
   -- the listener named the label (history.label_ref), or the run's start did
-  local name, ref = item[LABEL], string.sub(entry, LABEL_FROM, LABEL_TO)
+  local name, ref = item[LABEL], sub(entry, LABEL_FROM, LABEL_TO)
   if ref == NO_LABEL then return entry end
-  if code == RUNNING or code == NOT_COUNTED then return entry end
   local lab = load_label(ref, name)
   if not lab then return entry end
-  local run_key = string.sub(entry, KEY_FROM, KEY_TO)
+  local run_key = sub(entry, KEY_FROM, KEY_TO)
   for _, line in ipairs(lab.runs) do
-    if string.find(line, run_key, P_KEY_FROM, true) == P_KEY_FROM then
+    if find(line, run_key, P_KEY_FROM, true) == P_KEY_FROM then
       -- known already (the machine's history let it go): as judged then
       return replace_at(entry, ATTRIBUTION_AT, ATTRIBUTION_AT,
-        string.sub(line, P_ATTRIBUTION, P_ATTRIBUTION))
+        sub(line, P_ATTRIBUTION, P_ATTRIBUTION))
     end
   end
-  local time = tonumber(string.sub(entry, TIME_FROM, TIME_TO))
-  local started = tonumber(string.sub(entry, STARTED_FROM, STARTED_TO))
-  local failing, attribution, duration = FAILING[code], NO_ATTRIBUTION, 0
+  local time = tonumber(sub(entry, TIME_FROM, TIME_TO))
+  local failing, attribution, duration = B_FAILING[code], NO_ATTRIBUTION, 0
   if failing then
     attribution = judge(lab, id, time)
     entry = replace_at(entry, ATTRIBUTION_AT, ATTRIBUTION_AT, attribution)
-  elseif code == COMPLETED then
+  elseif code == B_COMPLETED then
+    local started = tonumber(sub(entry, STARTED_FROM, STARTED_TO))
     if started > 0 and time > started then duration = time - started end
     entry = replace_at(entry, MEDIAN_FROM, MEDIAN_TO,
       string.format('%010d', peer_median(lab, id, time)))
   end
-  local line = string.sub(entry, TIME_FROM, TIME_TO) .. code .. attribution
+  local line = sub(entry, TIME_FROM, TIME_TO) .. sub(entry, CODE_AT, CODE_AT) .. attribution
     .. string.format('%010d', duration) .. run_key .. id .. ' ' .. item[WORKER_TYPE]
+  local runs = lab.runs
   local place = 1
-  while lab.runs[place] and lab.runs[place] > line do place = place + 1 end
-  table.insert(lab.runs, place, line)
-  while #lab.runs > LABEL_RUNS do lab.runs[#lab.runs] = nil end
+  while runs[place] and runs[place] > line do place = place + 1 end
+  table.insert(runs, place, line)
+  while #runs > LABEL_RUNS do runs[#runs] = nil end
   changed_labels[ref] = true
-  -- only a failure can make another failure "task", only a completion can make one "machine"
-  for at, other in ipairs(lab.runs) do
-    local other_code = string.sub(other, P_CODE, P_CODE)
-    local other_attribution = string.sub(other, P_ATTRIBUTION, P_ATTRIBUTION)
-    if FAILING[other_code] and (other_attribution == NO_ATTRIBUTION
-          or (failing and other_attribution ~= 'T'))
-        and math.abs(tonumber(string.sub(other, P_TIME_FROM, P_TIME_TO)) - time) <= WINDOW_MS
-        and line_machine(other) ~= id then
+  -- only a failure can make another failure "task", only a completion can make one "machine":
+  -- the failures judged "N", and after a failure those judged "M" too
+  local first, last = window(runs, time)
+  for at = first, last do
+    local other = runs[at]
+    local other_attribution = byte(other, P_ATTRIBUTION)
+    if B_FAILING[byte(other, P_CODE)] and (other_attribution == B_NO_ATTRIBUTION
+          or (failing and other_attribution ~= B_TASK))
+        and not line_of(other, id) then
       rejudge(lab, at, other)
     end
   end
@@ -335,17 +381,21 @@ local function save_labels()
   for ref in pairs(changed_labels) do
     any = true
     local lab = labels[ref]
+    local runs = lab.runs
     local key = prefix .. 'label:' .. ref
-    local newest, newest_failure = tonumber(string.sub(lab.runs[1], P_TIME_FROM, P_TIME_TO)), 0
-    for _, line in ipairs(lab.runs) do
-      if FAILING[string.sub(line, P_CODE, P_CODE)] then
-        newest_failure = tonumber(string.sub(line, P_TIME_FROM, P_TIME_TO))
+    local newest, newest_failure = tonumber(sub(runs[1], P_TIME_FROM, P_TIME_TO)), 0
+    for _, line in ipairs(runs) do
+      if B_FAILING[byte(line, P_CODE)] then
+        newest_failure = tonumber(sub(line, P_TIME_FROM, P_TIME_TO))
         break
       end
     end
     local ttl = math.floor(newest + WINDOW_MS - now_ms)
     if ttl > 0 then
-      redis.call('SET', key, lab.name .. '\n' .. table.concat(lab.runs, '\n'), 'PX', ttl)
+      -- the name joins the lines for the one concatenation: the value is built once
+      table.insert(runs, 1, lab.name)
+      redis.call('SET', key, table.concat(runs, '\n'), 'PX', ttl)
+      table.remove(runs, 1)
     else
       redis.call('DEL', key)
     end
@@ -399,22 +449,28 @@ end
 -- one each) and the peer ratios (duration over peer median) of the newest completed runs.
 local function note_outcomes(rec, runs)
   local outcomes, attributions, ratios, attributed, completed = {}, {}, {}, false, 0
+  local n, judged = 0, peer.judged
   for _, run in ipairs(runs) do
-    local run_code = string.sub(run, CODE_AT, CODE_AT)
+    local run_code = sub(run, CODE_AT, CODE_AT)
     if run_code ~= RUNNING then
-      outcomes[#outcomes + 1] = run_code
-      local attribution = string.sub(run, ATTRIBUTION_AT, ATTRIBUTION_AT)
-      if not STRENGTH[attribution] then attribution = NO_ATTRIBUTION end  -- before labels
+      n = n + 1
+      outcomes[n] = run_code
+      local attribution = sub(run, ATTRIBUTION_AT, ATTRIBUTION_AT)
+      -- an entry written before labels has its reason here, and no peer median
+      local labelled = STRENGTH[attribution]
+      if not labelled then attribution = NO_ATTRIBUTION end
       if attribution ~= NO_ATTRIBUTION then attributed = true end
-      attributions[#attributions + 1] = attribution
-      if run_code == COMPLETED and completed < peer.judged then
+      attributions[n] = attribution
+      if run_code == COMPLETED and completed < judged then
         completed = completed + 1
-        local median = STRENGTH[string.sub(run, ATTRIBUTION_AT, ATTRIBUTION_AT)]
-          and tonumber(string.sub(run, MEDIAN_FROM, MEDIAN_TO)) or 0
-        local started = tonumber(string.sub(run, STARTED_FROM, STARTED_TO))
-        if median > 0 and started > 0 then
-          local ratio = (tonumber(string.sub(run, TIME_FROM, TIME_TO)) - started) / median
-          ratios[#ratios + 1] = math.floor(ratio * 1000 + 0.5) / 1000
+        -- most runs have no peer median: its zeros are told apart without a number made
+        local median = labelled and sub(run, MEDIAN_FROM, MEDIAN_TO)
+        if median and median ~= NO_MEDIAN then
+          local started = tonumber(sub(run, STARTED_FROM, STARTED_TO))
+          if started > 0 then
+            local ratio = (tonumber(sub(run, TIME_FROM, TIME_TO)) - started) / tonumber(median)
+            ratios[#ratios + 1] = math.floor(ratio * 1000 + 0.5) / 1000
+          end
         end
       end
     end
@@ -441,9 +497,19 @@ local function save_machines()
     trim_legacy_runs(id, rec, runs)
     redis.call('HSET', records, id, cjson.encode(rec))
     redis.call('HSET', history, id, table.concat(runs, '\n'))
-    local group = index.group(id, rec)
-    index.place(id, groups_before[id], group, raised[id])
-    index.running(id, group, rec.state == 'running' and rec.task_time or nil)
+    local group, was = index.group(id, rec), groups_before[id]
+    local before = group
+    if not was then
+      before = index.group(id, nil)
+    elseif was[1] ~= rec.provisioner or was[2] ~= rec.worker_type then
+      before = index.group(id, {provisioner = was[1], worker_type = was[2]})
+    end
+    index.place(id, before, group, raised[id])
+    local since = rec.state == 'running' and rec.task_time or nil
+    -- a machine that moved left its old group's running set in place()
+    if (since or '') ~= running_before[id] or (since and group ~= before) then
+      index.running(id, group, since)
+    end
     index.unjudge(id)
   end
 end

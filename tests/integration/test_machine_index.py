@@ -16,7 +16,7 @@ from releng_hardware.records import BackfillItem, Quarantine
 from releng_hardware.snapshot import read_fleet, read_index, read_summary
 from releng_hardware.store import Store
 from releng_hardware.times import format_lastseen
-from releng_hardware.tallies import judge_record, score
+from releng_hardware.tallies import judge_record, lastseen_score, score
 from releng_hardware.problems import Thresholds
 from tests.conftest import make_config
 
@@ -219,4 +219,46 @@ def test_the_scripts_order_times_as_python_does(real_redis):
       for i, text in ipairs(ARGV) do out[i] = string.format('%.0f', lastseen_score(text)) end
       return out""", 0, *texts)
     assert [int(found) for found in scores] == [score(moment) for moment in moments]
-    assert real_redis.eval(_MACHINE_INDEX + "return lastseen_score(ARGV[1])", 0, "garbage") == 0
+    for unreadable in ("garbage", "2026-11-20T12:00:00", "2026-11-20 12:00:00.000000"):
+        assert real_redis.eval(_MACHINE_INDEX + "return lastseen_score(ARGV[1])", 0, unreadable) == 0
+        assert lastseen_score(unreadable) == 0
+    assert [lastseen_score(text) for text in texts] == [score(moment) for moment in moments]
+
+
+@pytest.mark.parametrize("seed", [4, 8])
+def test_the_dashboard_pages_from_the_index_are_those_of_every_machine(real_store, config, seed,
+                                                                      monkeypatch):
+    from releng_hardware import dashboard, snapshot
+    from releng_hardware.fleet import MachineQuery
+    rng = random.Random(seed)
+    deliver(real_store, rng, random_traffic(rng, hosts=450, runs=2500))
+    seen = sorted(machine.machine_id for machine in real_store.machines())
+    listed = {machine_id: None for machine_id in seen[::3]}
+    # never seen: sorting among the machines seen, and after them all
+    listed.update({f"mdc1:t-host-{n}a": WORKER_TYPES[n % 3] for n in range(0, 450, 40)})
+    listed["mdc2:zz-never"] = None
+    real_store.update_inventory(lambda current: listed)
+    until = format_lastseen(NOW + timedelta(days=1))
+    for machine_id in (*seen[::37], "mdc1:t-host-40a", "mdc9:t-unknown"):
+        real_store.set_quarantine(machine_id, Quarantine(until, None, None, PROVISIONER))
+    # small steps of the walk, so that it merges the never-seen machines across many
+    monkeypatch.setattr(snapshot, "WALK_CHUNK", 37)
+    query = MachineQuery()
+    assert dashboard.reads_index(query)
+    shown = set()
+    for requested in (1, 2, 3, 9):
+        from_index = dashboard._page_from_index(real_store, config, NOW, requested)
+        assert from_index == dashboard._page_from_fleet(real_store, config, NOW, query, requested)
+        shown |= {section.key for section in from_index.sections}
+    # judged, then written again: the index holds their old judgements and attention scores
+    deliver(real_store, rng, random_traffic(rng, hosts=450, runs=600))
+    assert real_store.redis.hlen(real_store.unjudged_key) > 100
+    for requested in (1, 2):
+        assert (dashboard._page_from_index(real_store, config, NOW, requested)
+                == dashboard._page_from_fleet(real_store, config, NOW, query, requested))
+    # 450 machines and 13 never seen, 200 a page (page 9 is the last), every section shown
+    assert from_index.pagination.count == 3
+    assert shown == {"attention", "quarantined", "others"}
+    # beyond the walk's budget the page is read from every machine, as before
+    monkeypatch.setattr(snapshot, "WALK_BUDGET", 100)
+    assert dashboard._page_from_index(real_store, config, NOW, 3) is None

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 import taskcluster
 
+from releng_hardware import events
 from releng_hardware.events import (EXCHANGE_PREFIX, PendingEvent, Skip, WorkerEvent, bindings,
                                     machine_lastseen, parse_message, resolved_by_queue)
 from tests.conftest import NOW, queue_message
@@ -232,6 +233,24 @@ def test_identifiers_with_a_trailing_newline_are_malformed(field, value):
     outcome = parse_message("exchange/taskcluster-queue/v1/task-completed", "", body,
                             datetime(2026, 11, 20, 15, 0))
     assert isinstance(outcome, Skip) and outcome.malformed, outcome
+
+
+def test_an_identifier_accepted_once_leaves_the_rule_for_others(monkeypatch):
+    # the listener remembers the identifiers it accepted: a bad one is refused every time
+    # and a good one every time, however many of them came before
+    monkeypatch.setattr(events, "_known_identifiers", set())
+    monkeypatch.setattr(events, "KNOWN_IDENTIFIERS_MAX", 3)
+    good, bad = queue_message("task-completed"), queue_message("task-completed")
+    bad["body"]["status"]["workerType"] = "gecko t linux"
+    for _ in range(2):
+        assert isinstance(parse(good), WorkerEvent)
+        outcome = parse(bad)
+        assert isinstance(outcome, Skip) and outcome.reason == "bad-identifier", outcome
+    assert len(events._known_identifiers) <= 3
+    other = queue_message("task-completed")
+    other["body"]["workerId"] = other["body"]["status"]["runs"][0]["workerId"] = "t-other-1"
+    assert parse(other).worker_id == "t-other-1"
+    assert len(events._known_identifiers) <= 3
 
 
 # -- lastseen of runs the queue resolved itself ---------------------------------
