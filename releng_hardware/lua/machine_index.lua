@@ -10,7 +10,8 @@
 --   index:judged            machine id -> its judgement: "<group>\n<codes, space-separated>\n<1 if
 --                           it needs attention, else 0>" (tallies.encode_judgement)
 --   index:counts            "<group>\n<code>" -> how many judged machines of the group have it
---   index:unjudged          machine id -> a generation, raised by every write of the machine: its
+--   index:generation        the counter every write's generation comes from
+--   index:unjudged          machine id -> a generation, new at every write of the machine: its
 --                           judgement (if any) is out of date; the web judges it (judge.lua)
 --   index:state             the build's progress (build_machine_index.lua)
 --   index:views             machine id -> its answer in /machines as judged, without what time
@@ -81,9 +82,11 @@ local function machine_index(prefix, machines)
     end
   end
 
-  -- Its judgement is out of date.
+  -- Its judgement is out of date. The generation comes from one counter, never from the
+  -- machine's own entry: that is deleted once judged, and a count restarting at 1 would let a
+  -- slow reader's judgement of an older record pass for one of the newer.
   function index.unjudge(id)
-    redis.call('HINCRBY', unjudged, id, 1)
+    redis.call('HSET', unjudged, id, redis.call('INCR', prefix .. 'index:generation'))
   end
 
   -- Add `by` to the counts of the codes of a stored judgement.

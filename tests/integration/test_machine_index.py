@@ -262,3 +262,24 @@ def test_the_dashboard_pages_from_the_index_are_those_of_every_machine(real_stor
     # beyond the walk's budget the page is read from every machine, as before
     monkeypatch.setattr(snapshot, "WALK_BUDGET", 100)
     assert dashboard._page_from_index(real_store, config, NOW, 3) is None
+
+
+def test_a_slow_judgement_of_an_older_record_fails_after_a_judged_machine_is_written_again(
+        real_store, config):
+    rng = random.Random(12)
+    events = random_traffic(rng, hosts=5, runs=30)
+    deliver(real_store, rng, events)
+    read_index(real_store, config, NOW)
+    host = next(event for event in events if isinstance(event, WorkerEvent))
+    write = host._replace(task_id="SLOWAAAAQAGAAAAAAAAAAA", state="failed", reason_resolved="failed",
+                          lastseen=NOW, event_time=NOW)
+    real_store.record([write], now=NOW)
+    slow_reader = real_store.unjudged(100)  # reads the record, then stalls
+    read_index(real_store, config, NOW)  # another reader judges it: no longer unjudged
+    real_store.record([write._replace(task_id="NEWERAAAQAGAAAAAAAAAAA", state="completed",
+                                      reason_resolved="completed")], now=NOW)
+    limits = Thresholds.from_config(config)
+    late = [(machine_id, generation, judge_record(record, limits).encoded())
+            for machine_id, generation, record in slow_reader]
+    assert real_store.judge(late) == 0  # the newer write's generation is not the one it read
+    assert_exact(real_store, config)
