@@ -205,7 +205,9 @@ def table(report: dict[str, Any]) -> str:
              f"with recent_tasks; p99 {api['machine']['p99_ms']:.2f} ms; target <= 2 ms"),
             ("Redis memory per machine", f"{api['memory']['bytes_per_machine']:,} B",
              f"INFO memory over {m}, {api['memory']['history_runs_per_machine']} labelled runs "
-             f"each, labels included; target <= {TARGETS['redis_bytes_per_machine'][0]:.0f} B"),
+             f"each, labels and the machine index included "
+             f"({api['memory'].get('bytes_per_machine_written', 0):,} B before the index); "
+             f"target <= {TARGETS['redis_bytes_per_machine'][0]:.0f} B"),
             ("record + history", f"{sizes['machine_bytes']['median']:,} B",
              f"median value bytes per machine; max {sizes['machine_bytes']['max']:,} B"),
             ("a label in Redis", f"{sizes['label_memory_usage']['max']:,} B",

@@ -40,7 +40,10 @@ def test_quick_benchmark_completes_and_writes_its_report(tmp_path: Path) -> None
                   latency["p99_ms"], scale["poll"]["p50_ms"], scale["summary"]["p50_ms"],
                   scale["dashboard"]["p50_ms"], api["labels"]["p50_ms"],
                   api["sizes"]["machine_bytes"]["median"], api["sizes"]["label_bytes"]["median"],
-                  api["sizes"]["label_memory_usage"]["max"]):
+                  api["sizes"]["label_memory_usage"]["max"],
+                  scale["summary"]["vs_figures"]["ratio"], scale["dashboard"]["vs_figures"]["ratio"],
+                  scale["dashboard"]["vs_figures_and_rows"]["ratio"],
+                  api["memory"]["bytes_per_machine_written"]):
         assert _positive(value)
     # the fill's runs are labelled: their labels are kept, and /labels answers with some
     assert api["sizes"]["labels"] > 0 and api["labels"]["body_bytes"] > 2
@@ -55,6 +58,7 @@ def test_quick_benchmark_completes_and_writes_its_report(tmp_path: Path) -> None
         "listener_vs_bare_drain", "listener_peak_rss_mb", "poll_vs_bare", "machines_vs_full_floor",
         "machine_p50_ms", "visible_p99_s", "redis_bytes_per_machine", "scale_poll_p50_s",
         "scale_summary_p50_s", "scale_dashboard_p50_s", "scale_page_first_p50_s",
-        "scale_page_middle_p50_s", "preload_100k_seconds", "label_bytes"}
+        "scale_page_middle_p50_s", "preload_100k_seconds", "label_bytes",
+        "scale_summary_vs_figures", "scale_dashboard_vs_figures"}
     assert not any(target["at_full_scale"] for target in report["targets"].values())
     assert {"cpu_model", "cores", "python", "redis", "rabbitmq", "date"} <= set(report["machine"])
