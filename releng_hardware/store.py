@@ -32,7 +32,7 @@ from .events import PendingEvent, WorkerEvent
 from .identifiers import split_machine_id
 from .records import (COMPLETED, NOT_COUNTED, RUNNING, BackfillItem, MachineRecord, Quarantine,
                       Run, outcome_code)
-from .times import epoch_seconds, format_lastseen
+from .times import epoch_microseconds, epoch_seconds, format_lastseen
 
 # A load whose watched keys keep changing under it, or whose link keeps breaking, gives up
 # after this many attempts.
@@ -373,7 +373,7 @@ class Store:
 
     def preload(self, lastseen_by_machine: Mapping[str, datetime], chunk: int = 5000) -> tuple[int, int]:
         """Raise each machine's lastseen to the given one; (written, kept because newer)."""
-        items = [(machine_id, format_lastseen(moment))
+        items = [(machine_id, format_lastseen(moment), str(epoch_microseconds(moment)))
                  for machine_id, moment in lastseen_by_machine.items()]
 
         def queue_writes(pipe: Any) -> None:

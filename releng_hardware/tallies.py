@@ -23,7 +23,7 @@ from .problems import (PROBLEMS, RECORD_PROBLEMS, RULES, MachineFacts, Threshold
                        calls_for_attention, facts_of, record_problems)
 from .records import MachineRecord, Quarantine
 from .store import FleetFigures
-from .times import LASTSEEN_FORMAT, LASTSEEN_LENGTH, epoch_seconds
+from .times import LASTSEEN_FORMAT, LASTSEEN_LENGTH, epoch_microseconds
 
 # What joins a group's parts, and what a judgement's: neither is in an identifier.
 GROUP_SEPARATOR = "\t"
@@ -79,7 +79,7 @@ def is_hung_in_index(details: Mapping[str, Any], cutoffs: "Cutoffs") -> bool:
 def score(moment: datetime) -> int:
     """A time as the index orders machines by it: epoch microseconds (lua/machine_index.lua's
     lastseen_score of its lastseen)."""
-    return round(epoch_seconds(moment) * 1_000_000)
+    return epoch_microseconds(moment)
 
 
 class Judgement(NamedTuple):

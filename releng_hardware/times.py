@@ -74,12 +74,18 @@ def parse_time(text: str) -> datetime:
 
 
 _EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
 _MILLISECOND = timedelta(milliseconds=1)
 
 
 def epoch_seconds(moment: datetime) -> float:
     """Seconds since 1970 of a naive UTC datetime."""
     return (moment - _EPOCH).total_seconds()
+
+
+def epoch_microseconds(moment: datetime) -> int:
+    """A naive UTC time as whole microseconds since the epoch (exact)."""
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def epoch_milliseconds(moment: datetime) -> int:

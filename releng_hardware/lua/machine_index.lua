@@ -47,6 +47,8 @@ local function machine_index(prefix, machines)
   local function seen_key(group) return prefix .. 'index:seen:' .. group end
   local function running_key(group) return prefix .. 'index:running:' .. group end
   local function text(value) return type(value) == 'string' and value or '' end
+  -- the groups this script call added to index:groups (and never emptied since)
+  local grouped = {}
 
   -- The group of a machine with record `rec` (a decoded record, or nil for none).
   function index.group(id, rec)
@@ -56,17 +58,25 @@ local function machine_index(prefix, machines)
   end
 
   -- The machine in its group's order by lastseen: moved there from `old` (nil: none) when its
-  -- group changed, its score raised to `raised` (its new lastseen, nil when unchanged).
-  function index.place(id, old, new, raised)
+  -- group changed, its score raised to `raised` (its new lastseen, nil when unchanged), whose
+  -- score the caller may know already (`raised_score`, epoch microseconds as a string).
+  function index.place(id, old, new, raised, raised_score)
     if old == new and not raised then return end
-    local score = string.format('%.0f', lastseen_score(raised or redis.call('HGET', machines, id)))
+    local score = raised_score
+      or string.format('%.0f', lastseen_score(raised or redis.call('HGET', machines, id)))
     if old ~= new then
       if old then
         redis.call('ZREM', seen_key(old), id)
         redis.call('ZREM', running_key(old), id)
-        if redis.call('ZCARD', seen_key(old)) == 0 then redis.call('SREM', groups, old) end
+        if redis.call('ZCARD', seen_key(old)) == 0 then
+          redis.call('SREM', groups, old)
+          grouped[old] = nil
+        end
       end
-      redis.call('SADD', groups, new)
+      if not grouped[new] then
+        redis.call('SADD', groups, new)
+        grouped[new] = true
+      end
     end
     -- index:attention keeps the score of the lastseen judged: the machine is unjudged now, and
     -- the reader counts it by its lastseen (fleet_figures returns both)
@@ -85,8 +95,11 @@ local function machine_index(prefix, machines)
   -- Its judgement is out of date. The generation comes from one counter, never from the
   -- machine's own entry: that is deleted once judged, and a count restarting at 1 would let a
   -- slow reader's judgement of an older record pass for one of the newer.
+  -- One number per script call is enough: a later write of the machine runs in a later call.
+  local generation = nil
   function index.unjudge(id)
-    redis.call('HSET', unjudged, id, redis.call('INCR', prefix .. 'index:generation'))
+    generation = generation or redis.call('INCR', prefix .. 'index:generation')
+    redis.call('HSET', unjudged, id, generation)
   end
 
   -- Add `by` to the counts of the codes of a stored judgement.
@@ -123,7 +136,10 @@ local function machine_index(prefix, machines)
     local group = index.group(id, rec)
     redis.call('ZREM', seen_key(group), id)
     redis.call('ZREM', running_key(group), id)
-    if redis.call('ZCARD', seen_key(group)) == 0 then redis.call('SREM', groups, group) end
+    if redis.call('ZCARD', seen_key(group)) == 0 then
+      redis.call('SREM', groups, group)
+      grouped[group] = nil
+    end
     redis.call('ZREM', attention, id)
     local old = redis.call('HGET', judged, id)
     if old then index.count(old, -1) end
