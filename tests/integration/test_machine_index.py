@@ -283,3 +283,43 @@ def test_a_slow_judgement_of_an_older_record_fails_after_a_judged_machine_is_wri
             for machine_id, generation, record in slow_reader]
     assert real_store.judge(late) == 0  # the newer write's generation is not the one it read
     assert_exact(real_store, config)
+
+
+def test_listeners_and_web_processes_writing_and_reading_at_once_leave_it_exact(real_store, config,
+                                                                                  redis_prefix):
+    import threading
+
+    from releng_hardware.store import open_redis
+    from tests.conftest import REDIS_URL
+    rng = random.Random(21)
+    events = random_traffic(rng, hosts=80, runs=1500)
+    halves = (events[0::2], events[1::2])
+    clients = [open_redis(REDIS_URL) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def listener(client: Any, part: list[Any], seed: int) -> None:
+        try:
+            deliver(Store(client, redis_prefix), random.Random(seed), part)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    def web(client: Any) -> None:
+        try:
+            for _ in range(30):
+                read_summary(Store(client, redis_prefix), config, NOW)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=listener, args=(clients[0], halves[0], 1)),
+               threading.Thread(target=listener, args=(clients[1], halves[1], 2)),
+               threading.Thread(target=web, args=(clients[2],)),
+               threading.Thread(target=web, args=(clients[3],))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for client in clients:
+        client.close()
+    assert not errors
+    counted = assert_exact(real_store, config)
+    assert counted["totals"]["total"] == 80
