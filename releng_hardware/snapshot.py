@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import chain
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
 
 from .config import Config
 from .fields import CountedMachine, Machine, MachineDetail
@@ -13,9 +13,10 @@ from .fleet import (MachineQuery, busy_queues, counted_json, machine_json, never
 from .problems import Thresholds, calls_for_attention
 from .records import MachineRecord, Quarantine
 from .store import (NOT_BUILT, ORDER_SEPARATOR, WRITES_REFUSED, FleetFigures, MachineDetailRead,
-                    MachineViews, Store, order_member)
-from .tallies import (Cutoffs, ViewsAnswer, index_fingerprint, is_hung_in_index, is_stale_in_index,
-                      judge_record, judge_with_view, machines_from_views, summary_from_index)
+                    Store, order_member)
+from .tallies import (Cutoffs, Judgement, ViewsAnswer, encode_view, index_fingerprint,
+                      is_hung_in_index, is_stale_in_index, judge_record, judge_with_view,
+                      machines_from_views, summary_from_index)
 
 # The machines of the order a page of /machines judges at most, whatever its filters match:
 # the bound on a page's cost (a filtered page may hold fewer than its limit, with a cursor).
@@ -196,27 +197,49 @@ def judge_unjudged(store: Store, limits: Thresholds, count: int = JUDGE_CHUNK, *
                                    for machine_id, generation, record in store.unjudged(count)])
 
 
-def read_index(store: Store, config: Config, now: datetime,
-               stale_after: float | None = None) -> FleetFigures:
-    """The machine index's figures at `now`, the index built and its backlog judged first."""
-    limits = Thresholds.from_config(config, stale_after)
-    root_url = config.taskcluster_root_url
+Answer = TypeVar("Answer")
+
+
+def _read_when_ready(store: Store, read: Callable[[str], Answer | int], limits: Thresholds,
+                     root_url: str) -> Answer:
+    """read(the index's fingerprint) once the machine index answers it: built first, or its
+    backlog judged a chunk at a time, while it answers NOT_BUILT or TOO_MANY_UNJUDGED."""
     fingerprint = index_fingerprint(limits, root_url)
-    cutoffs = Cutoffs.at(now, limits)
     while True:
-        figures = store.fleet_figures(*cutoffs, fingerprint, JUDGE_CHUNK)
-        if isinstance(figures, FleetFigures):
-            break
-        if figures == NOT_BUILT:
+        answer = read(fingerprint)
+        if not isinstance(answer, int):
+            return answer
+        if answer == NOT_BUILT:
             store.build_machine_index(fingerprint)
         else:
             judge_unjudged(store, limits, root_url=root_url)
+
+
+class IndexRead(NamedTuple):
+    """The machine index's figures at one moment, and the fresh judgement of each machine they
+    hold unjudged (made once, for every count of the read)."""
+
+    figures: FleetFigures
+    fresh: dict[str, Judgement]
+
+
+def read_index(store: Store, config: Config, now: datetime,
+               stale_after: float | None = None) -> IndexRead:
+    """The machine index's figures at `now`, the index built and its backlog judged first."""
+    limits = Thresholds.from_config(config, stale_after)
+    root_url = config.taskcluster_root_url
+    cutoffs = Cutoffs.at(now, limits)
+    figures = _read_when_ready(
+        store, lambda fingerprint: store.fleet_figures(*cutoffs, fingerprint, JUDGE_CHUNK),
+        limits, root_url)
+    fresh = {unjudged.machine_id: judge_record(unjudged.record, limits)
+             for unjudged in figures.unjudged}
     # what this read judged need not be judged by the next
     store.judge_with_views([
-        (unjudged.machine_id, unjudged.generation,
-         *judge_with_view(unjudged.record, limits, root_url))
+        (unjudged.machine_id, unjudged.generation, fresh[unjudged.machine_id].encoded(),
+         encode_view(unjudged.record, root_url))
         for unjudged in figures.unjudged if unjudged.record.lastseen is not None])
-    return figures
+    return IndexRead(figures, fresh)
 
 
 def read_summary(store: Store, config: Config, now: datetime,
@@ -237,6 +260,8 @@ class FleetCounts(NamedTuple):
     never_seen: list[MachineRecord]  # the inventory's machines never seen
     inventory: dict[str, str | None]
     quarantines: dict[str, Quarantine]
+    # the machines of the inventory and of the quarantines that were seen, with their records
+    looked_up: dict[str, MachineRecord]
     busy: set[str]
     limits: Thresholds
 
@@ -246,19 +271,19 @@ def read_counts(store: Store, config: Config, now: datetime,
     """What the machine index counts at `now`: reads the groups' figures, the inventory and the
     quarantined machines, never every machine."""
     limits = Thresholds.from_config(config, stale_after)
-    figures = read_index(store, config, now, stale_after)
+    read = read_index(store, config, now, stale_after)
     pending = store.pending_counts(now)
     busy = busy_queues(pending)
     inventory = store.inventory()
     quarantines = store.quarantines(now)
     looked_up = store.records_of(sorted(set(inventory) | set(quarantines)))
     provisioner = config.provisioner_ids[0] if len(config.provisioner_ids) == 1 else None
-    counted = summary_from_index(figures, limits, pending, inventory,
+    counted = summary_from_index(read.figures, read.fresh, limits, pending, inventory,
                                  {machine_id: looked_up[machine_id] for machine_id in inventory
                                   if machine_id in looked_up},
                                  quarantines, looked_up, provisioner)
     never_seen = never_seen_records(inventory, looked_up, provisioner)
-    attention = _seen_needing_attention(figures, limits, now) + len(never_seen)
+    attention = _seen_needing_attention(read, limits, now) + len(never_seen)
     # a quarantined machine is in someone's hands: it is counted apart
     root_url = config.taskcluster_root_url
     for machine_id, quarantine in quarantines.items():
@@ -270,11 +295,11 @@ def read_counts(store: Store, config: Config, now: datetime,
                 quarantine=quarantine)["problems"]):
             attention -= 1
     return FleetCounts(counted, counted["totals"]["total"] + len(never_seen), attention,
-                       counted["totals"]["quarantined"], never_seen, inventory, quarantines, busy,
-                       limits)
+                       counted["totals"]["quarantined"], never_seen, inventory, quarantines,
+                       looked_up, busy, limits)
 
 
-def _seen_needing_attention(figures: FleetFigures, limits: Thresholds, now: datetime) -> int:
+def _seen_needing_attention(read: IndexRead, limits: Thresholds, now: datetime) -> int:
     """The machines seen that need attention: a judgement that says so, stale or hung.
 
     The index counts the union from its judged machines (index:attention, by their lastseen
@@ -283,17 +308,17 @@ def _seen_needing_attention(figures: FleetFigures, limits: Thresholds, now: date
     counted it.
     """
     cutoffs = Cutoffs.at(now, limits)
-    judged = figures.attention
-    stale = sum(group.stale for group in figures.groups)
+    judged = read.figures.attention
+    stale = sum(group.stale for group in read.figures.groups)
     count = judged.judged + stale - judged.judged_stale + judged.hung_only
-    for unjudged in figures.unjudged:
+    for unjudged in read.figures.unjudged:
         is_stale = is_stale_in_index(unjudged.record.lastseen, cutoffs)
         is_hung = is_hung_in_index(unjudged.record.details, cutoffs)
         score = unjudged.attention_score
         listed = score is not None
         counted = (listed + is_stale - (score is not None and score <= cutoffs.stale)
                    + (is_hung and not listed and not is_stale))
-        needs = is_stale or is_hung or judge_record(unjudged.record, limits).attention
+        needs = is_stale or is_hung or read.fresh[unjudged.machine_id].attention
         count += int(needs) - counted
     return count
 
@@ -325,10 +350,9 @@ def read_section_rows(store: Store, config: Config, now: datetime, counts: Fleet
                             quarantine=quarantine)
 
     loaded = bool(counts.inventory)
-    held = store.records_of(sorted(counts.quarantines))
-    held.update((record.machine_id, record) for record in counts.never_seen
-                if record.machine_id in counts.quarantines)
-    in_hands = sorted(held.values(), key=lambda record: order_member(record.machine_id))
+    held = [record for record in chain(counts.looked_up.values(), counts.never_seen)
+            if record.machine_id in counts.quarantines]
+    in_hands = sorted(held, key=lambda record: order_member(record.machine_id))
     quarantined_rows = [full(record, record.machine_id in counts.inventory if loaded else None,
                              counts.quarantines[record.machine_id])
                         for record in in_hands[quarantined]]
@@ -377,18 +401,12 @@ def read_machines_from_views(store: Store, config: Config, now: datetime, *,
     needs writes Redis refuses (memory full, a read-only replica): read_fleet then."""
     limits = Thresholds.from_config(config)
     root_url = config.taskcluster_root_url
-    fingerprint = index_fingerprint(limits, root_url)
-    while True:
-        read = store.machine_views(now, fingerprint, JUDGE_CHUNK)
-        if isinstance(read, MachineViews):
-            break
-        try:
-            if read == NOT_BUILT:
-                store.build_machine_index(fingerprint)
-            else:
-                judge_unjudged(store, limits, root_url=root_url)
-        except WRITES_REFUSED:
-            return None
+    try:
+        read = _read_when_ready(
+            store, lambda fingerprint: store.machine_views(now, fingerprint, JUDGE_CHUNK),
+            limits, root_url)
+    except WRITES_REFUSED:
+        return None
     views, judgements = read.views, read.judgements
     judged = []
     for machine_id, generation, record in read.unjudged:

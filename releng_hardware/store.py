@@ -81,8 +81,10 @@ _MACHINE_PAGE = _script("machine_page")
 _BUILD_MACHINE_INDEX = _MACHINE_INDEX + _script("build_machine_index")
 _JUDGE = _MACHINE_INDEX + _script("judge")
 _FLEET_FIGURES = _script("fleet_figures")
-_MACHINE_VIEWS = _script("machine_views")
-_MACHINE_DETAIL = _script("machine_detail")
+# The read scripts that answer with the work waiting count it by one rule.
+_PENDING_COUNTS = _script("pending_counts")
+_MACHINE_VIEWS = _PENDING_COUNTS + _script("machine_views")
+_MACHINE_DETAIL = _PENDING_COUNTS + _script("machine_detail")
 # What lua/machine_detail.lua finds a history entry's label by: the label's first and last
 # position, the attribution's position, the attribution letters of an entry written since
 # labels (an older one has its reason there), and the reference of no label.
@@ -286,6 +288,8 @@ class Store:
         self.history_key = prefix + "machine_history"
         self.listener_key = prefix + "listener"
         self.pending_queues_key = prefix + "pending_queues"
+        # the tasks waiting of one queue are <pending_key_prefix><provisioner>/<workerType>
+        self.pending_key_prefix = prefix + "pending:"
         self.version_key = prefix + "version"
         self.inventory_key = prefix + "inventory"
         self.retention_cursor_key = prefix + "retention_cursor"
@@ -543,7 +547,7 @@ class Store:
             keys=[self.machines_key, self.records_key, self.history_key, self.inventory_key,
                   self.quarantine_key, self.pending_queues_key],
             args=[machine_id, -1 if runs is None else runs, self.label_key(""), *_DETAIL_LAYOUT,
-                  self.prefix + "pending:", "" if now is None else f"({epoch_seconds(now)}"])
+                  self.pending_key_prefix, "" if now is None else f"({epoch_seconds(now)}"])
         lastseen, raw, raw_history, loaded, listed = reply[:5]
         in_inventory = bool(listed) if loaded else None
         if lastseen is None:
@@ -622,7 +626,7 @@ class Store:
         queues: list[str] = sorted(self.redis.smembers(self.pending_queues_key))  # type: ignore[arg-type]
         pipe = self.redis.pipeline(transaction=False)
         for queue in queues:
-            pipe.zcount(self.prefix + "pending:" + queue, f"({epoch_seconds(now)}", "+inf")
+            pipe.zcount(self.pending_key_prefix + queue, f"({epoch_seconds(now)}", "+inf")
         return dict(zip(queues, (int(count) for count in pipe.execute()), strict=True))
 
     def listener_status(self) -> dict[str, str]:
@@ -666,11 +670,8 @@ class Store:
 
     def judge(self, judgements: Sequence[tuple[str, str, str]]) -> int:
         """Store judgements (id, generation, encoded judgement) of machines not written since
-        their generation was read; how many were stored."""
-        if not judgements:
-            return 0
-        return int(self._judge(keys=[self.machines_key],
-                               args=[self.prefix, orjson.dumps(list(judgements))]))
+        their generation was read, without views; how many were stored."""
+        return self.judge_with_views([(*judgement, None) for judgement in judgements])
 
     def fleet_figures(self, stale_cutoff: int, seen_cutoff: int, hung_cutoff: int,
                       fingerprint: str, max_unjudged: int) -> FleetFigures | int:
@@ -726,12 +727,7 @@ class Store:
         if int(reply[0]) != 0:
             return int(reply[0])
         _, machines, views, judgements, unjudged, pending, quarantines, inventory = reply
-        loads, cutoff = orjson.loads, format_lastseen(now)
-        lasting = {}
-        for at in range(0, len(quarantines), 2):
-            quarantine = _lasting_quarantine(quarantines[at + 1], cutoff)
-            if quarantine is not None:
-                lasting[quarantines[at]] = quarantine
+        loads = orjson.loads
         waiting = {pending[at]: int(pending[at + 1]) for at in range(0, len(pending), 2)}
         return MachineViews(
             lastseen_by_id=_pairs(machines), views=_pairs(views), judgements=_pairs(judgements),
@@ -739,7 +735,9 @@ class Store:
                        MachineRecord(unjudged[at], unjudged[at + 3],
                                      loads(unjudged[at + 2]) if unjudged[at + 2] else {}))
                       for at in range(0, len(unjudged), 4)],
-            pending=dict(sorted(waiting.items())), quarantines=lasting, inventory=set(inventory))
+            pending=dict(sorted(waiting.items())),
+            quarantines=_lasting_quarantines(_pairs(quarantines), format_lastseen(now)),
+            inventory=set(inventory))
 
     # -- Taskcluster: quarantines, the poll, backfill ---------------------------
 
@@ -764,13 +762,9 @@ class Store:
     def quarantines(self, now: datetime | None = None) -> dict[str, Quarantine]:
         """Machine id -> its quarantine as last read from Taskcluster (or set by the CLI);
         given `now`, only those lasting past it."""
-        cutoff = None if now is None else format_lastseen(now)
-        found = {}
-        for machine_id, raw in self.redis.hgetall(self.quarantine_key).items():
-            quarantine = _lasting_quarantine(raw, cutoff)  # type: ignore[arg-type]
-            if quarantine is not None:
-                found[machine_id] = quarantine
-        return found  # type: ignore[return-value]
+        return _lasting_quarantines(
+            self.redis.hgetall(self.quarantine_key),  # type: ignore[arg-type]
+            None if now is None else format_lastseen(now))
 
     def take_taskcluster_turn(self, holder: str, seconds: float) -> bool:
         """True when this holder may poll Taskcluster now: nobody polled in the last `seconds`."""
@@ -831,6 +825,16 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 def _inventory(stored: Mapping[str, str]) -> dict[str, str | None]:
     # "" stands for "no worker type": a worker type is never empty
     return {machine_id: worker_type or None for machine_id, worker_type in stored.items()}
+
+
+def _lasting_quarantines(stored: Mapping[str, str], cutoff: str | None) -> dict[str, Quarantine]:
+    """Machine id -> its quarantine, of the stored ones lasting past `cutoff` (None: any)."""
+    found = {}
+    for machine_id, raw in stored.items():
+        quarantine = _lasting_quarantine(raw, cutoff)
+        if quarantine is not None:
+            found[machine_id] = quarantine
+    return found
 
 
 def _lasting_quarantine(raw: str | None, cutoff: str | None) -> Quarantine | None:

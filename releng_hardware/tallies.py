@@ -130,16 +130,18 @@ class Cutoffs(NamedTuple):
                    at - round(limits.hung_after * 1_000_000))
 
 
-def summary_from_index(figures: FleetFigures, limits: Thresholds, pending: Mapping[str, int],
+def summary_from_index(figures: FleetFigures, fresh: Mapping[str, Judgement], limits: Thresholds,
+                       pending: Mapping[str, int],
                        inventory: Mapping[str, str | None], seen_listed: Mapping[str, MachineRecord],
                        quarantined: Iterable[str], quarantined_seen: Mapping[str, MachineRecord],
                        provisioner: str | None) -> dict[str, Any]:
     """/summary (fleet.summary's answer) from the index's figures.
 
-    The unjudged machines of `figures` are judged here and counted instead of their stored
-    judgements. `seen_listed` holds the inventory's machines that were seen, `quarantined` every
-    machine quarantined now, `quarantined_seen` those of them seen; `provisioner` is the one the
-    never-seen machines count under (snapshot.read_fleet's rule).
+    The unjudged machines of `figures` are counted by their fresh judgements (`fresh`, by
+    machine id) instead of their stored ones. `seen_listed` holds the inventory's machines that
+    were seen, `quarantined` every machine quarantined now, `quarantined_seen` those of them
+    seen; `provisioner` is the one the never-seen machines count under (snapshot.read_fleet's
+    rule).
     """
     busy = busy_queues(pending)
     groups: dict[GroupKey, dict[str, Any]] = {}
@@ -151,10 +153,10 @@ def summary_from_index(figures: FleetFigures, limits: Thresholds, pending: Mappi
         return found
 
     judged_counts: dict[str, int] = dict(figures.counts)
-    for _, _, record, stored, _ in figures.unjudged:
-        if stored is not None:
-            _count(judged_counts, Judgement.decode(stored), -1)
-        _count(judged_counts, judge_record(record, limits), 1)
+    for unjudged in figures.unjudged:
+        if unjudged.stored is not None:
+            _count(judged_counts, Judgement.decode(unjudged.stored), -1)
+        _count(judged_counts, fresh[unjudged.machine_id], 1)
     for figure in figures.groups:
         if not figure.machines:
             continue
@@ -169,6 +171,7 @@ def summary_from_index(figures: FleetFigures, limits: Thresholds, pending: Mappi
             problems[code] = judged_counts.get(f"{figure.group}\n{code}", 0)
         group["last_task_exception"] = judged_counts.get(f"{figure.group}\n{LAST_TASK_EXCEPTION}", 0)
     never_seen_group: dict[str, GroupKey] = {}
+    seen_listed_in: dict[GroupKey, int] = {}  # group -> its machines seen that the inventory lists
     for machine_id, worker_type in inventory.items():
         listed = seen_listed.get(machine_id)
         if listed is None:
@@ -178,13 +181,13 @@ def summary_from_index(figures: FleetFigures, limits: Thresholds, pending: Mappi
             group["never_seen"] += 1
             group["problems"]["never_seen"] += 1
         else:
-            group = group_of(split_group(group_key(machine_id, listed.details)))
-            group["not_in_inventory_listed"] = group.get("not_in_inventory_listed", 0) + 1
+            key = split_group(group_key(machine_id, listed.details))
+            group = group_of(key)
+            seen_listed_in[key] = seen_listed_in.get(key, 0) + 1
         group["expected"] += 1
-    for group in groups.values():
-        listed = group.pop("not_in_inventory_listed", 0)
-        if inventory:
-            group["problems"]["not_in_inventory"] = group["total"] - listed
+    if inventory:
+        for key, group in groups.items():
+            group["problems"]["not_in_inventory"] = group["total"] - seen_listed_in.get(key, 0)
     for machine_id in quarantined:
         seen = quarantined_seen.get(machine_id)
         if seen is not None:

@@ -26,13 +26,12 @@ local reply = {lastseen, redis.call('HGET', records, id), redis.call('HGET', his
 if not lastseen then return reply end
 reply[6] = redis.call('HGET', quarantine, id)
 
-local queues = {}
-if deadline_after ~= '' then queues = redis.call('SMEMBERS', pending_queues) end
-reply[7] = #queues
-for _, queue in ipairs(queues) do
-  reply[#reply + 1] = queue
-  reply[#reply + 1] = redis.call('ZCOUNT', pending_prefix .. queue, deadline_after, '+inf')
+local waiting = {}
+if deadline_after ~= '' then
+  waiting = pending_counts(pending_queues, pending_prefix, deadline_after)
 end
+reply[7] = #waiting / 2
+for _, value in ipairs(waiting) do reply[#reply + 1] = value end
 
 -- The distinct labels of the newest `labelled` entries, found by position: no entry decoded.
 local raw, refs, named = reply[3], {}, {}

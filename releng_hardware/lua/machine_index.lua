@@ -49,6 +49,17 @@ local function machine_index(prefix, machines)
   local function text(value) return type(value) == 'string' and value or '' end
   -- the groups this script call added to index:groups (and never emptied since)
   local grouped = {}
+  -- A lastseen-format time as a sorted set's score.
+  local function score_of(text) return string.format('%.0f', lastseen_score(text)) end
+  -- The machine leaves its group's orders; the group leaves index:groups once empty.
+  local function leave(id, group)
+    redis.call('ZREM', seen_key(group), id)
+    redis.call('ZREM', running_key(group), id)
+    if redis.call('ZCARD', seen_key(group)) == 0 then
+      redis.call('SREM', groups, group)
+      grouped[group] = nil
+    end
+  end
 
   -- The group of a machine with record `rec` (a decoded record, or nil for none).
   function index.group(id, rec)
@@ -60,33 +71,25 @@ local function machine_index(prefix, machines)
   -- The machine in its group's order by lastseen: moved there from `old` (nil: none) when its
   -- group changed, its score raised to `raised` (its new lastseen, nil when unchanged), whose
   -- score the caller may know already (`raised_score`, epoch microseconds as a string).
+  -- index:attention keeps the score of the lastseen judged: the machine is unjudged now, and the
+  -- reader counts it by its lastseen (fleet_figures returns both).
   function index.place(id, old, new, raised, raised_score)
     if old == new and not raised then return end
-    local score = raised_score
-      or string.format('%.0f', lastseen_score(raised or redis.call('HGET', machines, id)))
+    local score = raised_score or score_of(raised or redis.call('HGET', machines, id))
     if old ~= new then
-      if old then
-        redis.call('ZREM', seen_key(old), id)
-        redis.call('ZREM', running_key(old), id)
-        if redis.call('ZCARD', seen_key(old)) == 0 then
-          redis.call('SREM', groups, old)
-          grouped[old] = nil
-        end
-      end
+      if old then leave(id, old) end
       if not grouped[new] then
         redis.call('SADD', groups, new)
         grouped[new] = true
       end
     end
-    -- index:attention keeps the score of the lastseen judged: the machine is unjudged now, and
-    -- the reader counts it by its lastseen (fleet_figures returns both)
     redis.call('ZADD', seen_key(new), score, id)
   end
 
   -- Whether the machine's newest run is running, since `since` (a lastseen-format time; nil: not).
   function index.running(id, group, since)
     if since then
-      redis.call('ZADD', running_key(group), string.format('%.0f', lastseen_score(since)), id)
+      redis.call('ZADD', running_key(group), score_of(since), id)
     else
       redis.call('ZREM', running_key(group), id)
     end
@@ -124,8 +127,7 @@ local function machine_index(prefix, machines)
       redis.call('HDEL', views, id)
     end
     if string.sub(judgement, -1) == '1' then
-      redis.call('ZADD', attention,
-        string.format('%.0f', lastseen_score(redis.call('HGET', machines, id))), id)
+      redis.call('ZADD', attention, score_of(redis.call('HGET', machines, id)), id)
     else
       redis.call('ZREM', attention, id)
     end
@@ -133,13 +135,7 @@ local function machine_index(prefix, machines)
 
   -- The machine leaves the index (retention removed it); `rec` is its record before.
   function index.remove(id, rec)
-    local group = index.group(id, rec)
-    redis.call('ZREM', seen_key(group), id)
-    redis.call('ZREM', running_key(group), id)
-    if redis.call('ZCARD', seen_key(group)) == 0 then
-      redis.call('SREM', groups, group)
-      grouped[group] = nil
-    end
+    leave(id, index.group(id, rec))
     redis.call('ZREM', attention, id)
     local old = redis.call('HGET', judged, id)
     if old then index.count(old, -1) end

@@ -27,11 +27,7 @@ for i = 1, #entries, 2 do
     unjudged[#unjudged + 1] = lastseen
   end
 end
-local pending = {}
-for _, queue in ipairs(redis.call('SMEMBERS', KEYS[5])) do
-  pending[#pending + 1] = queue
-  pending[#pending + 1] = redis.call('ZCOUNT', prefix .. 'pending:' .. queue, '(' .. ARGV[2], '+inf')
-end
+local pending = pending_counts(KEYS[5], prefix .. 'pending:', '(' .. ARGV[2])
 return {0, redis.call('HGETALL', machines), redis.call('HGETALL', prefix .. 'index:views'),
   redis.call('HGETALL', prefix .. 'index:judged'), unjudged, pending,
   redis.call('HGETALL', KEYS[3]), redis.call('HKEYS', KEYS[4])}
