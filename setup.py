@@ -5,7 +5,8 @@ setup(
     version="1.0.0",
     description="When each Taskcluster hardware worker was last seen doing work",
     packages=find_packages(include=["releng_hardware", "releng_hardware.*"]),
-    package_data={"releng_hardware": ["templates/*.html", "static/*", "lua/*.lua"]},
+    package_data={"releng_hardware.web": ["templates/*.html", "static/*"],
+                  "releng_hardware.store": ["lua/*.lua"]},
     python_requires=">=3.11",
     install_requires=[
         "flask>=3.0,<4",

@@ -17,12 +17,12 @@ from typing import Any, Callable
 
 import orjson
 
-from releng_hardware.events import PendingEvent, WorkerEvent
-from releng_hardware.fleet import POLL_FIELDS
-from releng_hardware.params import encode_cursor
-from releng_hardware.simulate import fleet, slugid
-from releng_hardware.store import Store, open_redis
-from releng_hardware.times import format_lastseen, utcnow
+from releng_hardware.core.events import PendingEvent, WorkerEvent
+from releng_hardware.views.fleet import POLL_FIELDS
+from releng_hardware.core.params import encode_cursor
+from releng_hardware.tools.simulate import fleet, slugid
+from releng_hardware.store.machines import Store, open_redis
+from releng_hardware.core.times import format_lastseen, utcnow
 
 from .harness import (ROOT, Cleanup, Process, child_env, delete_redis_prefix, free_port, median,
                       percentile, wait_until)
@@ -488,7 +488,7 @@ def preload_input(count: int, now: datetime, seed: int = 11) -> bytes:
 
 def run_preload(setup: ApiSetup, client: Any, cleanup: Cleanup) -> dict[str, Any]:
     """Seconds to preload the entries: `preload_redis.py` from stdin, and Store.preload alone."""
-    from releng_hardware.preload import parse_entries
+    from releng_hardware.tools.preload import parse_entries
 
     now = utcnow()
     raw = preload_input(setup.preload_entries, now)

@@ -12,12 +12,12 @@ from typing import Any, Mapping
 import orjson
 from kombu import Connection, Exchange, Queue, binding
 
-from releng_hardware import simulate
-from releng_hardware.config import Config
-from releng_hardware.events import bindings
-from releng_hardware.broker import declare_queue
-from releng_hardware.store import open_redis
-from releng_hardware.times import utcnow
+from releng_hardware.tools import simulate
+from releng_hardware.core.config import Config
+from releng_hardware.core.events import bindings
+from releng_hardware.ingest.broker import declare_queue
+from releng_hardware.store.machines import open_redis
+from releng_hardware.core.times import utcnow
 
 from .harness import Cleanup, Process, child_env, delete_redis_prefix, median, wait_until
 

@@ -15,12 +15,12 @@ from typing import Any
 
 from kombu import Connection, Producer
 
-from releng_hardware import simulate
-from releng_hardware.config import Config
-from releng_hardware.listener import declare_queue
-from releng_hardware.simulate import Message, slugid
-from releng_hardware.store import open_redis
-from releng_hardware.times import utcnow
+from releng_hardware.tools import simulate
+from releng_hardware.core.config import Config
+from releng_hardware.ingest.listener import declare_queue
+from releng_hardware.tools.simulate import Message, slugid
+from releng_hardware.store.machines import open_redis
+from releng_hardware.core.times import utcnow
 
 from .api import start_web
 from .drain import delete_queue, listener_env

@@ -250,7 +250,7 @@ def table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when it completed (targets missed or not), 1 when it failed."""
-    from releng_hardware.store import open_redis
+    from releng_hardware.store.machines import open_redis
 
     from .api import ApiSetup, run_api, run_scale
     from .drain import DrainSetup, run_drain

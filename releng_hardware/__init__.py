@@ -1,46 +1,17 @@
 """releng-hardware: when each Taskcluster hardware worker was last seen doing work.
 
-How the package is organised. Imports flow down this list, never up:
+How the package is organised. Each subpackage's docstring lists its modules the same way.
+Imports flow down these lists, never up: between subpackages and inside each one.
 
-    identifiers  Taskcluster's identifier rule and the machine id <dc>:<host> (one definition)
-    times        the lastseen format, time parsing, durations, the clock-skew limit
-    config       settings: parsed once from a mapping, documented, verified at start-up
-    records      plain data, no I/O: MachineRecord, Run, a run's outcome code
-    problems     the problem rules: pure functions of a machine's facts
-    events       pure parsing: a queue message in, a WorkerEvent / PendingEvent / Skip out
-    history      the history entry: one run as a fixed-width string, encoded and decoded
-    peers        a label's runs as stored (fixed-width lines), decoded; a run's peers counted
-    store        every Redis key and Lua script (lua/); atomic, monotonic batch writes; reads
-    workers      Taskcluster's worker state through the official client: listWorkers (every page),
-                 getWorker, quarantineWorker; bounded, checked calls; credentials never leave it
-    poller       the listener's Taskcluster poll: quarantines into the store, on a thread, in turns
-    pipeline     the write-then-ack pipeline, kombu-free: batches, writes in flight, in-order
-                 acks, the one Redis retry helper
-    broker       the durable queue and its bindings; opening, closing and dropping connections
-    watchdog     a consume loop making no progress ends the process, for a restart
-    listener     kombu wiring: consume into the pipeline; reconnects, liveness, signals
-    params       query parameter values, parsed strictly (BadParameter names the parameter)
-    fields       a machine as the API serves it: one table of its fields (JSON, CSV, OpenAPI)
-    fleet        pure views: a machine as JSON, filters, sorting, summary, CSV, listener health
-    tallies      the machine index's rules: a machine's group and judgement; /summary from the
-                 index's per-group figures (pure)
-    snapshot     the reads behind the views: the store read once, the pure views applied at now
-    appstate     what create_app gives the views: store, settings, clock, version; app_state()
-    responses    what every view shares: JSON answers and errors, strict query parsing, ETags
-    api          blueprint: /machines, /machines/<id>, /summary
-    labels       blueprint: /labels, the task labels failing on several machines (JSON, CSV)
-    dockerflow   blueprint: /__lbheartbeat__, /__heartbeat__, /__version__
-    dashboard    blueprint: the page at / (templates/, static/: no build step, nothing external)
-    metrics      blueprint: /metrics (prometheus-client, a registry per scrape)
-    openapi      blueprint: /openapi.json, built from the code's own constants
-    web          create_app(config, redis=None): assembles the blueprints and error handlers
-    preload      /machines JSON in, validated, for the store to load
-    inventory    the expected inventory: JSON, CSV or lines in, validated; the load rules
-    actions      quarantine, lift and backfill: choosing machines, the safety limit, the calls
-    simulate     realistic queue messages for a made-up fleet
-    standin      a local Taskcluster stand-in (worker routes, Hawk check, faults) for tests and scripts/run
-    cli          process entry points and the commands (listen, preload, simulate, inventory):
-                 configuration and logging at the edge
+    core         pure: identifiers, times, settings, records, the problem rules, message parsing
+    store        Redis: every key and Lua script, atomic and monotonic writes, reads
+    views        what is served, from records: machines as JSON, filters, summary, the reads
+    taskcluster  Taskcluster's worker state: the client, the poller, quarantine, lift, backfill
+    ingest       from Pulse into the store: the write-then-ack pipeline, broker, listener
+    web          the Flask app: its factory, the blueprints, templates and static files
+    tools        what the commands read and make: preload, inventory, simulator, fake Taskcluster
+    cli          process entry points and the commands: configuration and logging at the edge
+    inventory    `python -m releng_hardware.inventory`: the inventory command (as cli's)
 
 The three processes are webserver.py, listen_to_pulse.py and preload_redis.py at the top of
 the repository; each only calls into cli. I/O is injected (a Redis client, an AMQP
@@ -48,4 +19,23 @@ connection) and time is a parameter, so everything above store and listener is t
 plain values.
 """
 
+import sys
+
 __version__ = "1.0.0"
+
+# The modules that are programs (`python -m releng_hardware.<name>`). Any other run as one
+# would import and exit 0 having done nothing: it says so and fails instead.
+COMMANDS = ("cli", "inventory", "tools.fake_taskcluster")
+
+
+def _refuse_a_module_that_is_no_command(argv: list[str]) -> None:
+    try:
+        module = argv[argv.index("-m") + 1]
+    except (ValueError, IndexError):
+        return
+    if module.startswith(__name__ + ".") and module.removeprefix(__name__ + ".") not in COMMANDS:
+        commands = ", ".join(f"python -m {__name__}.{name}" for name in COMMANDS)
+        sys.exit(f"{module} is no command; the commands are releng-hardware --help, {commands}")
+
+
+_refuse_a_module_that_is_no_command(getattr(sys, "orig_argv", []))

@@ -11,8 +11,8 @@ from typing import Any, Mapping, NoReturn
 import click
 import redis
 
-from .config import Config, ConfigError, mask_url
-from .times import utcnow
+from .core.config import Config, ConfigError, mask_url
+from .core.times import utcnow
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -39,7 +39,7 @@ def setup_logging(level: str) -> None:
 
 def open_store(config: Config) -> Any:
     """The store of the configured Redis and key prefix."""
-    from .store import Store, open_redis
+    from .store.machines import Store, open_redis
     client = open_redis(config.redis_url, config.redis_timeout, tls_verify=config.redis_tls_verify)
     return Store(client, config.redis_key_prefix, recent_tasks=config.recent_tasks,
                  peer_window=config.peer_window, peer_failures=config.peer_failures)
@@ -47,7 +47,7 @@ def open_store(config: Config) -> Any:
 
 def wsgi_app() -> Any:
     """The Flask app for gunicorn (`webserver:app`)."""
-    from .web import create_app
+    from .web.app import create_app
     config = load_config()
     setup_logging(config.log_level)
     return create_app(config)
@@ -55,7 +55,7 @@ def wsgi_app() -> Any:
 
 def listen() -> None:
     """Console script: run the Pulse listener until SIGTERM."""
-    from .listener import main
+    from .ingest.listener import main
     config = load_config()
     try:
         config.amqp_url  # noqa: B018 -- reading it validates the broker settings
@@ -70,8 +70,8 @@ def listen() -> None:
 @click.option("--dry-run", is_flag=True, help="Validate only; write nothing.")
 def preload(dry_run: bool) -> None:
     """Console script: preload Redis from /machines JSON on stdin."""
-    from .preload import PreloadError, parse_entries
-    from .store import load_failure
+    from .tools.preload import PreloadError, parse_entries
+    from .store.machines import load_failure
     config = load_config()
     raw = sys.stdin.buffer.read()
     try:
@@ -105,8 +105,8 @@ def inventory() -> None:
               help="Replace even when that removes more than a tenth of the inventory.")
 def inventory_load(merge: bool, dry_run: bool, force: bool) -> None:
     """Load the inventory from stdin, all or nothing."""
-    from .inventory import InventoryChange, InventoryError, parse_inventory, plan_load
-    from .store import load_failure
+    from .tools.inventory import InventoryChange, InventoryError, parse_inventory, plan_load
+    from .store.machines import load_failure
     config = load_config()
     try:
         loaded = parse_inventory(sys.stdin.buffer.read())
@@ -131,7 +131,7 @@ def inventory_load(merge: bool, dry_run: bool, force: bool) -> None:
                                      "`show | load` changes nothing.")
 def inventory_show() -> None:
     """Print the stored inventory."""
-    from .inventory import inventory_json
+    from .tools.inventory import inventory_json
     config = load_config()
     try:
         machines = open_store(config).inventory()
@@ -156,7 +156,7 @@ def simulate(machines: int, count: int, backlog: bool, seed: int, wait_for_liste
 
     from kombu import Connection
 
-    from . import simulate as sim
+    from .tools import simulate as sim
     config = load_config()
     if not config.pulse_url:
         fail("the simulator publishes only to a broker you run: set PULSE_URL "
@@ -190,7 +190,7 @@ def simulate(machines: int, count: int, backlog: bool, seed: int, wait_for_liste
 def taskcluster_client(config: Config, environ: Mapping[str, str] | None = None) -> Any:
     """The Taskcluster client of TASKCLUSTER_ROOT_URL, signed with TASKCLUSTER_CLIENT_ID and
     TASKCLUSTER_ACCESS_TOKEN when both are set."""
-    from .workers import Taskcluster, credentials_from_environ
+    from .taskcluster.client import Taskcluster, credentials_from_environ
     return Taskcluster(config.taskcluster_root_url,
                        credentials_from_environ(os.environ if environ is None else environ))
 
@@ -220,10 +220,10 @@ def _act(machines: tuple[str, ...], problem: str | None, datacenter: str | None,
     """Quarantine for `seconds`, or lift when None."""
     from datetime import timedelta
 
-    from .actions import choose, over_the_limit, quarantine_machines
-    from .fleet import MachineQuery
-    from .params import BadParameter
-    from .snapshot import read_fleet
+    from .taskcluster.quarantine import choose, over_the_limit, quarantine_machines
+    from .views.fleet import MachineQuery
+    from .core.params import BadParameter
+    from .views.reads import read_fleet
     config = load_config()
     now = utcnow()
     lifting = seconds is None
@@ -277,7 +277,7 @@ def _act(machines: tuple[str, ...], problem: str | None, datacenter: str | None,
 def quarantine(machines: tuple[str, ...], problem: str | None, datacenter: str | None,
                worker_type: str | None, dry_run: bool, force: bool, until_text: str, reason: str) -> None:
     """Quarantine the chosen machines."""
-    from .times import parse_duration
+    from .core.times import parse_duration
     try:
         seconds = parse_duration(until_text)
     except ValueError as exc:
@@ -304,10 +304,10 @@ def lift(machines: tuple[str, ...], problem: str | None, datacenter: str | None,
 @click.option("--dry-run", is_flag=True, help="Read Taskcluster; write nothing.")
 def backfill(worker_types: tuple[str, ...], dry_run: bool) -> None:
     """Backfill from worker-manager's listWorkers."""
-    from .actions import backfill_items
-    from .identifiers import is_identifier
-    from .store import load_failure
-    from .workers import TaskclusterError
+    from .taskcluster.backfill import backfill_items
+    from .core.identifiers import is_identifier
+    from .store.machines import load_failure
+    from .taskcluster.client import TaskclusterError
     config = load_config()
     for worker_type in worker_types:
         if not is_identifier(worker_type):

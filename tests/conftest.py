@@ -17,8 +17,8 @@ from typing import Any, Callable
 import fakeredis
 import pytest
 
-from releng_hardware.config import Config
-from releng_hardware.store import Store
+from releng_hardware.core.config import Config
+from releng_hardware.store.machines import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -82,7 +82,7 @@ def seen(store: Store, host: str, dc: str = "mdc1", *, ago: timedelta, state: st
          worker_type: str = "gecko-t-linux-talos", task: str = "AAAAAAAAQAGAAAAAAAAAAA",
          reason: str | None = None) -> None:
     """Record one run of a machine `ago` before NOW."""
-    from releng_hardware.events import WorkerEvent
+    from releng_hardware.core.events import WorkerEvent
     store.record([WorkerEvent(dc, host, "releng-hardware", worker_type, task, 0, state,
                               reason or (None if state == "running" else state), NOW - ago,
                               DEADLINE, True)], now=NOW)
@@ -92,7 +92,7 @@ def record_every_shape(store: Store) -> None:
     """A fleet with every shape a machine takes: running, resolved, stale with work waiting,
     one hostname in two datacenters, preloaded, legacy (lastseen alone, no fraction), and
     never seen though in the inventory."""
-    from releng_hardware.events import PendingEvent
+    from releng_hardware.core.events import PendingEvent
     seen(store, "t-linux64-ms-100", ago=timedelta(minutes=5), state="running")
     seen(store, "t-w1064-ms-281", dc="mdc2", ago=timedelta(hours=7), state="exception",
          task="CCCCCCCCQAGAAAAAAAAAAA", worker_type="gecko-t-win10-64-hw")
@@ -137,7 +137,7 @@ def config() -> Config:
 @pytest.fixture
 def app_factory(fake_redis: fakeredis.FakeRedis) -> Callable[..., Any]:
     """Build the app on the fake server with a fixed clock (NOW unless given)."""
-    from releng_hardware.web import create_app
+    from releng_hardware.web.app import create_app
 
     def build(config: Config | None = None, now: datetime = NOW) -> Any:
         app = create_app(config or make_config(), redis=fake_redis, clock=lambda: now)

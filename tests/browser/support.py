@@ -10,8 +10,8 @@ from typing import Any, Callable, Iterator
 
 import fakeredis
 
-from releng_hardware.config import Config
-from releng_hardware.store import Store
+from releng_hardware.core.config import Config
+from releng_hardware.store.machines import Store
 from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ class Served:
     def __init__(self, redis: Any) -> None:
         from werkzeug.serving import make_server
 
-        from releng_hardware.web import create_app
+        from releng_hardware.web.app import create_app
         app = create_app(Config(), redis=redis, clock=lambda: NOW)
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"

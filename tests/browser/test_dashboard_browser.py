@@ -16,8 +16,8 @@ from typing import Any, Iterator
 import fakeredis
 import pytest
 
-from releng_hardware.events import PendingEvent, WorkerEvent
-from releng_hardware.store import Store
+from releng_hardware.core.events import PendingEvent, WorkerEvent
+from releng_hardware.store.machines import Store
 from tests.browser.support import (ARTIFACTS, NOW, ROOT, Served, open_chromium, rows, serve,
                                    wait_for_url)
 
@@ -219,7 +219,7 @@ def test_a_hostname_opens_the_machine_page_and_back(browser, server):
 @pytest.fixture(scope="module")
 def big_server() -> Iterator[Served]:
     """The app with two and a half pages of machines, some stale."""
-    from releng_hardware.dashboard import PAGE_SIZE
+    from releng_hardware.web.dashboard import PAGE_SIZE
     yield from serve(lambda store: store.preload({
         f"mdc{1 + number % 2}:t-linux64-ms-{number:04}":
             NOW - (timedelta(days=1) if number % 20 == 0 else timedelta(minutes=number % 50))
@@ -229,7 +229,7 @@ def big_server() -> Iterator[Served]:
 def test_a_big_fleet_opens_on_its_first_page_and_pages_keep_the_filters(browser, big_server):
     from selenium.webdriver.common.by import By
 
-    from releng_hardware.dashboard import PAGE_SIZE
+    from releng_hardware.web.dashboard import PAGE_SIZE
     browser.get(big_server.url + "/?datacenter=mdc1")
     first = rows(browser)
     assert len(first) == PAGE_SIZE
@@ -334,8 +334,8 @@ if __name__ == "__main__":
 
 def quarantined_fleet(store: Store) -> None:
     """The realistic fleet with one of its broken machines quarantined in Taskcluster."""
-    from releng_hardware.records import Quarantine
-    from releng_hardware.times import format_lastseen
+    from releng_hardware.core.records import Quarantine
+    from releng_hardware.core.times import format_lastseen
     realistic_fleet(store)
     store.set_quarantine("mdc1:t-linux64-ms-244", Quarantine(
         format_lastseen(NOW + timedelta(days=2)), "bad RAM, bug 1900001", "project/releng/ops",

@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from releng_hardware.store import Store
+from releng_hardware.store.machines import Store
 from tests.browser.support import Served, rows, serve, wait_for_url
 from tests.browser.test_dashboard_browser import small_fleet
 

@@ -9,8 +9,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from releng_hardware.config import Config
-from releng_hardware.store import Store, open_redis
+from releng_hardware.core.config import Config
+from releng_hardware.store.machines import Store, open_redis
 from tests.conftest import AMQP_URL, REDIS_URL, make_config, require, require_service, unique, wait_for
 from tests.integration.support import RABBITMQ_BIN, Gunicorn, RabbitNode, RedisServer
 
@@ -66,7 +66,7 @@ def declare_queue_service_exchanges() -> None:
     """Declare the topic exchanges as the Taskcluster queue has them on Pulse (a fresh broker lacks them)."""
     from kombu import Connection
 
-    from releng_hardware.simulate import declare_exchanges
+    from releng_hardware.tools.simulate import declare_exchanges
     with Connection(AMQP_URL) as connection:
         declare_exchanges(connection.default_channel)
 
@@ -87,7 +87,7 @@ class ListenerThread:
     def __init__(self, config: Config, store: Store) -> None:
         from kombu import Connection
 
-        from releng_hardware.listener import Listener
+        from releng_hardware.ingest.listener import Listener
         self.connection = Connection(config.amqp_url, heartbeat=config.amqp_heartbeat)
         self.listener = Listener(self.connection, store, config)
         self.thread = threading.Thread(target=self.listener.run_until_stopped, daemon=True)
@@ -125,7 +125,7 @@ def publish(amqp_config: Config) -> Callable[..., int]:
     """Publish simulator messages (or hand-made ones) on the real exchanges."""
     from kombu import Connection
 
-    from releng_hardware.simulate import publish as publish_messages
+    from releng_hardware.tools.simulate import publish as publish_messages
 
     def send(messages: Any) -> int:
         with Connection(AMQP_URL) as connection:

@@ -19,12 +19,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 from kombu import Connection, Producer
 
-from releng_hardware.config import Config
-from releng_hardware.events import PendingEvent, WorkerEvent, parse_message
-from releng_hardware.simulate import Message, declare_exchanges
-from releng_hardware.records import Run
-from releng_hardware.store import Store, open_redis
-from releng_hardware.times import utcnow
+from releng_hardware.core.config import Config
+from releng_hardware.core.events import PendingEvent, WorkerEvent, parse_message
+from releng_hardware.tools.simulate import Message, declare_exchanges
+from releng_hardware.core.records import Run
+from releng_hardware.store.machines import Store, open_redis
+from releng_hardware.core.times import utcnow
 from tests.conftest import AMQP_URL, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

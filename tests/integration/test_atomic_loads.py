@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 import redis
 
-from releng_hardware.store import Store, open_redis
+from releng_hardware.store.machines import Store, open_redis
 from tests.conftest import ROOT
 from tests.integration.support import CuttingProxy, RedisServer
 

@@ -21,12 +21,12 @@ import orjson
 import pytest
 from kombu import Connection
 
-from releng_hardware.broker import bound_waits, close_connection, drop_connection, open_connection
-from releng_hardware.config import Config
-from releng_hardware.events import WorkerEvent, bindings
-from releng_hardware.simulate import Message, backlog, declare_exchanges
-from releng_hardware.store import Store
-from releng_hardware.times import utcnow
+from releng_hardware.ingest.broker import bound_waits, close_connection, drop_connection, open_connection
+from releng_hardware.core.config import Config
+from releng_hardware.core.events import WorkerEvent, bindings
+from releng_hardware.tools.simulate import Message, backlog, declare_exchanges
+from releng_hardware.store.machines import Store
+from releng_hardware.core.times import utcnow
 from tests.conftest import AMQP_URL, make_config, unique, wait_for
 from tests.integration.support import (AMQP_PORT, ListenerProcess, MachineState, Publisher,
                                               RabbitNode, Raw, RedisServer, SilentProxy,

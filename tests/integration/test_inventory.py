@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from releng_hardware import cli
-from releng_hardware.store import Store, open_redis
+from releng_hardware.store.machines import Store, open_redis
 from tests.conftest import NOW, REDIS_URL, ROOT, make_config, seen, wait_for
 from tests.integration.test_processes import service_env
 
@@ -33,7 +33,7 @@ def tool(real_store: Store, redis_prefix: str) -> Any:
 @pytest.fixture
 def web(real_redis: Any, redis_prefix: str) -> Any:
     """The web app on the same Redis and prefix as the tool."""
-    from releng_hardware.web import create_app
+    from releng_hardware.web.app import create_app
     app = create_app(make_config(redis_key_prefix=redis_prefix), redis=real_redis, clock=lambda: NOW)
     app.testing = True
     return app.test_client()

@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 import pytest
 
-from releng_hardware.events import PendingEvent, WorkerEvent
-from releng_hardware.simulate import backlog
-from releng_hardware.store import Store
-from releng_hardware.times import utcnow
+from releng_hardware.core.events import PendingEvent, WorkerEvent
+from releng_hardware.tools.simulate import backlog
+from releng_hardware.store.machines import Store
+from releng_hardware.core.times import utcnow
 from tests.integration.support import RedisServer, events_of, get
 
 pytestmark = pytest.mark.slow

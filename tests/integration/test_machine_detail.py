@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from releng_hardware.snapshot import read_machine
+from releng_hardware.views.reads import read_machine
 from tests.conftest import NOW, make_config
 from tests.unit.test_machine_detail import MACHINE, SHOWN, detail_read_apart, fill, runs_read_apart
 

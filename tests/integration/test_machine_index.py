@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from releng_hardware.events import PendingEvent, WorkerEvent
-from releng_hardware.fleet import counted_json, summary
-from releng_hardware.records import BackfillItem, Quarantine
-from releng_hardware.snapshot import read_fleet, read_index, read_summary
-from releng_hardware.store import Store
-from releng_hardware.times import format_lastseen
-from releng_hardware.tallies import judge_record, lastseen_score, score
-from releng_hardware.problems import Thresholds
+from releng_hardware.core.events import PendingEvent, WorkerEvent
+from releng_hardware.views.fleet import counted_json, summary
+from releng_hardware.core.records import BackfillItem, Quarantine
+from releng_hardware.views.reads import read_fleet, read_index, read_summary
+from releng_hardware.store.machines import Store
+from releng_hardware.core.times import format_lastseen
+from releng_hardware.views.machine_index import judge_record, lastseen_score, score
+from releng_hardware.core.problems import Thresholds
 from tests.conftest import make_config
 
 NOW = datetime(2026, 11, 20, 18, 0, 0)
@@ -206,8 +206,8 @@ def test_a_judgement_of_a_machine_written_since_is_not_stored(real_store, config
 
 
 def test_the_scripts_order_times_as_python_does(real_redis):
-    """lua/machine_index.lua's lastseen_score is tallies.score of the same time."""
-    from releng_hardware.store import _MACHINE_INDEX
+    """lua/machine_index.lua's lastseen_score is machine_index.score of the same time."""
+    from releng_hardware.store.machines import _MACHINE_INDEX
     rng = random.Random(9)
     moments = [datetime(1999, 12, 31, 23, 59, 59, 999999), datetime(2000, 2, 29, 0, 0, 0),
                datetime(2026, 3, 1, 12, 30, 0, 1)]
@@ -228,8 +228,9 @@ def test_the_scripts_order_times_as_python_does(real_redis):
 @pytest.mark.parametrize("seed", [4, 8])
 def test_the_dashboard_pages_from_the_index_are_those_of_every_machine(real_store, config, seed,
                                                                       monkeypatch):
-    from releng_hardware import dashboard, snapshot
-    from releng_hardware.fleet import MachineQuery
+    from releng_hardware.web.app import dashboard
+    from releng_hardware.views import reads
+    from releng_hardware.views.fleet import MachineQuery
     rng = random.Random(seed)
     deliver(real_store, rng, random_traffic(rng, hosts=450, runs=2500))
     seen = sorted(machine.machine_id for machine in real_store.machines())
@@ -242,7 +243,7 @@ def test_the_dashboard_pages_from_the_index_are_those_of_every_machine(real_stor
     for machine_id in (*seen[::37], "mdc1:t-host-40a", "mdc9:t-unknown"):
         real_store.set_quarantine(machine_id, Quarantine(until, None, None, PROVISIONER))
     # small steps of the walk, so that it merges the never-seen machines across many
-    monkeypatch.setattr(snapshot, "WALK_CHUNK", 37)
+    monkeypatch.setattr(reads, "WALK_CHUNK", 37)
     query = MachineQuery()
     assert dashboard.reads_index(query)
     shown = set()
@@ -260,7 +261,7 @@ def test_the_dashboard_pages_from_the_index_are_those_of_every_machine(real_stor
     assert from_index.pagination.count == 3
     assert shown == {"attention", "quarantined", "others"}
     # beyond the walk's budget the page is read from every machine, as before
-    monkeypatch.setattr(snapshot, "WALK_BUDGET", 100)
+    monkeypatch.setattr(reads, "WALK_BUDGET", 100)
     assert dashboard._page_from_index(real_store, config, NOW, 3) is None
 
 
@@ -289,7 +290,7 @@ def test_listeners_and_web_processes_writing_and_reading_at_once_leave_it_exact(
                                                                                   redis_prefix):
     import threading
 
-    from releng_hardware.store import open_redis
+    from releng_hardware.store.machines import open_redis
     from tests.conftest import REDIS_URL
     rng = random.Random(21)
     events = random_traffic(rng, hosts=80, runs=1500)

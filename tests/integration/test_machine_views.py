@@ -13,14 +13,14 @@ from typing import Any
 import orjson
 import pytest
 
-from releng_hardware import api
-from releng_hardware.events import WorkerEvent
-from releng_hardware.fleet import MachineQuery, select
-from releng_hardware.records import BackfillItem, Quarantine
-from releng_hardware.snapshot import read_fleet
-from releng_hardware.store import Store, open_redis
-from releng_hardware.times import format_lastseen
-from releng_hardware.web import create_app
+from releng_hardware.web.app import api
+from releng_hardware.core.events import WorkerEvent
+from releng_hardware.views.fleet import MachineQuery, select
+from releng_hardware.core.records import BackfillItem, Quarantine
+from releng_hardware.views.reads import read_fleet
+from releng_hardware.store.machines import Store, open_redis
+from releng_hardware.core.times import format_lastseen
+from releng_hardware.web.app import create_app
 from tests.conftest import REDIS_URL, make_config
 from tests.integration.test_machine_index import (NOW, PROVISIONER, WORKER_TYPES, assert_exact,
                                                   deliver, random_traffic)

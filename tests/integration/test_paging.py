@@ -8,8 +8,8 @@ import random
 from datetime import timedelta
 from typing import Any
 
-from releng_hardware import snapshot
-from releng_hardware.web import create_app
+from releng_hardware.views import reads
+from releng_hardware.web.app import create_app
 from tests.conftest import NOW, make_config
 from tests.unit.test_paging import random_fleet, unpaged, walk
 
@@ -20,8 +20,8 @@ def test_walking_every_page_on_the_real_redis_gives_the_unpaged_answer(real_stor
     random_fleet(real_store, rng, machines=400)
     app = create_app(make_config(), redis=real_redis, clock=lambda: NOW)
     client: Any = app.test_client()
-    monkeypatch.setattr(snapshot, "SCAN_BUDGET", 150)
-    monkeypatch.setattr(snapshot, "FILTERED_CHUNK", 40)
+    monkeypatch.setattr(reads, "SCAN_BUDGET", 150)
+    monkeypatch.setattr(reads, "FILTERED_CHUNK", 40)
     for query in ({}, {"sort": "-machine"}, {"state": "failed"}, {"sort": "lastseen"},
                   {"format": "csv", "datacenter": "md"}):
         expected = unpaged(client, query)

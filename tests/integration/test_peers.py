@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from releng_hardware.events import WorkerEvent
-from releng_hardware.store import Store
+from releng_hardware.core.events import WorkerEvent
+from releng_hardware.store.machines import Store
 
 T0 = datetime(2026, 11, 20, 12, 0, 0)
 NOW = T0 + timedelta(hours=6)

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 
 from kombu import Connection
 
-from releng_hardware.events import EXCHANGE_PREFIX, parse_message
-from releng_hardware.simulate import backlog
-from releng_hardware.store import Store
-from releng_hardware.times import LASTSEEN_FORMAT, format_lastseen, utcnow
-from releng_hardware.web import create_app
+from releng_hardware.core.events import EXCHANGE_PREFIX, parse_message
+from releng_hardware.tools.simulate import backlog
+from releng_hardware.store.machines import Store
+from releng_hardware.core.times import LASTSEEN_FORMAT, format_lastseen, utcnow
+from releng_hardware.web.app import create_app
 from tests.conftest import AMQP_URL, wait_for
 
 

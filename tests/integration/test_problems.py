@@ -6,11 +6,11 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from releng_hardware.events import EXCHANGE_PREFIX
-from releng_hardware.simulate import Message, backlog
-from releng_hardware.store import Store
-from releng_hardware.times import format_lastseen, utcnow
-from releng_hardware.web import create_app
+from releng_hardware.core.events import EXCHANGE_PREFIX
+from releng_hardware.tools.simulate import Message, backlog
+from releng_hardware.store.machines import Store
+from releng_hardware.core.times import format_lastseen, utcnow
+from releng_hardware.web.app import create_app
 from tests.conftest import wait_for
 from tests.integration.support import diff_states, machine_state, reference_state
 from tests.unit.test_api_problems import SICK_FLEET_PROBLEMS

@@ -10,8 +10,8 @@ import sys
 import time
 from datetime import timedelta
 
-from releng_hardware.simulate import backlog
-from releng_hardware.times import utcnow
+from releng_hardware.tools.simulate import backlog
+from releng_hardware.core.times import utcnow
 from tests.conftest import AMQP_URL, REDIS_URL, ROOT, wait_for
 from tests.integration.support import free_port, get
 

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 import redis
 
-from releng_hardware.store import open_redis
+from releng_hardware.store.machines import open_redis
 from tests.conftest import ROOT
 from tests.integration.support import RedisServer
 

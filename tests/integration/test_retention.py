@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from releng_hardware.events import WorkerEvent
-from releng_hardware.store import Store
-from releng_hardware.times import format_lastseen, utcnow
+from releng_hardware.core.events import WorkerEvent
+from releng_hardware.store.machines import Store
+from releng_hardware.core.times import format_lastseen, utcnow
 from tests.conftest import make_config, wait_for
 
 RETENTION = timedelta(days=30)

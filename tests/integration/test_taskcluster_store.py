@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from releng_hardware.poller import poll_once
-from releng_hardware.standin import TaskclusterStandin
-from releng_hardware.records import BackfillItem, Quarantine
-from releng_hardware.times import format_lastseen
-from releng_hardware.workers import Taskcluster
+from releng_hardware.taskcluster.poller import poll_once
+from releng_hardware.tools.fake_taskcluster import FakeTaskcluster
+from releng_hardware.core.records import BackfillItem, Quarantine
+from releng_hardware.core.times import format_lastseen
+from releng_hardware.taskcluster.client import Taskcluster
 from tests.conftest import NOW, make_config, seen
 
 pytestmark = pytest.mark.integration
@@ -57,9 +57,9 @@ def test_only_one_poller_takes_a_turn(real_store):
 
 def test_a_poll_through_the_client_lands_in_real_redis(real_store):
     seen(real_store, "t-1", ago=timedelta(minutes=5), worker_type=POOL)
-    with TaskclusterStandin(clock=lambda: NOW) as standin:
-        standin.add_worker("releng-hardware", POOL, "mdc1", "t-1", first_claim=NOW - timedelta(days=1),
+    with FakeTaskcluster(clock=lambda: NOW) as fake_tc:
+        fake_tc.add_worker("releng-hardware", POOL, "mdc1", "t-1", first_claim=NOW - timedelta(days=1),
                            quarantine_until=NOW + timedelta(days=1), reason="fans")
-        assert poll_once(real_store, Taskcluster(standin.root_url), make_config(), NOW) is None
+        assert poll_once(real_store, Taskcluster(fake_tc.root_url), make_config(), NOW) is None
     assert real_store.quarantines(NOW)["mdc1:t-1"].reason == "fans"
     assert real_store.taskcluster_status()["polls"] == 1

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from releng_hardware.store import Store
-from releng_hardware.web import create_app
+from releng_hardware.store.machines import Store
+from releng_hardware.web.app import create_app
 from tests.conftest import NOW, make_config, seen
 from tests.integration.support import free_port
 

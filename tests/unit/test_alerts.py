@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from releng_hardware.problems import PROBLEMS
+from releng_hardware.core.problems import PROBLEMS
 from tests.conftest import NOW, ROOT, require, seen
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from releng_hardware.events import PendingEvent, WorkerEvent
-from releng_hardware.problems import PROBLEMS
-from releng_hardware.store import Store
+from releng_hardware.core.events import PendingEvent, WorkerEvent
+from releng_hardware.core.problems import PROBLEMS
+from releng_hardware.store.machines import Store
 from tests.conftest import DEADLINE, NOW, make_config
 
 ROOT = "https://firefox-ci-tc.services.mozilla.com"

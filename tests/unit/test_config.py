@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from releng_hardware.config import Config, ConfigError, mask_url, parse_duration, settings_table
+from releng_hardware.core.config import Config, ConfigError, mask_url, parse_duration, settings_table
 from tests.conftest import ROOT
 
 

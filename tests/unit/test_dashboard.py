@@ -8,10 +8,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from releng_hardware.dashboard import (PAGE_SIZE, duration_text, needs_attention, peer_words,
+from releng_hardware.web.dashboard import (PAGE_SIZE, duration_text, needs_attention, peer_words,
                                        problem_help, relative_age, run_duration, run_took)
-from releng_hardware.problems import PROBLEMS
-from releng_hardware.events import PendingEvent, WorkerEvent
+from releng_hardware.core.problems import PROBLEMS
+from releng_hardware.core.events import PendingEvent, WorkerEvent
 from tests.conftest import DEADLINE, NOW, make_config, seen
 
 

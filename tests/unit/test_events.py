@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 import pytest
 import taskcluster
 
-from releng_hardware import events
-from releng_hardware.events import (EXCHANGE_PREFIX, PendingEvent, Skip, WorkerEvent, bindings,
+from releng_hardware.core import events
+from releng_hardware.core.events import (EXCHANGE_PREFIX, PendingEvent, Skip, WorkerEvent, bindings,
                                     machine_lastseen, parse_message, resolved_by_queue)
 from tests.conftest import NOW, queue_message
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from releng_hardware.fleet import MACHINE_FIELDS
+from releng_hardware.views.fleet import MACHINE_FIELDS
 from tests.conftest import NOW, seen
 
 POLL = "machine,datacenter,lastseen"
@@ -54,7 +54,7 @@ def test_fields_select_the_same_machines_in_the_same_order_as_the_full_answer(cl
 
 def test_the_three_field_poll_reads_no_machine_records(client, fleet, monkeypatch):
     # the pollers' request must not build full machine objects only to throw them away
-    from releng_hardware.store import Store
+    from releng_hardware.store.machines import Store
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("read every machine record")
@@ -125,7 +125,7 @@ def test_the_collector_is_paused_while_a_fleet_is_built_and_restored_after(clien
                                                                              monkeypatch):
     import gc
 
-    from releng_hardware import api
+    from releng_hardware.web.app import api
 
     seen_enabled = []
     real = api.poll_machines
@@ -148,9 +148,9 @@ def test_the_collector_is_paused_while_a_fleet_is_built_and_restored_after(clien
 @pytest.mark.parametrize("stale_after", [None, 3600.0, 30 * 86400.0])
 def test_the_summary_counts_the_same_from_the_counted_view_as_from_whole_machines(store,
                                                                                    stale_after):
-    from releng_hardware.config import Config
-    from releng_hardware.fleet import counted_json, summary
-    from releng_hardware.snapshot import read_fleet
+    from releng_hardware.core.config import Config
+    from releng_hardware.views.fleet import counted_json, summary
+    from releng_hardware.views.reads import read_fleet
     from tests.conftest import record_every_shape
 
     record_every_shape(store)
@@ -174,9 +174,9 @@ def test_the_summary_counts_the_same_from_the_counted_view_as_from_whole_machine
     {"problem": "any"}, {"problem": "hung_task"}, {"problem": "never_seen", "sort": "-machine"},
 ])
 def test_select_picks_and_orders_the_same_from_the_counted_view_as_from_whole_machines(store, args):
-    from releng_hardware.config import Config
-    from releng_hardware.fleet import MachineQuery, counted_json, select
-    from releng_hardware.snapshot import read_fleet
+    from releng_hardware.core.config import Config
+    from releng_hardware.views.fleet import MachineQuery, counted_json, select
+    from releng_hardware.views.reads import read_fleet
     from tests.conftest import record_every_shape
 
     record_every_shape(store)
@@ -191,9 +191,9 @@ def test_select_picks_and_orders_the_same_from_the_counted_view_as_from_whole_ma
 
 
 def test_in_full_builds_the_machines_of_a_counted_read_as_the_whole_view_does(store):
-    from releng_hardware.config import Config
-    from releng_hardware.fleet import counted_json
-    from releng_hardware.snapshot import read_fleet
+    from releng_hardware.core.config import Config
+    from releng_hardware.views.fleet import counted_json
+    from releng_hardware.views.reads import read_fleet
     from tests.conftest import record_every_shape
 
     record_every_shape(store)
@@ -206,11 +206,11 @@ def test_in_full_builds_the_machines_of_a_counted_read_as_the_whole_view_does(st
                                                                "mdc3:t-spare-1"}
 
 
-# -- the table of fields (releng_hardware.fields) and the builders it is held to ------------
+# -- the table of fields (releng_hardware.views.fields) and the builders it is held to ------------
 
 def _every_shape_read(store, view=None):
-    from releng_hardware.config import Config
-    from releng_hardware.snapshot import read_fleet
+    from releng_hardware.core.config import Config
+    from releng_hardware.views.reads import read_fleet
     from tests.conftest import record_every_shape
 
     record_every_shape(store)
@@ -219,7 +219,7 @@ def _every_shape_read(store, view=None):
 
 
 def test_machine_json_builds_the_fields_of_the_table_in_its_order(store):
-    from releng_hardware.fields import LAST_TASK_FIELDS, RUN_COUNTS
+    from releng_hardware.views.fields import LAST_TASK_FIELDS, RUN_COUNTS
 
     machines = _every_shape_read(store)
     assert {machine["lastseen"] is None for machine in machines} == {True, False}
@@ -232,7 +232,7 @@ def test_machine_json_builds_the_fields_of_the_table_in_its_order(store):
 
 
 def test_the_typed_machines_have_the_keys_of_the_table():
-    from releng_hardware.fields import (LAST_TASK_FIELDS, RUN_COUNTS, CountedMachine, Counts,
+    from releng_hardware.views.fields import (LAST_TASK_FIELDS, RUN_COUNTS, CountedMachine, Counts,
                                         LastTask, Machine, MachineDetail, Tier, FIELDS)
 
     assert tuple(Machine.__annotations__) == MACHINE_FIELDS
@@ -245,8 +245,8 @@ def test_the_typed_machines_have_the_keys_of_the_table():
 
 
 def test_counted_json_builds_its_tier_as_machine_json_does(store):
-    from releng_hardware.fields import FIELDS, CountedMachine, Tier
-    from releng_hardware.fleet import counted_json
+    from releng_hardware.views.fields import FIELDS, CountedMachine, Tier
+    from releng_hardware.views.fleet import counted_json
 
     counted = _every_shape_read(store, counted_json)
     whole = _every_shape_read(store)
@@ -260,8 +260,8 @@ def test_counted_json_builds_its_tier_as_machine_json_does(store):
 
 
 def test_the_lastseen_tier_is_what_a_lastseen_row_holds():
-    from releng_hardware.fields import LASTSEEN_FIELDS
-    from releng_hardware.fleet import _LASTSEEN_ROW_FIELDS, POLL_FIELDS
+    from releng_hardware.views.fields import LASTSEEN_FIELDS
+    from releng_hardware.views.fleet import _LASTSEEN_ROW_FIELDS, POLL_FIELDS
 
     assert frozenset(_LASTSEEN_ROW_FIELDS) == LASTSEEN_FIELDS
     assert LASTSEEN_FIELDS.issuperset(POLL_FIELDS)
@@ -269,7 +269,7 @@ def test_the_lastseen_tier_is_what_a_lastseen_row_holds():
 
 def test_fields_of_the_counted_tier_are_served_without_building_whole_machines(client, fleet,
                                                                                monkeypatch):
-    from releng_hardware import fleet as views
+    from releng_hardware.views import fleet as views
 
     url = "/machines?fields=id,stale,problems,worker_type&include=never_seen&sort=-lastseen"
     full = client.get("/machines?include=never_seen&sort=-lastseen").get_json()
@@ -286,7 +286,7 @@ def test_fields_of_the_counted_tier_are_served_without_building_whole_machines(c
 
 @pytest.mark.parametrize("name", MACHINE_FIELDS)
 def test_each_field_fills_as_many_csv_cells_as_it_has_columns(store, name):
-    from releng_hardware.fleet import csv_columns, csv_rows
+    from releng_hardware.views.fleet import csv_columns, csv_rows
 
     machines = _every_shape_read(store)
     rows = list(csv_rows(machines, (name,)))
@@ -295,7 +295,7 @@ def test_each_field_fills_as_many_csv_cells_as_it_has_columns(store, name):
 
 
 def test_the_default_csv_columns_are_the_table_s_in_their_csv_places():
-    from releng_hardware.fields import CSV_FIELDS, FIELDS
+    from releng_hardware.views.fields import CSV_FIELDS, FIELDS
 
     placed = [field for field in FIELDS if field.csv_place is not None]
     assert sorted(field.csv_place for field in placed) == list(range(len(placed)))

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from releng_hardware import history
-from releng_hardware.records import (COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED,
+from releng_hardware.store.machines import history
+from releng_hardware.core.records import (COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED,
                                      RUNNING, Run, outcome_code)
-from releng_hardware.times import format_lastseen
+from releng_hardware.core.times import format_lastseen
 
 TASK = "AAAAAAAAQAGAAAAAAAAAAA"
 STARTED = datetime(2026, 11, 20, 12, 0, 0)

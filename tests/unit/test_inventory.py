@@ -9,9 +9,9 @@ import orjson
 import pytest
 import redis
 
-from releng_hardware.inventory import (InventoryError, inventory_json, parse_inventory,
+from releng_hardware.tools.inventory import (InventoryError, inventory_json, parse_inventory,
                                        plan_load)
-from releng_hardware.store import WATCH_ATTEMPTS, Store
+from releng_hardware.store.machines import WATCH_ATTEMPTS, Store
 
 EXPECTED = {"mdc1:t-linux-1": "gecko-t-linux", "mdc2:t-mac-1": None}
 
@@ -47,7 +47,7 @@ def test_csv_without_worker_type_column():
 
 
 def test_csv_export_of_machines_loads():
-    from releng_hardware.fleet import CSV_COLUMNS
+    from releng_hardware.views.fleet import CSV_COLUMNS
     row = dict.fromkeys(CSV_COLUMNS, "")
     row.update(id="mdc1:t-linux-1", datacenter="mdc1", machine="t-linux-1",
                worker_type="gecko-t-linux")

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from releng_hardware.events import WorkerEvent
-from releng_hardware.store import Store
+from releng_hardware.core.events import WorkerEvent
+from releng_hardware.store.machines import Store
 from tests.conftest import NOW, make_config
 
 ROOT = "https://firefox-ci-tc.services.mozilla.com"

@@ -1,14 +1,18 @@
-"""The package's map is its import rule: a module imports only modules listed before it.
+"""The package's maps are its import rule: a module imports only what is listed before it.
 
-The map is the module list in `releng_hardware/__init__.py`'s docstring (a name at the start of
-an indented line, then what the module owns). This test reads nothing else, so a new module
-needs only its line in the map, put where its imports allow.
+The top map is the list in `releng_hardware/__init__.py`'s docstring: the subpackages and the
+top-level modules, in the order imports flow. Each subpackage's docstring lists its own modules
+the same way (a name at the start of an indented line, then what it owns). Between subpackages a
+module imports only from those listed before its own; inside one, only modules listed before it.
+This test reads nothing else, so a new module needs only its line in its map.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import re
+from importlib.util import resolve_name
 from pathlib import Path
 
 import releng_hardware
@@ -17,50 +21,54 @@ PACKAGE = Path(releng_hardware.__file__).resolve().parent
 NAME = releng_hardware.__name__
 
 
-def module_map() -> list[str]:
-    """The modules in the order the package docstring lists them."""
-    return re.findall(r"^    (\w+) ", releng_hardware.__doc__ or "", re.MULTILINE)
+def listed(docstring: str | None) -> list[str]:
+    """The names a map lists, in its order."""
+    return re.findall(r"^    (\w+) ", docstring or "", re.MULTILINE)
+
+
+def top_map() -> list[str]:
+    return listed(releng_hardware.__doc__)
+
+
+def subpackages() -> list[str]:
+    return sorted(path.parent.name for path in PACKAGE.glob("*/__init__.py"))
+
+
+def sub_map(subpackage: str) -> list[str]:
+    return listed(importlib.import_module(f"{NAME}.{subpackage}").__doc__)
 
 
 def package_modules() -> dict[str, Path]:
-    """Every module of the package (a .py file, or a subpackage) -> its source files."""
-    modules = {path.stem: path for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
-    modules.update({path.parent.name: path.parent for path in PACKAGE.glob("*/__init__.py")})
-    return modules
+    """Every module of the package, dotted below it ("store.machines", "cli") -> its file."""
+    return {".".join(path.relative_to(PACKAGE).with_suffix("").parts): path
+            for path in PACKAGE.rglob("*.py") if path.name != "__init__.py"}
 
 
-def imported_modules(source: str, modules: set[str], *, depth: int = 0) -> set[str]:
-    """The package's modules that `source` imports, at module level or inside functions.
-
-    `from . import x` names module x; `from .x import y` and `from .x.y import z` name x;
-    absolute `releng_hardware.x` forms count the same. Names that are no module of the
-    package (`from . import __version__`) are the package itself, which every module may use.
-    `depth` is how far below the package the file is (1 in a subpackage): its relative imports
-    of its own subpackage stay inside one module. An `if __name__ == "__main__":` block is
-    left out: it runs only when the module is the program (`python -m releng_hardware.x`),
-    an entry point like the scripts at the top of the repository, which call into cli.
-    """
+def imported_modules(source: str, package: str, modules: set[str]) -> set[str]:
+    """The package's modules (dotted below it) that `source`, a module of `package` (dotted,
+    "releng_hardware.store"), imports at module level or inside functions. `from . import x`
+    names module x when there is one; a name that is no module is its package, which every
+    module may use. An `if __name__ == "__main__":` block is left out: it runs only when the
+    module is the program, an entry point like the scripts at the top of the repository."""
     found: set[str] = set()
     body = [node for node in ast.parse(source).body if not _runs_as_program(node)]
     for node in (inner for statement in body for inner in ast.walk(statement)):
         if isinstance(node, ast.ImportFrom):
-            if node.level and node.level - depth != 1:
-                continue
-            if node.level:
-                parts = (node.module or "").split(".") if node.module else []
-            elif node.module and (node.module == NAME or node.module.startswith(NAME + ".")):
-                parts = node.module.split(".")[1:]
-            else:
-                continue
-            if parts and parts[0]:
-                found.add(parts[0])
-            else:
-                found.update(alias.name for alias in node.names)
+            base = resolve_name("." * node.level + (node.module or ""), package) if node.level \
+                else node.module or ""
+            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith(NAME + "."):
-                    found.add(alias.name.split(".")[1])
-    return found & modules
+            targets = [alias.name for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            if target.startswith(NAME + "."):
+                below = target.removeprefix(NAME + ".")
+                while below and below not in modules:
+                    below = below.rpartition(".")[0]
+                if below:
+                    found.add(below)
+    return found
 
 
 def _runs_as_program(node: ast.stmt) -> bool:
@@ -68,47 +76,65 @@ def _runs_as_program(node: ast.stmt) -> bool:
             and ast.unparse(node.test) in ('__name__ == "__main__"', "__name__ == '__main__'"))
 
 
-def sources(path: Path) -> list[Path]:
-    """The source files of a module: the file, or every file of a subpackage."""
-    return sorted(path.rglob("*.py")) if path.is_dir() else [path]
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted({name for name in names if names.count(name) > 1})
 
 
-def test_the_map_lists_every_module_once_and_nothing_else():
-    listed = module_map()
+def test_the_top_map_lists_every_subpackage_and_top_module_once():
+    units = set(subpackages()) | {name for name in package_modules() if "." not in name}
+    assert not sorted(units - set(top_map())), "releng_hardware/__init__.py's map lacks a line"
+    assert not sorted(set(top_map()) - units), "releng_hardware/__init__.py lists what is not there"
+    assert not _duplicates(top_map())
+
+
+def test_each_subpackage_map_lists_its_modules_once_and_nothing_else():
     modules = package_modules()
-    missing = sorted(set(modules) - set(listed))
-    gone = sorted(set(listed) - set(modules))
-    repeated = sorted({name for name in listed if listed.count(name) > 1})
-    assert not missing, f"releng_hardware/__init__.py's module map lacks {missing}: add a line each"
-    assert not gone, f"releng_hardware/__init__.py's map lists modules that do not exist: {gone}"
-    assert not repeated, f"releng_hardware/__init__.py's map lists {repeated} more than once"
+    for subpackage in subpackages():
+        own = {name.split(".")[1] for name in modules if name.startswith(subpackage + ".")}
+        shown = sub_map(subpackage)
+        assert set(shown) == own, f"releng_hardware/{subpackage}/__init__.py's map: {shown} vs {own}"
+        assert not _duplicates(shown)
 
 
-def test_every_module_imports_only_modules_listed_before_it():
-    order = {name: position for position, name in enumerate(module_map())}
+def test_every_subpackage_says_in_one_line_what_it_owns():
+    for subpackage in subpackages():
+        first = (importlib.import_module(f"{NAME}.{subpackage}").__doc__
+                 or "").split("\n")[0]
+        assert first.endswith(".") and len(first) > 20, f"{subpackage}: {first!r}"
+
+
+def test_every_module_imports_only_what_is_listed_before_it():
+    top = {name: at for at, name in enumerate(top_map())}
+    inside = {sub: {name: at for at, name in enumerate(sub_map(sub))} for sub in subpackages()}
     modules = package_modules()
+
+    def place(module: str) -> tuple[int, int]:
+        unit, _, name = module.partition(".")
+        return top[unit], inside[unit][name] if name else 0
+
     upward = []
-    for name, path in sorted(modules.items()):
-        for source in sources(path):
-            depth = len(source.relative_to(PACKAGE).parts) - 1
-            for imported in sorted(imported_modules(source.read_text(), set(modules), depth=depth)):
-                if imported != name and order.get(imported, -1) >= order.get(name, -1):
-                    upward.append(f"{source.relative_to(PACKAGE.parent)} imports {imported}, "
-                                  f"listed after {name}")
-    assert not upward, ("imports flow down the map in releng_hardware/__init__.py; move the "
-                        "code, or the module's line, so that they do:\n  " + "\n  ".join(upward))
+    for module, path in sorted(modules.items()):
+        package = ".".join([NAME, *module.split(".")[:-1]])
+        for imported in sorted(imported_modules(path.read_text(), package, set(modules))):
+            if imported != module and place(imported) >= place(module):
+                upward.append(f"{module} imports {imported}, listed after it")
+    assert not upward, ("imports flow down the maps (releng_hardware/__init__.py, then each "
+                        "subpackage's); move the code, or the line, so that they do:\n  "
+                        + "\n  ".join(upward))
 
 
 def test_the_import_reader_sees_every_form():
-    modules = {"store", "times", "events", "cli", "config"}
-    source = ("from . import times\n"
-              "from .store import Store\n"
-              "from .events.parse import parse\n"
-              "import releng_hardware.config\n"
-              "from . import __version__\n"
+    modules = {"store.machines", "store.history", "core.times", "core.config", "cli", "views.fleet"}
+    source = ("from . import history\n"
+              "from .machines import Store\n"
+              "from ..core.times import utcnow\n"
+              "import releng_hardware.core.config\n"
+              "from .. import __version__\n"
+              "from ..views import fleet as views\n"
               "import redis\n"
               "def f():\n"
-              "    from .cli import fail\n")
-    assert imported_modules(source, modules) == {"times", "store", "events", "config", "cli"}
-    program = "from . import times\nif __name__ == '__main__':\n    from .cli import main\n"
-    assert imported_modules(program, modules) == {"times"}
+              "    from ..cli import fail\n")
+    assert imported_modules(source, f"{NAME}.store", modules) == {
+        "store.history", "store.machines", "core.times", "core.config", "views.fleet", "cli"}
+    program = "from . import history\nif __name__ == '__main__':\n    from ..cli import main\n"
+    assert imported_modules(program, f"{NAME}.store", modules) == {"store.history"}

@@ -14,12 +14,12 @@ import pytest
 from amqp.exceptions import ConnectionForced
 from kombu import Connection
 
-from releng_hardware import listener as listener_module
-from releng_hardware.broker import BROKER_TIMEOUT, declare_queue, open_connection, tls_options
-from releng_hardware.listener import Listener
-from releng_hardware.simulate import declare_exchanges
-from releng_hardware.times import format_lastseen
-from releng_hardware.watchdog import Watchdog
+from releng_hardware.ingest import listener as listener_module
+from releng_hardware.ingest.broker import BROKER_TIMEOUT, declare_queue, open_connection, tls_options
+from releng_hardware.ingest.listener import Listener
+from releng_hardware.tools.simulate import declare_exchanges
+from releng_hardware.core.times import format_lastseen
+from releng_hardware.ingest.watchdog import Watchdog
 from tests.conftest import NOW, make_config, queue_message, wait_for
 
 
@@ -94,7 +94,7 @@ def test_malformed_messages_are_acked_counted_and_logged_once(make_listener, cha
     bad = [sample_message("task-running", channel, body=b"\xff" * 5000),
            sample_message("task-running", channel, body=b"[]")]
     good = sample_message("task-completed", channel)
-    with caplog.at_level(logging.WARNING, logger="releng_hardware.listener"):
+    with caplog.at_level(logging.WARNING, logger="releng_hardware.ingest.listener"):
         for message in (*bad, good):
             listener.on_message(message)
         listener.pipeline.settle()
@@ -135,7 +135,7 @@ def test_backlog_is_logged_and_a_large_one_warned_about(make_listener, caplog):
             return name, self.backlog, 1
 
     listener = make_listener(backlog_warning=5000)
-    with caplog.at_level(logging.INFO, logger="releng_hardware.listener"):
+    with caplog.at_level(logging.INFO, logger="releng_hardware.ingest.listener"):
         listener.on_consume_ready(None, Declaring(12), [])
         listener.on_consume_ready(None, Declaring(9000), [])
     quiet, loud = [r for r in caplog.records if "holds" in r.getMessage()]
@@ -288,7 +288,7 @@ def test_an_unreachable_broker_is_tried_again_after_each_backoff(make_listener, 
     listener.sleep = fake.sleep
     connections, listener.create_connection = connecting(
         [OSError("Connection refused"), ConnectionForced("shutting down")])
-    with caplog.at_level(logging.WARNING, logger="releng_hardware.listener"):
+    with caplog.at_level(logging.WARNING, logger="releng_hardware.ingest.listener"):
         with listener.establish_connection():
             pass
     warnings = [r.getMessage() for r in caplog.records]
@@ -334,7 +334,7 @@ def test_the_consume_loop_reconnects_after_any_error_with_backoff(make_listener,
         raise error
 
     monkeypatch.setattr(listener, "consume", consume)
-    with caplog.at_level(logging.WARNING, logger="releng_hardware.listener"):
+    with caplog.at_level(logging.WARNING, logger="releng_hardware.ingest.listener"):
         listener.run_until_stopped()
     reconnecting = [r for r in caplog.records if "reconnecting in" in r.getMessage()]
     assert len(rounds) == 3 and [r.levelno for r in reconnecting] == [level, level]

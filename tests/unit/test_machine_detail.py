@@ -10,16 +10,18 @@ from typing import Any
 import orjson
 import pytest
 
-from releng_hardware import history, peers
-from releng_hardware.config import Config
-from releng_hardware.events import PendingEvent, WorkerEvent
-from releng_hardware.fields import MachineDetail
-from releng_hardware.fleet import busy_queues, machine_json, recent_tasks
-from releng_hardware.problems import Thresholds
-from releng_hardware.records import MachineRecord, Quarantine, Run
-from releng_hardware.snapshot import read_machine
-from releng_hardware.store import Store
-from releng_hardware.times import format_lastseen
+from releng_hardware.store.machines import history
+
+from releng_hardware.store.machines import peers
+from releng_hardware.core.config import Config
+from releng_hardware.core.events import PendingEvent, WorkerEvent
+from releng_hardware.views.fields import MachineDetail
+from releng_hardware.views.fleet import busy_queues, machine_json, recent_tasks
+from releng_hardware.core.problems import Thresholds
+from releng_hardware.core.records import MachineRecord, Quarantine, Run
+from releng_hardware.views.reads import read_machine
+from releng_hardware.store.machines import Store
+from releng_hardware.core.times import format_lastseen
 from tests.conftest import NOW, make_config
 
 PROVISIONER = "releng-hardware"

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 import orjson
 import pytest
 
-from releng_hardware.fleet import machine_json, machine_view_parts
-from releng_hardware.problems import Thresholds
-from releng_hardware.records import MachineRecord, Quarantine
-from releng_hardware.tallies import judge_with_view, machines_from_views
+from releng_hardware.views.fleet import machine_json, machine_view_parts
+from releng_hardware.core.problems import Thresholds
+from releng_hardware.core.records import MachineRecord, Quarantine
+from releng_hardware.views.machine_index import judge_with_view, machines_from_views
 
 NOW = datetime(2026, 11, 20, 18, 0, 0)
 ROOT = "https://tc.example.com"

@@ -8,8 +8,8 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from releng_hardware.events import PendingEvent, WorkerEvent
-from releng_hardware.metrics import staleness_bucket
+from releng_hardware.core.events import PendingEvent, WorkerEvent
+from releng_hardware.web.metrics import staleness_bucket
 from tests.conftest import NOW, make_config
 
 DEADLINE = NOW + timedelta(days=1)
@@ -160,8 +160,8 @@ def test_staleness_bucket_boundaries(age, bucket):
 
 
 def test_a_scrape_yields_the_families_named_in_metrics_in_their_order(client, fleet):
-    from releng_hardware.metrics import EXPOSED_FAMILIES
-    from releng_hardware.openapi import build_document
+    from releng_hardware.web.metrics import EXPOSED_FAMILIES
+    from releng_hardware.web.openapi import build_document
 
     fleet.listener_heartbeat(NOW)  # so the lag and heartbeat families are present too
     fleet.taskcluster_polled(NOW)  # and the Taskcluster poll's age

@@ -9,9 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from releng_hardware.dashboard import DASHBOARD_PARAMS
-from releng_hardware.fleet import csv_columns, parse_fields
-from releng_hardware.api import MACHINE_PARAMS
+from releng_hardware.web.dashboard import DASHBOARD_PARAMS
+from releng_hardware.views.fleet import csv_columns, parse_fields
+from releng_hardware.web.api import MACHINE_PARAMS
 from tests.conftest import record_every_shape
 
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}

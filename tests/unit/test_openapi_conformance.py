@@ -22,10 +22,10 @@ import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import FailureGroup
 
-from releng_hardware.records import BackfillItem, Quarantine
-from releng_hardware.store import Store
-from releng_hardware.times import format_lastseen
-from releng_hardware.web import create_app
+from releng_hardware.core.records import BackfillItem, Quarantine
+from releng_hardware.store.machines import Store
+from releng_hardware.core.times import format_lastseen
+from releng_hardware.web.app import create_app
 from tests.conftest import NOW, make_config, record_every_shape
 from tests.unit.test_openapi import errors
 

@@ -9,12 +9,12 @@ from urllib.parse import urlencode
 
 import pytest
 
-from releng_hardware import snapshot
-from releng_hardware.events import PendingEvent, WorkerEvent
-from releng_hardware.params import LIMIT, MAX_LIMIT, CURSOR, cursor_param, encode_cursor
-from releng_hardware.records import BackfillItem, Quarantine
-from releng_hardware.store import Store, order_member, order_member_id
-from releng_hardware.times import format_lastseen
+from releng_hardware.views import reads
+from releng_hardware.core.events import PendingEvent, WorkerEvent
+from releng_hardware.core.params import LIMIT, MAX_LIMIT, CURSOR, cursor_param, encode_cursor
+from releng_hardware.core.records import BackfillItem, Quarantine
+from releng_hardware.store.machines import Store, order_member, order_member_id
+from releng_hardware.core.times import format_lastseen
 from tests.conftest import DEADLINE, NOW
 
 # Datacenters one of which is a prefix of another, and hostnames shared between them: the
@@ -98,8 +98,8 @@ QUERIES = [
 def test_walking_every_page_gives_the_unpaged_answer(store, client, monkeypatch, seed, query):
     random_fleet(store, random.Random(seed))
     # small budgets, so that filtered pages end early and chunks follow each other
-    monkeypatch.setattr(snapshot, "SCAN_BUDGET", 9)
-    monkeypatch.setattr(snapshot, "FILTERED_CHUNK", 4)
+    monkeypatch.setattr(reads, "SCAN_BUDGET", 9)
+    monkeypatch.setattr(reads, "FILTERED_CHUNK", 4)
     expected = unpaged(client, query)
     assert expected, "the query selects some machines"
     for limit in (1, 3, 1000):
@@ -110,8 +110,8 @@ def test_walking_every_page_gives_the_unpaged_answer(store, client, monkeypatch,
 
 def test_a_filtered_page_may_hold_fewer_than_its_limit_and_still_go_on(store, client, monkeypatch):
     random_fleet(store, random.Random(4))
-    monkeypatch.setattr(snapshot, "SCAN_BUDGET", 5)
-    monkeypatch.setattr(snapshot, "FILTERED_CHUNK", 5)
+    monkeypatch.setattr(reads, "SCAN_BUDGET", 5)
+    monkeypatch.setattr(reads, "FILTERED_CHUNK", 5)
     response = client.get("/machines?limit=5&state=failed")
     everything = unpaged(client, {"state": "failed"})
     assert len(response.get_json()) < 5 < len(everything)
@@ -129,8 +129,8 @@ def test_a_page_reads_only_the_machines_it_examines(store, config):
         return page
     store.machine_order_page = counted  # type: ignore[method-assign]
     store.machines = lambda: pytest.fail("a page in machine order read the whole fleet")  # type: ignore[method-assign]
-    from releng_hardware.fleet import MachineQuery
-    page = snapshot.read_page(store, config, NOW, MachineQuery(), 4, None)
+    from releng_hardware.views.fleet import MachineQuery
+    page = reads.read_page(store, config, NOW, MachineQuery(), 4, None)
     assert len(page.machines) == 4 and reads == [4] and page.next_place is not None
 
 

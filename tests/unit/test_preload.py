@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from releng_hardware import cli
-from releng_hardware.preload import PreloadError, parse_entries
-from releng_hardware.store import Store
+from releng_hardware.tools.preload import PreloadError, parse_entries
+from releng_hardware.store.machines import Store
 from tests.conftest import NOW
 
 

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from releng_hardware.config import WINDOW, Config, settings_table
-from releng_hardware.problems import PROBLEMS, RULES, MachineFacts, Thresholds, machine_problems
-from releng_hardware.records import outcome_code, state_of_outcome
-from releng_hardware.times import format_lastseen
+from releng_hardware.core.config import WINDOW, Config, settings_table
+from releng_hardware.core.problems import PROBLEMS, RULES, MachineFacts, Thresholds, machine_problems
+from releng_hardware.core.records import outcome_code, state_of_outcome
+from releng_hardware.core.times import format_lastseen
 from tests.conftest import NOW
 
 LIMITS = Thresholds()

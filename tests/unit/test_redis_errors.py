@@ -13,10 +13,10 @@ import pytest
 import redis
 from redis.exceptions import MasterDownError, NoPermissionError, OutOfMemoryError
 
-from releng_hardware.events import parse_message
-from releng_hardware.pipeline import WritePipeline
-from releng_hardware.store import REDIS_ERRORS, Store, is_passing_outage
-from releng_hardware.web import create_app
+from releng_hardware.core.events import parse_message
+from releng_hardware.ingest.pipeline import WritePipeline
+from releng_hardware.store.machines import REDIS_ERRORS, Store, is_passing_outage
+from releng_hardware.web.app import create_app
 from tests.conftest import NOW, fail_first_record, make_config, queue_message
 
 PASSING = [
@@ -69,7 +69,7 @@ def test_the_write_pipeline_logs_a_failed_write_at_the_rule_s_level(store: Store
                              batch_size=1, batch_max_age=0.25, give_up_after=1.0,
                              clock=lambda: NOW, sleep=lambda seconds: None)
     data = queue_message("task-completed")
-    with caplog.at_level(logging.WARNING, logger="releng_hardware.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="releng_hardware.ingest.pipeline"):
         pipeline.add("d1", parse_message(data["exchange"], data["routing_key"], data["body"], NOW,
                                          ("releng-hardware",)))
         pipeline.settle()

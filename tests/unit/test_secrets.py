@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from releng_hardware.config import Config, ConfigError, mask_url
-from releng_hardware.web import create_app
+from releng_hardware.core.config import Config, ConfigError, mask_url
+from releng_hardware.web.app import create_app
 from tests.conftest import NOW, ROOT, make_config
 
 SECRET = "Zq9hunter2"

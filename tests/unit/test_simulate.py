@@ -7,8 +7,8 @@ import re
 from collections import Counter
 from datetime import datetime, timedelta
 
-from releng_hardware.events import PendingEvent, Skip, WorkerEvent, parse_message
-from releng_hardware.simulate import (BAD_PUSH_LABEL, BAD_PUSH_LASTS, POOLS, Message,
+from releng_hardware.core.events import PendingEvent, Skip, WorkerEvent, parse_message
+from releng_hardware.tools.simulate import (BAD_PUSH_LABEL, BAD_PUSH_LASTS, POOLS, Message,
                                       QueueSimulator, backlog, fleet, live, slugid)
 from tests.conftest import NOW
 
@@ -94,9 +94,9 @@ def test_dead_machines_stop_working_and_leave_work_waiting():
 
 
 def test_live_fleet_shows_every_problem_once_recorded(store):
-    from releng_hardware.config import Config
-    from releng_hardware.problems import PROBLEMS
-    from releng_hardware.snapshot import read_fleet
+    from releng_hardware.core.config import Config
+    from releng_hardware.core.problems import PROBLEMS
+    from releng_hardware.views.reads import read_fleet
 
     simulator = QueueSimulator(fleet(40), NOW - timedelta(hours=12), dead_share=0.1, fault_share=0.15,
                                task_seconds=(20, 120))
@@ -156,9 +156,9 @@ def test_a_bad_push_fails_one_label_on_every_machine_for_an_hour_and_no_other():
 
 
 def test_a_bad_push_is_the_tasks_fault_on_labels_not_the_machines(store):
-    from releng_hardware.config import Config
-    from releng_hardware.labels import default_min_machines, failing_labels
-    from releng_hardware.snapshot import read_fleet
+    from releng_hardware.core.config import Config
+    from releng_hardware.web.labels import default_min_machines, failing_labels
+    from releng_hardware.views.reads import read_fleet
 
     config = Config()
     simulator = QueueSimulator(fleet(40), NOW - timedelta(hours=12), fault_share=0.15,

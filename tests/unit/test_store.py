@@ -9,13 +9,13 @@ import orjson
 import pytest
 import redis
 
-from releng_hardware import history
-from releng_hardware.events import PendingEvent, WorkerEvent, parse_message
-from releng_hardware.records import EXCEPTION, RUNNING, Run
-from releng_hardware.simulate import backlog
-from releng_hardware import peers
-from releng_hardware.store import BATCH_LAYOUT, PENDING_ITEM, WORKER_ITEM, Store
-from releng_hardware.times import epoch_seconds
+from releng_hardware.store.machines import history
+from releng_hardware.core.events import PendingEvent, WorkerEvent, parse_message
+from releng_hardware.core.records import EXCEPTION, RUNNING, Run
+from releng_hardware.tools.simulate import backlog
+from releng_hardware.store.machines import peers
+from releng_hardware.store.machines import BATCH_LAYOUT, PENDING_ITEM, WORKER_ITEM, Store
+from releng_hardware.core.times import epoch_seconds
 from tests.conftest import NOW
 
 T0 = datetime(2026, 11, 20, 12, 0, 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone, UTC
 
-from releng_hardware.times import LASTSEEN_FORMAT, format_lastseen, utcnow
+from releng_hardware.core.times import LASTSEEN_FORMAT, format_lastseen, utcnow
 
 
 def test_lastseen_has_six_fraction_digits_even_on_a_whole_second():

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import threading
 
-from releng_hardware.watchdog import STUCK_EXIT_CODE, Watchdog
+from releng_hardware.ingest.watchdog import STUCK_EXIT_CODE, Watchdog
 from tests.conftest import ROOT
 
 
@@ -48,7 +48,7 @@ def test_by_default_it_logs_where_the_thread_is_stuck_and_exits_non_zero():
     script = (
         "import logging, sys, threading\n"
         "logging.basicConfig(stream=sys.stdout, level=logging.INFO)\n"
-        "from releng_hardware.watchdog import Watchdog\n"
+        "from releng_hardware.ingest.watchdog import Watchdog\n"
         "watchdog = Watchdog(0.3)\n"
         "watchdog.progress()\n"
         "watchdog.start(interval=0.05)\n"

@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 import pytest
 import redis
 
-from releng_hardware.events import PendingEvent
-from releng_hardware.problems import PROBLEMS
-from releng_hardware.store import Store
-from releng_hardware.times import LASTSEEN_FORMAT
+from releng_hardware.core.events import PendingEvent
+from releng_hardware.core.problems import PROBLEMS
+from releng_hardware.store.machines import Store
+from releng_hardware.core.times import LASTSEEN_FORMAT
 from tests.conftest import DEADLINE, NOW, make_config, seen
 
 
@@ -253,7 +253,7 @@ def test_etag_survives_passing_time_until_a_machine_turns_stale(app_factory, fle
 
 
 def test_summary_keeps_provisioners_sharing_a_worker_type_apart(client, store):
-    from releng_hardware.events import WorkerEvent
+    from releng_hardware.core.events import WorkerEvent
     for provisioner, host in (("releng-hardware", "t-linux64-ms-100"), ("other-hw", "t-linux64-ms-900")):
         store.record([WorkerEvent("mdc1", host, provisioner, "gecko-t-linux-talos",
                                   "AAAAAAAAQAGAAAAAAAAAAA", 0, "completed", "completed",
@@ -293,13 +293,13 @@ def test_every_redis_error_is_a_503_json(client, fleet, store, monkeypatch, erro
     ("/srv/git/releng-hardware", ""),
 ])
 def test_version_source_never_carries_credentials(remote, served):
-    from releng_hardware.dockerflow import public_source_url
+    from releng_hardware.web.dockerflow import public_source_url
     assert public_source_url(remote) == served
 
 
 def test_version_endpoint_serves_the_origin_without_its_token(tmp_path, fake_redis):
     import subprocess
-    from releng_hardware.dockerflow import load_version
+    from releng_hardware.web.dockerflow import load_version
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin",
                     "https://user:ghp_secret@example.com/releng-hardware.git"], check=True)
@@ -310,7 +310,7 @@ def test_version_endpoint_serves_the_origin_without_its_token(tmp_path, fake_red
 
 def test_version_json_written_by_a_build_is_served_without_a_token(tmp_path):
     import json
-    from releng_hardware.dockerflow import load_version
+    from releng_hardware.web.dockerflow import load_version
     (tmp_path / "version.json").write_text(json.dumps({
         "source": "https://x-access-token:ghp_secret@github.com/mozilla/releng-hardware",
         "version": "1.2.3", "commit": "abc", "build": "42"}))
@@ -387,7 +387,7 @@ def test_the_app_keeps_its_store_settings_clock_and_version_in_one_frozen_state(
                                                                                  fake_redis):
     import dataclasses
 
-    from releng_hardware.appstate import AppState, app_state
+    from releng_hardware.web.appstate import AppState, app_state
 
     config = make_config(stale_after=3600.0)
     app = app_factory(config, now=NOW + timedelta(hours=2))

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from releng_hardware.dashboard import needs_attention
-from releng_hardware.fleet import never_seen_records
-from releng_hardware.times import LASTSEEN_FORMAT
+from releng_hardware.web.dashboard import needs_attention
+from releng_hardware.views.fleet import never_seen_records
+from releng_hardware.core.times import LASTSEEN_FORMAT
 from tests.conftest import make_config, seen
 from tests.unit.test_dashboard import page
 
@@ -264,7 +264,7 @@ def test_loading_an_inventory_changes_the_etag_of_plain_machines_too(client, fle
     (True, None, []),  # no inventory loaded
 ])
 def test_inventory_rules(seen_, listed, expected):
-    from releng_hardware.problems import MachineFacts, Thresholds, machine_problems
+    from releng_hardware.core.problems import MachineFacts, Thresholds, machine_problems
     facts = MachineFacts(None if not seen_ else 60.0, seen=seen_, in_inventory=listed)
     assert machine_problems(facts, datetime(2026, 11, 20), Thresholds()) == expected
 

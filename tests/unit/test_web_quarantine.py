@@ -12,13 +12,13 @@ from typing import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from releng_hardware.fields import QUARANTINE_COLUMNS
-from releng_hardware.metrics import MACHINES_QUARANTINED, TASKCLUSTER_POLL_AGE_SECONDS, TASKCLUSTER_POLLS_TOTAL
-from releng_hardware.poller import poll_once
-from releng_hardware.records import BackfillItem, Quarantine
-from releng_hardware.standin import TaskclusterStandin
-from releng_hardware.times import format_lastseen
-from releng_hardware.workers import Credentials, Taskcluster
+from releng_hardware.views.fields import QUARANTINE_COLUMNS
+from releng_hardware.web.metrics import MACHINES_QUARANTINED, TASKCLUSTER_POLL_AGE_SECONDS, TASKCLUSTER_POLLS_TOTAL
+from releng_hardware.taskcluster.poller import poll_once
+from releng_hardware.core.records import BackfillItem, Quarantine
+from releng_hardware.tools.fake_taskcluster import FakeTaskcluster
+from releng_hardware.core.times import format_lastseen
+from releng_hardware.taskcluster.client import Credentials, Taskcluster
 from tests.conftest import NOW, make_config, seen
 from tests.unit.test_dashboard import Page, page
 from tests.unit.test_openapi import errors
@@ -221,24 +221,24 @@ def test_answers_with_quarantines_are_as_documented(client, fleet, path, schema)
 # -- the real poll, then the app --------------------------------------------------------
 
 @pytest.fixture
-def standin() -> Iterator[TaskclusterStandin]:
-    with TaskclusterStandin(credentials={CLIENT_ID: (TOKEN, [])}, clock=lambda: NOW,
+def fake_tc() -> Iterator[FakeTaskcluster]:
+    with FakeTaskcluster(credentials={CLIENT_ID: (TOKEN, [])}, clock=lambda: NOW,
                             stall_seconds=3) as server:
         yield server
 
 
 def test_taskcluster_down_for_several_polls_the_web_serves_the_last_state_with_its_age(
-        app_factory, store, standin):
+        app_factory, store, fake_tc):
     config = make_config()
     for number in range(3):
         host = f"t-linux64-ms-{number:03d}"
         seen(store, host, ago=timedelta(minutes=10))
-        standin.add_worker("releng-hardware", POOL, "mdc1", host, first_claim=NOW - timedelta(days=9),
+        fake_tc.add_worker("releng-hardware", POOL, "mdc1", host, first_claim=NOW - timedelta(days=9),
                            quarantine_until=NOW + timedelta(days=1) if number == 0 else None,
                            reason="reimage", by="ops")
-    taskcluster = Taskcluster(standin.root_url, Credentials(CLIENT_ID, TOKEN), timeout=1)
+    taskcluster = Taskcluster(fake_tc.root_url, Credentials(CLIENT_ID, TOKEN), timeout=1)
     assert poll_once(store, taskcluster, config, NOW) is None
-    standin.fault = "error"
+    fake_tc.fault = "error"
     for minutes in (5, 10, 15, 20):
         assert poll_once(store, taskcluster, config, NOW + timedelta(minutes=minutes)) is not None
     later = NOW + timedelta(minutes=21)

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from releng_hardware.web import create_app
+from releng_hardware.web.app import create_app
 from tests.conftest import NOW, make_config
 
 REPLIES = {

@@ -9,9 +9,9 @@ from typing import Any, Callable
 import pytest
 import redis
 
-from releng_hardware.events import Skip, parse_message
-from releng_hardware.pipeline import WAIT_STEP, Backoff, WritePipeline, backoff_delay, pause
-from releng_hardware.store import Store
+from releng_hardware.core.events import Skip, parse_message
+from releng_hardware.ingest.pipeline import WAIT_STEP, Backoff, WritePipeline, backoff_delay, pause
+from releng_hardware.store.machines import Store
 from tests.conftest import NOW, fail_first_record, queue_message
 
 
@@ -159,7 +159,7 @@ def test_any_redis_error_is_retried_without_acking_and_logged_as_an_error(make_p
                                                                           caplog):
     fail_first_record(store, redis.ResponseError("OOM command not allowed"))
     pipeline = make_pipeline(batch_size=1)
-    with caplog.at_level(logging.ERROR, logger="releng_hardware.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="releng_hardware.ingest.pipeline"):
         pipeline.add("d1", event("task-completed"))
         pipeline.settle()
     assert acks.acked == ["d1"] and store.machine("mdc2:t-w1064-ms-281") is not None
@@ -305,7 +305,7 @@ def test_retry_numbers_its_tries_and_keeps_redis_waits_short(make_pipeline, capl
             raise outcome
         return outcome
 
-    with caplog.at_level(logging.WARNING, logger="releng_hardware.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="releng_hardware.ingest.pipeline"):
         assert pipeline.retry(call) == "done"
     lines = [r.getMessage() for r in caplog.records]
     assert [line.split("; ")[1].split(" in ")[0] for line in lines] == [
