@@ -7,7 +7,7 @@ import pytest
 
 from releng_hardware.views.reads import read_machine
 from tests.conftest import NOW, make_config
-from tests.unit.test_machine_detail import MACHINE, SHOWN, detail_read_apart, fill, runs_read_apart
+from tests.unit.views.test_machine_detail import MACHINE, SHOWN, detail_read_apart, fill, runs_read_apart
 
 
 @pytest.mark.parametrize("machine_id", [MACHINE, "mdc1:ms-2", "mdc1:ms-3"])

@@ -11,7 +11,7 @@ from typing import Any
 from releng_hardware.views import reads
 from releng_hardware.web.app import create_app
 from tests.conftest import NOW, make_config
-from tests.unit.test_paging import random_fleet, unpaged, walk
+from tests.unit.views.test_paging import random_fleet, unpaged, walk
 
 
 def test_walking_every_page_on_the_real_redis_gives_the_unpaged_answer(real_store, real_redis,

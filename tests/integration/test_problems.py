@@ -13,7 +13,7 @@ from releng_hardware.core.times import format_lastseen, utcnow
 from releng_hardware.web.app import create_app
 from tests.conftest import wait_for
 from tests.integration.support import diff_states, machine_state, reference_state
-from tests.unit.test_api_problems import SICK_FLEET_PROBLEMS
+from tests.unit.web.test_api_problems import SICK_FLEET_PROBLEMS
 
 WORKER_TYPE = "gecko-t-linux-talos"
 

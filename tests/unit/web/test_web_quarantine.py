@@ -20,8 +20,8 @@ from releng_hardware.tools.fake_taskcluster import FakeTaskcluster
 from releng_hardware.core.times import format_lastseen
 from releng_hardware.taskcluster.client import Credentials, Taskcluster
 from tests.conftest import NOW, make_config, seen
-from tests.unit.test_dashboard import Page, page
-from tests.unit.test_openapi import errors
+from tests.unit.web.test_dashboard import Page, page
+from tests.unit.web.test_openapi import errors
 
 POOL, WINDOWS = "gecko-t-linux-talos", "gecko-t-win10-64-hw"
 UNTIL = format_lastseen(NOW + timedelta(hours=2))

@@ -12,7 +12,7 @@ from releng_hardware.web.dashboard import needs_attention
 from releng_hardware.views.fleet import never_seen_records
 from releng_hardware.core.times import LASTSEEN_FORMAT
 from tests.conftest import make_config, seen
-from tests.unit.test_dashboard import page
+from tests.unit.web.test_dashboard import page
 
 LINUX = "gecko-t-linux-talos"
 INVENTORY = {

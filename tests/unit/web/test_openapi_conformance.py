@@ -27,7 +27,7 @@ from releng_hardware.store.machines import Store
 from releng_hardware.core.times import format_lastseen
 from releng_hardware.web.app import create_app
 from tests.conftest import NOW, make_config, record_every_shape
-from tests.unit.test_openapi import errors
+from tests.unit.web.test_openapi import errors
 
 SETTINGS = {
     # bounded and the same on every run: derandomized, nothing replayed from a local database
