@@ -64,14 +64,21 @@ class Command(NamedTuple):
         return " ".join(self.words)
 
 
-def code_lines(text: str) -> Iterator[str]:
-    """Every line of the code blocks, and every inline code span outside them."""
-    for block in FENCE.findall(text):
-        yield from block.splitlines()
-    prose = FENCE.sub("", text)
-    for block in INDENTED.findall(prose):
-        yield from block.splitlines()
-    yield from INLINE.findall(prose)
+def code_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(offset, text) of every line of the code blocks, and of every inline code span outside them."""
+    def lines(block: re.Match[str]) -> Iterator[tuple[int, str]]:
+        offset = block.start(1)
+        for line in block.group(1).splitlines(keepends=True):
+            yield offset, line.rstrip("\n")
+            offset += len(line)
+    for block in FENCE.finditer(text):
+        yield from lines(block)
+    # the blocks blanked, not cut, so that offsets stay the text's own
+    prose = FENCE.sub(lambda block: re.sub(r"[^\n]", " ", block.group(0)), text)
+    for block in INDENTED.finditer(prose):
+        yield from lines(block)
+    for span in INLINE.finditer(prose):
+        yield span.start(1), span.group(1)
 
 
 def _tokens(segment: str) -> list[str]:
@@ -125,9 +132,9 @@ def documented_commands() -> dict[Command, list[str]]:
     found: dict[Command, list[str]] = {}
     for doc in DOCS:
         text = doc.read_text()
-        for line in code_lines(text):
+        for offset, line in code_lines(text):
             for command in commands_in(line):
-                number = text[:text.find(line)].count("\n") + 1
+                number = text.count("\n", 0, offset) + 1
                 found.setdefault(command, []).append(f"{doc.relative_to(ROOT)}:{number}")
     return found
 
@@ -145,7 +152,7 @@ def test_the_reader_finds_commands_in_blocks_spans_pipes_and_heroku_lines():
             "```\n\n"
             "    releng-hardware lift mdc1:t-1\n\n"
             "`releng-hardware` is the project, `-a releng-hardware` an app; `scripts/test tests/unit`, `scripts/`\n")
-    found = [command.words for line in code_lines(text) for command in commands_in(line)]
+    found = [command.words for _, line in code_lines(text) for command in commands_in(line)]
     assert found == [("python", "preload_redis.py"),
                      ("python", "-m", "releng_hardware.cli", "lift"),
                      ("releng-hardware", "quarantine"), ("releng-hardware", "lift"),
@@ -361,7 +368,7 @@ def test_every_subcommand_a_group_lists_answers_its_help_and_is_documented(group
         assert_help(listing)
         listed.append(subcommands(listing.stdout))
         with ThreadPoolExecutor(4) as pool:
-            for result in pool.map(lambda name: run([*form, name, "--help"], env), listed[-1]):
+            for result in pool.map(lambda name, form=form: run([*form, name, "--help"], env), listed[-1]):
                 assert_help(result)
     assert listed[0] and all(names == listed[0] for names in listed), listed
     shown = {command.words[len(form)] for form in GROUPS[group] for command in DOCUMENTED
@@ -420,7 +427,7 @@ def test_every_module_run_with_python_m_is_a_command_or_fails_saying_it_is_none(
         return run(["python", "-m", f"releng_hardware.{name}", *args], env)
 
     with ThreadPoolExecutor(8) as pool:
-        results = dict(zip(modules, pool.map(try_module, modules)))
+        results = dict(zip(modules, pool.map(try_module, modules), strict=True))
     wrong = []
     for name, result in results.items():
         if name in releng_hardware.COMMANDS:
