@@ -10,6 +10,8 @@ setup(
     python_requires=">=3.11",
     install_requires=[
         "flask>=3.0,<4",
+        # imported directly (werkzeug.exceptions), not only through flask
+        "werkzeug>=3.0,<4",
         "kombu>=5.3,<6",
         "redis>=5.0,<9",
         "hiredis>=2.0",
@@ -18,6 +20,9 @@ setup(
         "orjson>=3.9",
         "prometheus-client>=0.20",
         "taskcluster>=60,<200",
+        # imported directly (taskcluster.client, tools.fake_taskcluster), not only through taskcluster
+        "requests>=2.31,<3",
+        "mohawk>=1.1,<2",
         "click>=8.1",
     ],
     entry_points={

@@ -7,7 +7,7 @@ request must not be rejected, an invalid one must not be accepted, and every ans
 a documented status, content type, headers and body. It runs twice: with a fleet of every
 machine shape recorded, and with Redis away (where the data endpoints answer 503).
 
-A new query parameter must be described in releng_hardware/openapi.py exactly as the view
+A new query parameter must be described in releng_hardware/web/openapi.py exactly as the view
 parses it (type, pattern, enum, limits); when it is not, this test fails with the request to
 reproduce (`curl ...`) and the rule that was broken.
 """
@@ -42,7 +42,7 @@ SETTINGS = {
 REDIS_AWAY = {**SETTINGS, "checks": {"enabled": True, "not_a_server_error": {
     "expected-statuses": ["2xx", "3xx", "4xx", "500", "503"]}}}
 HINT = ("/openapi.json and the API disagree on the request above. Describe the parameter or "
-        "response exactly in releng_hardware/openapi.py (or fix the view when the document is "
+        "response exactly in releng_hardware/web/openapi.py (or fix the view when the document is "
         "right); reproduce with the curl line.")
 
 
