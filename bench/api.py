@@ -129,12 +129,12 @@ def stored_sizes(client: Any, store: Store, ids: list[str]) -> dict[str, Any]:
     hashes' values, STRLEN-like) and each label's string (its length and MEMORY USAGE)."""
     pipe = client.pipeline(transaction=False)
     for machine_id in ids:
-        pipe.hstrlen(store.records_key, machine_id)
-        pipe.hstrlen(store.history_key, machine_id)
+        pipe.hstrlen(store.keys.machine_records, machine_id)
+        pipe.hstrlen(store.keys.machine_history, machine_id)
     lengths = pipe.execute()
     machine_bytes = [record + history for record, history in zip(lengths[::2], lengths[1::2],
                                                                   strict=True)]
-    label_keys = list(client.scan_iter(match=store.label_key("*"), count=1000))
+    label_keys = list(client.scan_iter(match=store.keys.label("*"), count=1000))
     pipe = client.pipeline(transaction=False)
     for key in label_keys:
         pipe.strlen(key)
@@ -288,7 +288,7 @@ def run_api(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, An
     ids = fill_machines_with_history(store, setup.machines, setup.provisioner_id, utcnow())
     fill_seconds = time.perf_counter() - started
     memory_after = int(client.info("memory")["used_memory"])
-    log(f"  {client.hlen(store.machines_key)} machines with {store.history_size} runs each "
+    log(f"  {client.hlen(store.keys.machines)} machines with {store.history_size} runs each "
         f"written in {fill_seconds:.1f}s")
 
     sizes = stored_sizes(client, store, ids)
@@ -302,7 +302,7 @@ def run_api(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, An
     # the first reads judged every machine into the machine index, with its views: counted too
     memory_indexed = int(client.info("memory")["used_memory"])
 
-    machines_key, records_key = store.machines_key, store.records_key
+    machines_key, records_key = store.keys.machines, store.keys.machine_records
     poll_path = f"/machines?fields={','.join(POLL_FIELDS)}"
     poll_floor = lambda: bare_poll_build_encode(client, machines_key)  # noqa: E731
     poll = _against_floor(port, poll_path, poll_floor, setup)
@@ -431,11 +431,11 @@ def run_scale(setup: ApiSetup, cleanup: Cleanup, log: Any = print) -> dict[str, 
     started = time.perf_counter()
     fill_machines(store, setup.scale_machines, setup.provisioner_id, utcnow())
     fill_seconds = time.perf_counter() - started
-    log(f"  {client.hlen(store.machines_key)} machines written in {fill_seconds:.1f}s")
+    log(f"  {client.hlen(store.keys.machines)} machines written in {fill_seconds:.1f}s")
     port, server, _ = start_web(setup.redis_url, prefix, setup.workdir, cleanup, "gunicorn-scale")
     out: dict[str, Any] = {"machines": setup.scale_machines, "fill_seconds": round(fill_seconds, 1)}
     # the place halfway through the machine order, as a client walking the pages gets there
-    middle, = client.zrange(store.machine_order_key, setup.scale_machines // 2,
+    middle, = client.zrange(store.keys.machine_order, setup.scale_machines // 2,
                             setup.scale_machines // 2)
     for name, path in (("poll", f"/machines?fields={','.join(POLL_FIELDS)}"),
                        ("summary", "/summary"), ("dashboard", "/"),

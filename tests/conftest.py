@@ -100,7 +100,7 @@ def record_every_shape(store: Store) -> None:
     store.record([PendingEvent("releng-hardware", "gecko-t-win10-64-hw", "EEEEEEEEQAGAAAAAAAAAAA", 0,
                                NOW, DEADLINE)], now=NOW)
     store.preload({"mdc3:t-mac-ms-001": NOW - timedelta(hours=1)})
-    store.redis.hset(store.machines_key, "mdc3:t-legacy-1", "2018-11-08T08:47:50")
+    store.redis.hset(store.keys.machines, "mdc3:t-legacy-1", "2018-11-08T08:47:50")
     store.listener_heartbeat(NOW)
     # an inventory: one machine seen, two never seen (one without a worker type)
     store.update_inventory(lambda current: {"mdc1:t-linux64-ms-100": "gecko-t-linux-talos",

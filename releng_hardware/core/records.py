@@ -11,6 +11,10 @@ from typing import Any, Mapping, NamedTuple, Sequence, TypedDict
 
 # A run's outcome in one character: what `outcomes` and the history store per run.
 COMPLETED, FAILED, EXCEPTION, LOST, NOT_COUNTED, RUNNING = "c", "f", "e", "l", "x", "r"
+# What a record's `source` says of a machine known only from `releng-hardware backfill`
+# (Taskcluster's worker list); null is every other machine: seen by the listener, preloaded, or
+# never seen. The backfill script writes it (store.scripts' prelude).
+SOURCE_TASKCLUSTER = "taskcluster"
 # The queue ended these runs for reasons outside the machine: they say nothing
 # about its health either way.
 NOT_COUNTED_REASONS = frozenset({"canceled", "superseded", "deadline-exceeded"})

@@ -37,9 +37,11 @@ FIELDS: tuple[tuple[str, int | None, str], ...] = (
     ("peer_median", 10, "d"),
     ("reason", None, "s"),  # the reason, only when the code does not say it
 )
-# An entry's attribution character -> the API's attribution.
-ATTRIBUTIONS = {"N": None, "M": "machine", "T": "task"}
-NO_ATTRIBUTION = "N"
+# What a run's failure is put down to, as an entry's attribution character.
+NO_ATTRIBUTION, MACHINE_ATTRIBUTION, TASK_ATTRIBUTION = "N", "M", "T"
+# An entry's attribution character -> the API's attribution; weakest first, as the batch script
+# ranks them (a judgement only rises).
+ATTRIBUTIONS = {NO_ATTRIBUTION: None, MACHINE_ATTRIBUTION: "machine", TASK_ATTRIBUTION: "task"}
 NO_LABEL = "-" * 10
 
 

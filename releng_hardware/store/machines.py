@@ -19,19 +19,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
 import orjson
 import redis
 
-from . import history
-
-from . import peers
+from . import history, peers
+from .keys import Keys, order_member_id
+from .scripts import script
 from ..core.config import WINDOW, Config
 from ..core.events import PendingEvent, WorkerEvent
-from ..core.identifiers import split_machine_id
 from ..core.records import (COMPLETED, NOT_COUNTED, RUNNING, BackfillItem, MachineRecord, Quarantine,
                       Run, outcome_code)
 from ..core.times import epoch_microseconds, epoch_seconds, format_lastseen
@@ -56,37 +54,35 @@ BATCH_LAYOUT = orjson.dumps({"worker": WORKER_ITEM, "pending": PENDING_ITEM,
                              "entry": history.lua_spans(), "running": RUNNING,
                              "peer": peers.lua_spans(), "completed": COMPLETED,
                              "not_counted": NOT_COUNTED, "failing": peers.FAILING,
-                             "no_label": history.NO_LABEL,
-                             "no_attribution": history.NO_ATTRIBUTION})
+                             "no_label": history.NO_LABEL})
 # Config declares PEER_WINDOW's and PEER_FAILURES' defaults, for a store made without them.
 _DEFAULTS = Config()
 
 
-def _script(name: str) -> str:
-    """The Lua script lua/<name>.lua, shipped as package data."""
-    return (resources.files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
-
-
 # Every script that adds or removes a machine starts with the machine order's rule (its member
 # and key), and every script that writes one with the machine index's (its group, its place by
-# lastseen, its judgement), so that each keeps both in the same atomic write.
-_MACHINE_ORDER = _script("machine_order")
-_MACHINE_INDEX = _script("machine_index")
-_WRITES_MACHINES = _MACHINE_ORDER + _MACHINE_INDEX
-_RECORD_BATCH = _WRITES_MACHINES + _script("record_batch")
-_REMOVE_EXPIRED = _WRITES_MACHINES + _script("remove_expired")
-_PRELOAD = _WRITES_MACHINES + _script("preload")
-_REPLACE_QUARANTINES = _script("replace_quarantines")
-_BACKFILL = _WRITES_MACHINES + _script("backfill")
-_BUILD_MACHINE_ORDER = _MACHINE_ORDER + _script("build_machine_order")
-_MACHINE_PAGE = _script("machine_page")
-_BUILD_MACHINE_INDEX = _MACHINE_INDEX + _script("build_machine_index")
-_JUDGE = _MACHINE_INDEX + _script("judge")
-_FLEET_FIGURES = _script("fleet_figures")
-# The read scripts that answer with the work waiting count it by one rule.
-_PENDING_COUNTS = _script("pending_counts")
-_MACHINE_VIEWS = _PENDING_COUNTS + _script("machine_views")
-_MACHINE_DETAIL = _PENDING_COUNTS + _script("machine_detail")
+# lastseen, its judgement), so that each keeps both in the same atomic write; those that write
+# a lastseen keep it by seen.lua's one rule.
+_WRITES_MACHINES = ("machine_order", "seen", "machine_index")
+# The batch script's concerns, one part each (lua/batch_decode.lua names them), in the order
+# they are joined: still one script, so a batch is still atomic.
+BATCH_PARTS = ("batch_decode", "batch_history", "batch_lastseen", "batch_pending", "batch_peers",
+               "batch_outcomes", "batch_index", "batch_counters", "record_batch")
+_RECORD_BATCH = script(*_WRITES_MACHINES, *BATCH_PARTS)
+_REMOVE_EXPIRED = script(*_WRITES_MACHINES, "remove_expired")
+_PRELOAD = script(*_WRITES_MACHINES, "preload")
+_REPLACE_QUARANTINES = script("replace_quarantines")
+_BACKFILL = script(*_WRITES_MACHINES, "backfill")
+# remove build_machine_order.lua (and machine_order_state) once every deployment has run a
+# release with the machine order (1.0.0) long enough to have paged /machines once
+_BUILD_MACHINE_ORDER = script("machine_order", "build_machine_order")
+_MACHINE_PAGE = script("machine_page")
+_BUILD_MACHINE_INDEX = script("machine_index", "build_machine_index")
+_JUDGE = script("machine_index", "judge")
+_FLEET_FIGURES = script("fleet_figures")
+# The read scripts that answer with the work waiting count it by one rule (pending_after).
+_MACHINE_VIEWS = script("pending_counts", "machine_views")
+_MACHINE_DETAIL = script("pending_counts", "machine_detail")
 # What lua/machine_detail.lua finds a history entry's label by: the label's first and last
 # position, the attribution's position, the attribution letters of an entry written since
 # labels (an older one has its reason there), and the reference of no label.
@@ -103,20 +99,12 @@ INDEX_BUILD_STEP = 5_000
 
 
 TASKCLUSTER_COUNTERS = ("consecutive_failures", "polls", "failures")
-# What joins the parts of a machine order member: sorts before every character of a name.
-ORDER_SEPARATOR = "\0"
 
 
-def order_member(machine_id: str) -> str:
-    """The machine's member of the machine order (lua/machine_order.lua's rule): its hostname,
-    datacenter and id, so members sort as fleet.sort_by_hostname orders machines."""
-    datacenter, hostname = split_machine_id(machine_id)
-    return ORDER_SEPARATOR.join((hostname, datacenter, machine_id))
-
-
-def order_member_id(member: str) -> str:
-    """The machine id of a machine order member."""
-    return member.split(ORDER_SEPARATOR, 2)[2]
+def pending_after(now: datetime) -> str:
+    """The rule of the work waiting: a pending task waits while its deadline is after `now`.
+    As ZCOUNT's lower bound, in Python's counts and the read scripts' (lua/pending_counts.lua)."""
+    return f"({epoch_seconds(now)}"
 
 
 class OrderEntry(NamedTuple):
@@ -282,40 +270,17 @@ class Store:
         self._peer_settings = orjson.dumps({
             "window": int(peer_window * 1000), "failures": peer_failures,
             "runs": peers.LABEL_RUNS, "judged": WINDOW})
-        self.labels_key = prefix + "labels"
+        # every key name of the store: keys.Keys, the one place one is spelt
+        self.keys = Keys(prefix)
         # runs kept per machine: what /machines/<id> shows and what the rules need
         self.history_size = max(recent_tasks, WINDOW) + HISTORY_SLACK
-        self.machines_key = prefix + "machines"
-        self.records_key = prefix + "machine_records"
-        self.history_key = prefix + "machine_history"
-        self.listener_key = prefix + "listener"
-        self.pending_queues_key = prefix + "pending_queues"
-        # the tasks waiting of one queue are <pending_key_prefix><provisioner>/<workerType>
-        self.pending_key_prefix = prefix + "pending:"
-        self.version_key = prefix + "version"
-        self.inventory_key = prefix + "inventory"
-        self.retention_cursor_key = prefix + "retention_cursor"
-        self.machine_order_key = prefix + "machine_order"
-        self.machine_order_state_key = prefix + "machine_order_state"
-        self._build_machine_order = client.register_script(_BUILD_MACHINE_ORDER)
-        self._machine_page = client.register_script(_MACHINE_PAGE)
-        self._record_batch = client.register_script(_RECORD_BATCH)
-        self._preload = client.register_script(_PRELOAD)
-        self._remove_expired = client.register_script(_REMOVE_EXPIRED)
-        self.quarantine_key = prefix + "quarantine"
-        self.taskcluster_key = prefix + "taskcluster"
-        self.taskcluster_turn_key = prefix + "taskcluster_turn"
-        self._replace_quarantines = client.register_script(_REPLACE_QUARANTINES)
-        self._backfill = client.register_script(_BACKFILL)
-        # the machine index (lua/machine_index.lua); its other keys are the scripts' own
-        self.index_state_key, self.unjudged_key, self.judged_key = (
-            f"{prefix}index:{name}" for name in ("state", "unjudged", "judged"))
-        self._build_machine_index, self._judge, self._fleet_figures = (
-            client.register_script(script)
-            for script in (_BUILD_MACHINE_INDEX, _JUDGE, _FLEET_FIGURES))
-        self._detail_script = client.register_script(_MACHINE_DETAIL)
-        self.views_key = prefix + "index:views"
-        self._machine_views = client.register_script(_MACHINE_VIEWS)
+        (self._record_batch, self._preload, self._remove_expired, self._backfill,
+         self._replace_quarantines, self._build_machine_order, self._machine_page,
+         self._build_machine_index, self._judge, self._fleet_figures, self._detail_script,
+         self._machine_views) = (client.register_script(source) for source in (
+            _RECORD_BATCH, _PRELOAD, _REMOVE_EXPIRED, _BACKFILL, _REPLACE_QUARANTINES,
+            _BUILD_MACHINE_ORDER, _MACHINE_PAGE, _BUILD_MACHINE_INDEX, _JUDGE, _FLEET_FIGURES,
+            _MACHINE_DETAIL, _MACHINE_VIEWS))
 
     # -- writes -------------------------------------------------------------
 
@@ -341,8 +306,8 @@ class Store:
             self._peer_settings,
         ]
         written, duplicates, ignored = self._record_batch(
-            keys=[self.machines_key, self.records_key, self.listener_key, self.history_key,
-                  self.machine_order_key],
+            keys=[self.keys.machines, self.keys.machine_records, self.keys.listener,
+                  self.keys.machine_history, self.keys.machine_order],
             args=args)
         return BatchResult(int(written), int(duplicates), int(ignored))
 
@@ -386,8 +351,8 @@ class Store:
             pipe.multi()
             for start in range(0, len(items), chunk):
                 args = [value for pair in items[start:start + chunk] for value in pair]
-                self._preload(keys=[self.machines_key, self.version_key, self.records_key,
-                                    self.machine_order_key],
+                self._preload(keys=[self.keys.machines, self.keys.version, self.keys.machine_records,
+                                    self.keys.machine_order],
                               args=[self.prefix, *args], client=pipe)
         written = kept = 0
         for chunk_written, chunk_kept in self._all_or_nothing(queue_writes):
@@ -432,17 +397,17 @@ class Store:
         web sees the old inventory or the new one, never a mix.
         """
         def apply(pipe: Any) -> None:
-            current = _inventory(pipe.hgetall(self.inventory_key))
+            current = _inventory(pipe.hgetall(self.keys.inventory))
             after = decide(current)
             if after is None or after == current:
                 return
             items = [(machine_id, worker_type or "") for machine_id, worker_type in after.items()]
             pipe.multi()
-            pipe.delete(self.inventory_key)
+            pipe.delete(self.keys.inventory)
             for start in range(0, len(items), chunk):
-                pipe.hset(self.inventory_key, mapping=dict(items[start:start + chunk]))
-            pipe.incr(self.version_key)
-        self._all_or_nothing(apply, self.inventory_key)
+                pipe.hset(self.keys.inventory, mapping=dict(items[start:start + chunk]))
+            pipe.incr(self.keys.version)
+        self._all_or_nothing(apply, self.keys.inventory)
 
     def remove_expired(self, cutoff: datetime, count: int = 1000) -> SweepStep:
         """One bounded step of the retention sweep: of about `count` machines, remove those
@@ -452,28 +417,29 @@ class Store:
         over every machine takes len(machines) / count steps. Atomic, like every write.
         """
         removed, examined, cursor = self._remove_expired(
-            keys=[self.machines_key, self.records_key, self.history_key, self.inventory_key,
-                  self.retention_cursor_key, self.version_key, self.machine_order_key],
+            keys=[self.keys.machines, self.keys.machine_records, self.keys.machine_history,
+                  self.keys.inventory, self.keys.retention_cursor, self.keys.version,
+                  self.keys.machine_order],
             args=[self.prefix, format_lastseen(cutoff), count])
         return SweepStep(int(removed), int(examined), cursor in ("0", b"0"))
 
     def listener_connected(self, now: datetime, queue: str) -> None:
         """Note that a listener (re)connected to its queue."""
-        self.redis.hset(self.listener_key, mapping={
+        self.redis.hset(self.keys.listener, mapping={
             "last_connected_at": format_lastseen(now), "queue": queue,
             "heartbeat_at": format_lastseen(now)})
 
     def listener_heartbeat(self, now: datetime) -> None:
         """Note that a listener is alive, even when no message arrives."""
-        self.redis.hset(self.listener_key, "heartbeat_at", format_lastseen(now))
+        self.redis.hset(self.keys.listener, "heartbeat_at", format_lastseen(now))
 
     # -- reads --------------------------------------------------------------
 
     def machines(self) -> list[MachineRecord]:
         """Every machine ever seen, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.machines_key)
-        pipe.hgetall(self.records_key)
+        pipe.hgetall(self.keys.machines)
+        pipe.hgetall(self.keys.machine_records)
         lastseen_by_id, raw_records = pipe.execute()
         loads = orjson.loads
         return [
@@ -492,8 +458,8 @@ class Store:
         """
         start: str | bytes = ("+" if reverse else "-") if after is None else (
             b"(" + after if isinstance(after, bytes) else "(" + after)
-        keys = [self.machine_order_key, self.machine_order_state_key, self.machines_key,
-                self.records_key, self.quarantine_key, self.inventory_key]
+        keys = [self.keys.machine_order, self.keys.machine_order_state, self.keys.machines,
+                self.keys.machine_records, self.keys.quarantine, self.keys.inventory]
         reply = self._machine_page(keys=keys, args=[start, count, "1" if reverse else "0"])
         while int(reply[0]) == -1:
             self.build_machine_order()
@@ -514,21 +480,21 @@ class Store:
         """Add every machine to the machine order, in steps of `step` (bounded scripts); does
         nothing once done. For the machines written before the order existed."""
         while not int(self._build_machine_order(
-                keys=[self.machines_key, self.machine_order_state_key, self.machine_order_key],
+                keys=[self.keys.machines, self.keys.machine_order_state, self.keys.machine_order],
                 args=[step])):
             pass
 
     def inventory(self) -> dict[str, str | None]:
         """The machines that should exist: id -> worker type or None; empty when none is loaded."""
-        return _inventory(self.redis.hgetall(self.inventory_key))  # type: ignore[arg-type]
+        return _inventory(self.redis.hgetall(self.keys.inventory))  # type: ignore[arg-type]
 
     def lastseen_by_machine(self) -> dict[str, str]:
         """Every machine's lastseen as stored, without what it did (one HGETALL)."""
-        return self.redis.hgetall(self.machines_key)  # type: ignore[return-value]
+        return self.redis.hgetall(self.keys.machines)  # type: ignore[return-value]
 
     def data_version(self) -> int:
         """A number that changes whenever machine data changes; read it before the data."""
-        return int(self.redis.get(self.version_key) or 0)
+        return int(self.redis.get(self.keys.version) or 0)
 
     def machine(self, machine_id: str) -> MachineRecord | None:
         """One machine with its history, or None when it was never seen (one round trip)."""
@@ -546,10 +512,10 @@ class Store:
         """lua/machine_detail.lua: the machine with its newest `runs` runs (None: all); given
         `now`, its quarantine lasting past it and the tasks waiting (none counted without)."""
         reply = self._detail_script(
-            keys=[self.machines_key, self.records_key, self.history_key, self.inventory_key,
-                  self.quarantine_key, self.pending_queues_key],
-            args=[machine_id, -1 if runs is None else runs, self.label_key(""), *_DETAIL_LAYOUT,
-                  self.pending_key_prefix, "" if now is None else f"({epoch_seconds(now)}"])
+            keys=[self.keys.machines, self.keys.machine_records, self.keys.machine_history,
+                  self.keys.inventory, self.keys.quarantine, self.keys.pending_queues],
+            args=[machine_id, -1 if runs is None else runs, self.keys.label(""), *_DETAIL_LAYOUT,
+                  self.keys.pending(""), "" if now is None else pending_after(now)])
         lastseen, raw, raw_history, loaded, listed = reply[:5]
         in_inventory = bool(listed) if loaded else None
         if lastseen is None:
@@ -590,17 +556,13 @@ class Store:
             with_peers.append(run._replace(label=name, peers=counted))
         return tuple(with_peers)
 
-    def label_key(self, ref: str) -> str:
-        """The key of one label's runs (peers.decode_label reads its value)."""
-        return self.prefix + "label:" + ref
-
     def failing_labels(self, now: datetime) -> list[tuple[str, list[peers.PeerRun]]]:
         """Every label with a failure within PEER_WINDOW before `now`: (label, its runs)."""
         since = history.entry_time(now) - int(self.peer_window * 1000)
-        refs: list[str] = self.redis.zrangebyscore(self.labels_key, since, "+inf")  # type: ignore[assignment]
+        refs: list[str] = self.redis.zrangebyscore(self.keys.labels, since, "+inf")  # type: ignore[assignment]
         if not refs:
             return []
-        raws: list[str | None] = self.redis.mget([self.label_key(ref) for ref in refs])  # type: ignore[assignment]
+        raws: list[str | None] = self.redis.mget([self.keys.label(ref) for ref in refs])  # type: ignore[assignment]
         found = (peers.decode_label(raw) for raw in raws)
         return [(name, runs) for name, runs in found if name]
 
@@ -609,31 +571,31 @@ class Store:
         when no inventory is loaded."""
         if ":" in machine_ref:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.exists(self.inventory_key)
-            pipe.hexists(self.inventory_key, machine_ref)
+            pipe.exists(self.keys.inventory)
+            pipe.hexists(self.keys.inventory, machine_ref)
             loaded, listed = pipe.execute()
             return bool(listed) if loaded else None
-        if not self.redis.exists(self.inventory_key):
+        if not self.redis.exists(self.keys.inventory):
             return None
-        return any(True for _ in self.redis.hscan_iter(self.inventory_key, match=f"*:{machine_ref}",
+        return any(True for _ in self.redis.hscan_iter(self.keys.inventory, match=f"*:{machine_ref}",
                                                        count=1000))
 
     def machine_ids_for_hostname(self, hostname: str) -> list[str]:
         """Every `$DC:hostname` id seen for a hostname (several when datacenters share one)."""
         return sorted(machine_id for machine_id, _ in self.redis.hscan_iter(
-            self.machines_key, match=f"*:{hostname}", count=1000))
+            self.keys.machines, match=f"*:{hostname}", count=1000))
 
     def pending_counts(self, now: datetime) -> dict[str, int]:
         """Tasks waiting per `<provisioner>/<workerType>`, ignoring those past their deadline."""
-        queues: list[str] = sorted(self.redis.smembers(self.pending_queues_key))  # type: ignore[arg-type]
+        queues: list[str] = sorted(self.redis.smembers(self.keys.pending_queues))  # type: ignore[arg-type]
         pipe = self.redis.pipeline(transaction=False)
         for queue in queues:
-            pipe.zcount(self.pending_key_prefix + queue, f"({epoch_seconds(now)}", "+inf")
+            pipe.zcount(self.keys.pending(queue), pending_after(now), "+inf")
         return dict(zip(queues, (int(count) for count in pipe.execute()), strict=True))
 
     def listener_status(self) -> dict[str, str]:
         """The listener's heartbeat and counters, as stored."""
-        return self.redis.hgetall(self.listener_key)  # type: ignore[return-value]
+        return self.redis.hgetall(self.keys.listener)  # type: ignore[return-value]
 
     def ping(self) -> bool:
         """True when Redis answers."""
@@ -648,7 +610,7 @@ class Store:
     def build_machine_index(self, fingerprint: str, step: int = INDEX_BUILD_STEP) -> None:
         """Place every machine in the machine index and mark it unjudged, in steps of `step`
         (bounded scripts); does nothing once done for the thresholds of `fingerprint`."""
-        keys = [self.machines_key, self.records_key, self.index_state_key]
+        keys = [self.keys.machines, self.keys.machine_records, self.keys.index_state]
         while not int(self._build_machine_index(keys=keys, args=[self.prefix, step, fingerprint])):
             pass
 
@@ -656,13 +618,13 @@ class Store:
         """Up to `count` unjudged machines: (id, generation, record), the generation read
         with the record, so that judge() stores a judgement only of the record it judged."""
         # any `count` of them (HSCAN from the start would walk the buckets emptied by judging)
-        ids: list[str] = self.redis.hrandfield(self.unjudged_key, count)  # type: ignore[assignment]
+        ids: list[str] = self.redis.hrandfield(self.keys.index_unjudged, count)  # type: ignore[assignment]
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hmget(self.unjudged_key, ids)
-        pipe.hmget(self.machines_key, ids)
-        pipe.hmget(self.records_key, ids)
+        pipe.hmget(self.keys.index_unjudged, ids)
+        pipe.hmget(self.keys.machines, ids)
+        pipe.hmget(self.keys.machine_records, ids)
         generations, lastseens, raws = pipe.execute()
         return [(machine_id, generation, MachineRecord(machine_id, lastseen,
                                                        orjson.loads(raw) if raw else {}))
@@ -679,7 +641,7 @@ class Store:
                       fingerprint: str, max_unjudged: int) -> FleetFigures | int:
         """The machine index's figures at one moment (lua/fleet_figures.lua; cutoffs in epoch
         microseconds), or NOT_BUILT / TOO_MANY_UNJUDGED."""
-        reply = self._fleet_figures(keys=[self.records_key, self.machines_key], args=[
+        reply = self._fleet_figures(keys=[self.keys.machine_records, self.keys.machines], args=[
             self.prefix, stale_cutoff, seen_cutoff, hung_cutoff, max_unjudged, fingerprint])
         if int(reply[0]) != 0:
             return int(reply[0])
@@ -702,8 +664,8 @@ class Store:
         if not machine_ids:
             return {}
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(self.machines_key, machine_ids)
-        pipe.hmget(self.records_key, machine_ids)
+        pipe.hmget(self.keys.machines, machine_ids)
+        pipe.hmget(self.keys.machine_records, machine_ids)
         lastseens, raws = pipe.execute()
         return {machine_id: MachineRecord(machine_id, lastseen, orjson.loads(raw) if raw else {})
                 for machine_id, lastseen, raw in zip(machine_ids, lastseens, raws, strict=True)
@@ -714,7 +676,7 @@ class Store:
         none) of machines not written since their generation was read; how many were stored."""
         if not judgements:
             return 0
-        return int(self._judge(keys=[self.machines_key],
+        return int(self._judge(keys=[self.keys.machines],
                                args=[self.prefix, orjson.dumps(list(judgements))]))
 
     def machine_views(self, now: datetime, fingerprint: str,
@@ -723,9 +685,9 @@ class Store:
         waiting, the quarantines lasting past `now` and the inventory, in one script
         (lua/machine_views.lua); or NOT_BUILT / TOO_MANY_UNJUDGED."""
         reply = self._machine_views(
-            keys=[self.machines_key, self.records_key, self.quarantine_key, self.inventory_key,
-                  self.pending_queues_key],
-            args=[self.prefix, epoch_seconds(now), max_unjudged, fingerprint])
+            keys=[self.keys.machines, self.keys.machine_records, self.keys.quarantine, self.keys.inventory,
+                  self.keys.pending_queues],
+            args=[self.prefix, pending_after(now), max_unjudged, fingerprint])
         if int(reply[0]) != 0:
             return int(reply[0])
         _, machines, views, judgements, unjudged, pending, quarantines, inventory = reply
@@ -748,29 +710,29 @@ class Store:
         a machine of that queue not in it is no longer quarantined. The entries changed."""
         wanted = {machine_id: _quarantine_value(quarantine._replace(queue=queue))
                   for machine_id, quarantine in quarantines.items()}
-        return int(self._replace_quarantines(keys=[self.quarantine_key, self.version_key],
+        return int(self._replace_quarantines(keys=[self.keys.quarantine, self.keys.version],
                                              args=[queue, orjson.dumps(wanted)]))
 
     def set_quarantine(self, machine_id: str, quarantine: Quarantine | None) -> None:
         """Record one machine's quarantine (None: lifted) at once, as the CLI just set it."""
         pipe = self.redis.pipeline(transaction=True)
         if quarantine is None:
-            pipe.hdel(self.quarantine_key, machine_id)
+            pipe.hdel(self.keys.quarantine, machine_id)
         else:
-            pipe.hset(self.quarantine_key, machine_id, _quarantine_value(quarantine))
-        pipe.incr(self.version_key)
+            pipe.hset(self.keys.quarantine, machine_id, _quarantine_value(quarantine))
+        pipe.incr(self.keys.version)
         pipe.execute()
 
     def quarantines(self, now: datetime | None = None) -> dict[str, Quarantine]:
         """Machine id -> its quarantine as last read from Taskcluster (or set by the CLI);
         given `now`, only those lasting past it."""
         return _lasting_quarantines(
-            self.redis.hgetall(self.quarantine_key),  # type: ignore[arg-type]
+            self.redis.hgetall(self.keys.quarantine),  # type: ignore[arg-type]
             None if now is None else format_lastseen(now))
 
     def take_taskcluster_turn(self, holder: str, seconds: float) -> bool:
         """True when this holder may poll Taskcluster now: nobody polled in the last `seconds`."""
-        return bool(self.redis.set(self.taskcluster_turn_key, holder, nx=True,
+        return bool(self.redis.set(self.keys.taskcluster_turn, holder, nx=True,
                                    px=max(1, int(seconds * 1000))))
 
     def taskcluster_polled(self, now: datetime, error: str | None = None) -> None:
@@ -778,21 +740,21 @@ class Store:
         (one line, no credential)."""
         at = format_lastseen(now)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hincrby(self.taskcluster_key, "polls", 1)
+        pipe.hincrby(self.keys.taskcluster, "polls", 1)
         if error is None:
-            pipe.hset(self.taskcluster_key, mapping={"last_good_poll_at": at, "last_poll_at": at,
+            pipe.hset(self.keys.taskcluster, mapping={"last_good_poll_at": at, "last_poll_at": at,
                                                      "consecutive_failures": 0})
         else:
-            pipe.hincrby(self.taskcluster_key, "failures", 1)
-            pipe.hincrby(self.taskcluster_key, "consecutive_failures", 1)
-            pipe.hset(self.taskcluster_key, mapping={"last_poll_at": at, "last_error": error[:300],
+            pipe.hincrby(self.keys.taskcluster, "failures", 1)
+            pipe.hincrby(self.keys.taskcluster, "consecutive_failures", 1)
+            pipe.hset(self.keys.taskcluster, mapping={"last_poll_at": at, "last_error": error[:300],
                                                      "last_error_at": at})
         pipe.execute()
 
     def taskcluster_status(self) -> dict[str, Any]:
         """The poll's status: last_good_poll_at, last_poll_at, last_error, last_error_at (str or
         None) and the counters consecutive_failures, polls, failures (int)."""
-        stored = self.redis.hgetall(self.taskcluster_key)
+        stored = self.redis.hgetall(self.keys.taskcluster)
         status: dict[str, Any] = {name: stored.get(name) for name in (
             "last_good_poll_at", "last_poll_at", "last_error", "last_error_at")}
         status.update((name, int(stored.get(name) or 0)) for name in TASKCLUSTER_COUNTERS)
@@ -808,8 +770,8 @@ class Store:
         def queue_writes(pipe: Any) -> None:
             pipe.multi()
             for start in range(0, len(rows), chunk):
-                self._backfill(keys=[self.machines_key, self.records_key, self.version_key,
-                                     self.machine_order_key],
+                self._backfill(keys=[self.keys.machines, self.keys.machine_records, self.keys.version,
+                                     self.keys.machine_order],
                                args=[orjson.dumps(rows[start:start + chunk]), self.prefix],
                                client=pipe)
         written = kept = 0

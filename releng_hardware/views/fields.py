@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, TypedDict
 
 from ..core.events import WORKER_EXCHANGES
 from ..core.problems import PROBLEMS
-from ..core.records import QuarantineJSON
+from ..core.records import SOURCE_TASKCLUSTER, QuarantineJSON
 
 # The states of a run, so of a machine's last task.
 STATES = tuple(WORKER_EXCHANGES.values())
@@ -139,9 +139,6 @@ def _problem_cells(problems: list[str]) -> list[str]:
 QUARANTINE_FIELDS = ("until", "reason", "by")
 # The CSV flattens quarantine into these, each column named quarantine_<key>.
 QUARANTINE_COLUMNS = tuple(f"quarantine_{name}" for name in QUARANTINE_FIELDS)
-# What `source` says of a machine known only from `releng-hardware backfill` (Taskcluster's
-# worker list); null is every other machine: seen by the listener, preloaded, or never seen.
-SOURCE_TASKCLUSTER = "taskcluster"
 
 
 def _quarantine_cells(quarantine: QuarantineJSON | None) -> list[Any]:

@@ -22,46 +22,19 @@ from ..core.identifiers import split_machine_id
 from ..core.problems import (PROBLEMS, RECORD_PROBLEMS, RULES, MachineFacts, Thresholds,
                        calls_for_attention, facts_of, record_problems)
 from ..core.records import MachineRecord, Quarantine
+from ..store.keys import GROUP_SEPARATOR, group_key, lastseen_score, score
 from ..store.machines import FleetFigures
-from ..core.times import LASTSEEN_FORMAT, LASTSEEN_LENGTH, epoch_microseconds
 
-# What joins a group's parts, and what a judgement's: neither is in an identifier.
-GROUP_SEPARATOR = "\t"
 # Counted beside the record's problems: /summary's last_task_exception.
 LAST_TASK_EXCEPTION = "last_task_exception"
 # /summary's seen_within_1h.
 SEEN_WITHIN_SECONDS = 3600
 
 
-def group_key(machine_id: str, details: Mapping[str, Any] | None) -> str:
-    """The group of a machine (lua/machine_index.lua's rule): its datacenter, provisioner and
-    worker type; a machine without a record (None) has neither."""
-    datacenter, _ = split_machine_id(machine_id)
-    if details is None:
-        return GROUP_SEPARATOR.join((datacenter, "", ""))
-    return GROUP_SEPARATOR.join((datacenter, _text(details.get("provisioner")),
-                                 _text(details.get("worker_type"))))
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def split_group(group: str) -> GroupKey:
     """A group's (datacenter, provisioner, worker type), as /summary keys its groups."""
     datacenter, provisioner, worker_type = group.split(GROUP_SEPARATOR)
     return datacenter, provisioner, worker_type
-
-
-def lastseen_score(text: str | None) -> int:
-    """A lastseen-format time as the index orders machines by it (lua/machine_index.lua's
-    lastseen_score): epoch microseconds; 0 when unreadable."""
-    if not text or len(text) != LASTSEEN_LENGTH:
-        return 0
-    try:
-        return score(datetime.strptime(text, LASTSEEN_FORMAT))
-    except ValueError:
-        return 0
 
 
 def is_stale_in_index(lastseen: str | None, cutoffs: "Cutoffs") -> bool:
@@ -74,12 +47,6 @@ def is_hung_in_index(details: Mapping[str, Any], cutoffs: "Cutoffs") -> bool:
     index:running)."""
     return (details.get("state") == "running" and bool(details.get("task_time"))
             and lastseen_score(details["task_time"]) < cutoffs.hung)
-
-
-def score(moment: datetime) -> int:
-    """A time as the index orders machines by it: epoch microseconds (lua/machine_index.lua's
-    lastseen_score of its lastseen)."""
-    return epoch_microseconds(moment)
 
 
 class Judgement(NamedTuple):

@@ -166,7 +166,7 @@ def test_only_an_explicit_empty_json_array_empties_the_inventory(tool, real_stor
     result = tool("load", "--force", input=b"[]\n")
     assert result.exit_code == 0 and result.stdout.startswith(
         "0 machines in the inventory after the load: 0 added, 3 removed")
-    assert real_store.inventory() == {} and not real_redis.exists(real_store.inventory_key)
+    assert real_store.inventory() == {} and not real_redis.exists(real_store.keys.inventory)
     assert served(web) == {}
 
 

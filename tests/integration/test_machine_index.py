@@ -16,7 +16,8 @@ from releng_hardware.core.records import BackfillItem, Quarantine
 from releng_hardware.views.reads import read_fleet, read_index, read_summary
 from releng_hardware.store.machines import Store
 from releng_hardware.core.times import format_lastseen
-from releng_hardware.views.machine_index import judge_record, lastseen_score, score
+from releng_hardware.store.keys import lastseen_score, score
+from releng_hardware.views.machine_index import judge_record
 from releng_hardware.core.problems import Thresholds
 from tests.conftest import make_config
 
@@ -158,7 +159,7 @@ def test_machines_written_before_the_index_are_indexed_on_first_read(real_store,
     before = judged_one_by_one(real_store, config)
     # the build runs in steps, on the first read
     assert read_summary(real_store, config, NOW) == before
-    assert real_store.redis.hlen(real_store.unjudged_key) == 0
+    assert real_store.redis.hlen(real_store.keys.index_unjudged) == 0
 
 
 def test_changed_thresholds_judge_every_machine_again(real_store, config, redis_prefix):
@@ -194,7 +195,7 @@ def test_a_judgement_of_a_machine_written_since_is_not_stored(real_store, config
     stale = [(machine_id, generation, judge_record(record, limits).encoded())
              for machine_id, generation, record in read_by_web]
     assert real_store.judge(stale) == 0
-    assert real_store.redis.hexists(real_store.unjudged_key, host.machine_id)
+    assert real_store.redis.hexists(real_store.keys.index_unjudged, host.machine_id)
     # two web processes judging the same machine: the first stores it, the second changes nothing
     first, second = real_store.unjudged(100), real_store.unjudged(100)
     judged = [(machine_id, generation, judge_record(record, limits).encoded())
@@ -207,20 +208,20 @@ def test_a_judgement_of_a_machine_written_since_is_not_stored(real_store, config
 
 def test_the_scripts_order_times_as_python_does(real_redis):
     """lua/machine_index.lua's lastseen_score is machine_index.score of the same time."""
-    from releng_hardware.store.machines import _MACHINE_INDEX
+    from releng_hardware.store.scripts import script
     rng = random.Random(9)
     moments = [datetime(1999, 12, 31, 23, 59, 59, 999999), datetime(2000, 2, 29, 0, 0, 0),
                datetime(2026, 3, 1, 12, 30, 0, 1)]
     moments += [datetime(2020, 1, 1) + timedelta(microseconds=rng.randrange(10 ** 15))
                 for _ in range(200)]
     texts = [format_lastseen(moment) for moment in moments]
-    scores = real_redis.eval(_MACHINE_INDEX + """
+    scores = real_redis.eval(script("machine_index") + """
       local out = {}
       for i, text in ipairs(ARGV) do out[i] = string.format('%.0f', lastseen_score(text)) end
       return out""", 0, *texts)
     assert [int(found) for found in scores] == [score(moment) for moment in moments]
     for unreadable in ("garbage", "2026-11-20T12:00:00", "2026-11-20 12:00:00.000000"):
-        assert real_redis.eval(_MACHINE_INDEX + "return lastseen_score(ARGV[1])", 0, unreadable) == 0
+        assert real_redis.eval(script("machine_index") + "return lastseen_score(ARGV[1])", 0, unreadable) == 0
         assert lastseen_score(unreadable) == 0
     assert [lastseen_score(text) for text in texts] == [score(moment) for moment in moments]
 
@@ -253,7 +254,7 @@ def test_the_dashboard_pages_from_the_index_are_those_of_every_machine(real_stor
         shown |= {section.key for section in from_index.sections}
     # judged, then written again: the index holds their old judgements and attention scores
     deliver(real_store, rng, random_traffic(rng, hosts=450, runs=600))
-    assert real_store.redis.hlen(real_store.unjudged_key) > 100
+    assert real_store.redis.hlen(real_store.keys.index_unjudged) > 100
     for requested in (1, 2):
         assert (dashboard._page_from_index(real_store, config, NOW, requested)
                 == dashboard._page_from_fleet(real_store, config, NOW, query, requested))

@@ -58,8 +58,8 @@ def assert_same_answers(store: Store, config: Any, monkeypatch: pytest.MonkeyPat
     body = client.get("/machines").data
     assert body == orjson.dumps(select(fleet.machines, MachineQuery()))
     # every machine judged, with its view
-    assert store.redis.hlen(store.unjudged_key) == 0
-    assert store.redis.hlen(store.views_key) == len(fleet.machines)
+    assert store.redis.hlen(store.keys.index_unjudged) == 0
+    assert store.redis.hlen(store.keys.index_views) == len(fleet.machines)
     return body
 
 
@@ -99,7 +99,7 @@ def test_the_views_answer_byte_for_byte_what_machine_json_answers(real_store, co
     assert any(machine["source"] is not None for machine in machines)  # the backfilled one
     # more writes, not yet judged: the read judges them, then answers as before
     deliver(real_store, rng, random_traffic(rng, hosts=70, runs=150))
-    assert real_store.redis.hlen(real_store.unjudged_key) > 0
+    assert real_store.redis.hlen(real_store.keys.index_unjudged) > 0
     assert_same_answers(real_store, config, monkeypatch)
     assert_exact(real_store, config)  # /summary from the same index is still exact
 
@@ -110,7 +110,7 @@ def test_two_web_processes_reading_at_once_both_answer_exactly(real_store, confi
     deliver(real_store, rng, random_traffic(rng, hosts=50, runs=500))
     client_of(real_store.redis, config).get("/machines")  # every machine judged
     deliver(real_store, rng, random_traffic(rng, hosts=60, runs=200))  # some unjudged again
-    assert real_store.redis.hlen(real_store.unjudged_key) > 0
+    assert real_store.redis.hlen(real_store.keys.index_unjudged) > 0
     bodies: list[bytes] = []
     errors: list[BaseException] = []
     start = threading.Barrier(2)
@@ -153,7 +153,7 @@ def test_a_new_root_url_or_retention_leaves_no_view_behind(real_store, config, m
         pass
     removed = before - set(real_store.lastseen_by_machine())
     assert removed
-    assert not any(real_store.redis.hexists(real_store.views_key, machine_id)
+    assert not any(real_store.redis.hexists(real_store.keys.index_views, machine_id)
                    for machine_id in removed)
     assert_same_answers(real_store, moved, monkeypatch)
 
@@ -166,10 +166,10 @@ def test_a_judgement_stored_without_a_view_falls_back_to_machine_json(real_store
     machine_id = next(iter(real_store.lastseen_by_machine()))
     # a judging process that stores no view (Store.judge): its machine's old view goes
     generation = "1"
-    real_store.redis.hset(real_store.unjudged_key, machine_id, generation)
-    judgement = real_store.redis.hget(real_store.judged_key, machine_id)
+    real_store.redis.hset(real_store.keys.index_unjudged, machine_id, generation)
+    judgement = real_store.redis.hget(real_store.keys.index_judged, machine_id)
     assert real_store.judge([(machine_id, generation, judgement)]) == 1
-    assert not real_store.redis.hexists(real_store.views_key, machine_id)
+    assert not real_store.redis.hexists(real_store.keys.index_views, machine_id)
     client = client_of(real_store.redis, config)
     assert client.get("/machines").data == machine_by_machine(client, "/machines",
                                                                monkeypatch).data
@@ -184,11 +184,11 @@ def test_a_full_memory_still_answers_from_the_views(own_redis, monkeypatch):
     client = client_of(redis, config)
     client.get("/machines")  # the index built, every machine judged
     deliver(store, rng, random_traffic(rng, hosts=30, runs=60))
-    unjudged = redis.hlen(store.unjudged_key)
+    unjudged = redis.hlen(store.keys.index_unjudged)
     assert unjudged > 0
     redis.config_set("maxmemory", "1")  # every write now gets OOM; the views are only read
     spliced = client.get("/machines")
     assert spliced.status_code == 200
     assert spliced.data == machine_by_machine(client, "/machines", monkeypatch).data
-    assert redis.hlen(store.unjudged_key) == unjudged  # nothing could be stored
+    assert redis.hlen(store.keys.index_unjudged) == unjudged  # nothing could be stored
     redis.close()

@@ -28,7 +28,7 @@ def test_walking_every_page_on_the_real_redis_gives_the_unpaged_answer(real_stor
         assert walk(client, query, 37)[0] == expected
 
     # an upgraded deployment: the order built again in steps of the real HSCAN
-    real_store.redis.delete(real_store.machine_order_key, real_store.machine_order_state_key)
+    real_store.redis.delete(real_store.keys.machine_order, real_store.keys.machine_order_state)
     real_store.build_machine_order(step=50)
     assert walk(client, {}, 100)[0] == unpaged(client, {})
 

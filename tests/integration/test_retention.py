@@ -37,7 +37,7 @@ def fleet(real_store):
     real_store.update_inventory(lambda current: {"mdc1:listed-old": "gecko-t-linux",
                                                  "mdc1:listed-never-seen": None})
     # a machine the proof of concept knew, and the run set versions before the history wrote
-    real_store.redis.hset(real_store.machines_key, "mdc2:legacy-1", "2018-11-08T08:47:50")
+    real_store.redis.hset(real_store.keys.machines, "mdc2:legacy-1", "2018-11-08T08:47:50")
     real_store.redis.zadd(real_store.prefix + "runs:mdc1:old-0", {"AAAAAAAAQAGAAAAAAAAAAA/0/completed": 1})
     return now
 
@@ -45,7 +45,7 @@ def fleet(real_store):
 def per_machine_entries(store: Store, machine_id: str) -> list[str]:
     """Where the store holds anything of this machine."""
     found = [key[len(store.prefix):]
-             for key in (store.machines_key, store.records_key, store.history_key)
+             for key in (store.keys.machines, store.keys.machine_records, store.keys.machine_history)
              if store.redis.hexists(key, machine_id)]
     if store.redis.exists(store.prefix + "runs:" + machine_id):
         found.append("runs")
@@ -79,8 +79,8 @@ def test_machines_past_retention_go_with_their_history_inventory_machines_stay(r
         assert per_machine_entries(real_store, machine_id) == []
     assert per_machine_entries(real_store, "mdc1:listed-old") == [
         "machines", "machine_records", "machine_history"]
-    assert real_store.redis.hlen(real_store.records_key) == RECENT + 1
-    assert real_store.redis.hlen(real_store.history_key) == RECENT + 1
+    assert real_store.redis.hlen(real_store.keys.machine_records) == RECENT + 1
+    assert real_store.redis.hlen(real_store.keys.machine_history) == RECENT + 1
     assert real_store.data_version() > version  # the ETags change
     assert real_store.inventory() == {"mdc1:listed-old": "gecko-t-linux",
                                       "mdc1:listed-never-seen": None}
@@ -111,7 +111,7 @@ def test_the_listener_sweeps_while_it_runs(listener_thread, amqp_config, real_st
     thread = listener_thread(amqp_config)
     assert thread.listener.config.retention == RETENTION.total_seconds()
     # the first step runs at once; the whole test fleet fits in one step
-    wait_for(lambda: not real_store.redis.hexists(real_store.machines_key, "mdc1:old-3"), 10,
+    wait_for(lambda: not real_store.redis.hexists(real_store.keys.machines, "mdc1:old-3"), 10,
              "the listener removed no machine past RETENTION")
     assert len(real_store.lastseen_by_machine()) == RECENT + 1
 
@@ -120,17 +120,17 @@ def test_retention_zero_keeps_every_machine(listener_thread, amqp_config, real_s
     from dataclasses import replace
 
     thread = listener_thread(replace(amqp_config, retention=0.0))
-    wait_for(lambda: real_store.redis.hget(real_store.listener_key, "heartbeat_at"), 10,
+    wait_for(lambda: real_store.redis.hget(real_store.keys.listener, "heartbeat_at"), 10,
              "the listener never reported")
     thread.listener.sweep()
-    assert real_store.redis.hexists(real_store.machines_key, "mdc1:old-3")
-    assert not real_store.redis.exists(real_store.retention_cursor_key)
+    assert real_store.redis.hexists(real_store.keys.machines, "mdc1:old-3")
+    assert not real_store.redis.exists(real_store.keys.retention_cursor)
     assert make_config().retention == RETENTION.total_seconds()
 
 
 def test_cutoff_compares_as_time(real_store):
     now = utcnow()
-    real_store.redis.hset(real_store.machines_key, mapping={
+    real_store.redis.hset(real_store.keys.machines, mapping={
         "mdc1:just-before": format_lastseen(now - RETENTION - timedelta(microseconds=1)),
         "mdc1:just-after": format_lastseen(now - RETENTION + timedelta(microseconds=1))})
     assert real_store.remove_expired(now - RETENTION).removed == 1

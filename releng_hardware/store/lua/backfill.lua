@@ -7,18 +7,15 @@ local index = machine_index(ARGV[2], machines)
 local written, kept = 0, 0
 for _, item in ipairs(cjson.decode(ARGV[1])) do
   local id, seen, first, provisioner, worker_type = item[1], item[2], item[3], item[4], item[5]
-  local current = redis.call('HGET', machines, id)
-  if (not current) or seen > current then
-    redis.call('HSET', machines, id, seen)
-    if not current then add_to_order(id) end
+  local current, raises = raise_lastseen(machines, id, seen)
+  if raises then
     local raw = redis.call('HGET', records, id)
-    local rec
-    if raw then rec = cjson.decode(raw) else rec = {completed = 0, failed = 0, exception = 0} end
+    local rec = raw and cjson.decode(raw) or empty_record()
     -- the group it was in: none when new, its record's (or none) before this write
     local before = current and index.group(id, raw and rec or nil) or nil
-    if first ~= '' and ((not rec.firstseen) or first < rec.firstseen) then rec.firstseen = first end
+    lower_firstseen(rec, first)
     if not rec.worker_type then rec.provisioner, rec.worker_type = provisioner, worker_type end
-    if not rec.task_id then rec.source = 'taskcluster' end
+    if not rec.task_id then rec.source = SOURCE_TASKCLUSTER end
     redis.call('HSET', records, id, cjson.encode(rec))
     index.place(id, before, index.group(id, rec), seen)
     index.unjudge(id)

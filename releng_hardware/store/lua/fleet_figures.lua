@@ -11,10 +11,10 @@
 -- neither in index:attention nor stale}}.
 local records, machines, prefix = KEYS[1], KEYS[2], ARGV[1]
 local stale_cutoff, seen_cutoff, hung_cutoff = ARGV[2], ARGV[3], ARGV[4]
-if redis.call('GET', prefix .. 'index:state') ~= 'done:' .. ARGV[6] then return {-2} end
-local unjudged_key = prefix .. 'index:unjudged'
+if redis.call('GET', prefix .. KEY.index_state) ~= 'done:' .. ARGV[6] then return {-2} end
+local unjudged_key = prefix .. KEY.index_unjudged
 if redis.call('HLEN', unjudged_key) > tonumber(ARGV[5]) then return {-1} end
-local judged, attention = prefix .. 'index:judged', prefix .. 'index:attention'
+local judged, attention = prefix .. KEY.index_judged, prefix .. KEY.index_attention
 local unjudged = {}
 local entries = redis.call('HGETALL', unjudged_key)
 for i = 1, #entries, 2 do
@@ -28,9 +28,9 @@ for i = 1, #entries, 2 do
 end
 -- the machines hung that neither their judgement nor staleness puts in need of attention
 local groups, hung_only = {}, 0
-for _, group in ipairs(redis.call('SMEMBERS', prefix .. 'index:groups')) do
-  local seen = prefix .. 'index:seen:' .. group
-  local running = prefix .. 'index:running:' .. group
+for _, group in ipairs(redis.call('SMEMBERS', prefix .. KEY.index_groups)) do
+  local seen = prefix .. KEY.index_seen .. group
+  local running = prefix .. KEY.index_running .. group
   local hung = redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. hung_cutoff)
   for _, id in ipairs(hung) do
     if not redis.call('ZSCORE', attention, id)
@@ -44,5 +44,5 @@ for _, group in ipairs(redis.call('SMEMBERS', prefix .. 'index:groups')) do
   groups[#groups + 1] = redis.call('ZCOUNT', seen, seen_cutoff, '+inf')
   groups[#groups + 1] = #hung
 end
-return {0, unjudged, groups, redis.call('HGETALL', prefix .. 'index:counts'),
+return {0, unjudged, groups, redis.call('HGETALL', prefix .. KEY.index_counts),
   {redis.call('ZCARD', attention), redis.call('ZCOUNT', attention, '-inf', stale_cutoff), hung_only}}

@@ -6,7 +6,7 @@
 -- ...]; without a view (or null) the machine's stored view is removed.
 -- Returns how many were stored.
 local index = machine_index(ARGV[1], KEYS[1])
-local unjudged = ARGV[1] .. 'index:unjudged'
+local unjudged = ARGV[1] .. KEY.index_unjudged
 local stored = 0
 for _, item in ipairs(cjson.decode(ARGV[2])) do
   local id, generation, judgement, view = item[1], item[2], item[3], item[4]

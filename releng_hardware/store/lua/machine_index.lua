@@ -16,11 +16,11 @@
 --   index:state             the build's progress (build_machine_index.lua)
 --   index:views             machine id -> its answer in /machines as judged, without what time
 --                           changes (tallies.encode_view), stored with its judgement
--- A group is "<datacenter>\t<provisioner>\t<worker type>" (tallies.group_key is this rule in
--- Python); the judging itself is Python's (problems.py), one definition of every rule.
+-- A group is "<datacenter>\t<provisioner>\t<worker type>" (keys.group_key is this rule in
+-- Python, and GROUP_SEPARATOR its); the judging itself is Python's (problems.py), one definition of every rule.
 
 -- Epoch microseconds of a lastseen-format time (times.LASTSEEN_FORMAT); 0 when unreadable, a
--- hand-made value: it counts as the oldest. tallies.lastseen_score is this rule in Python.
+-- hand-made value: it counts as the oldest. keys.lastseen_score is this rule in Python.
 local function lastseen_score(text)
   local y, mo, d, h, mi, s, fraction = string.match(text or '',
     '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.(%d%d%d%d%d%d)$')
@@ -40,12 +40,12 @@ end
 
 local function machine_index(prefix, machines)
   local index = {}
-  local groups, attention = prefix .. 'index:groups', prefix .. 'index:attention'
-  local judged, counts, unjudged = prefix .. 'index:judged', prefix .. 'index:counts',
-    prefix .. 'index:unjudged'
-  local views = prefix .. 'index:views'
-  local function seen_key(group) return prefix .. 'index:seen:' .. group end
-  local function running_key(group) return prefix .. 'index:running:' .. group end
+  local groups, attention = prefix .. KEY.index_groups, prefix .. KEY.index_attention
+  local judged, counts, unjudged = prefix .. KEY.index_judged, prefix .. KEY.index_counts,
+    prefix .. KEY.index_unjudged
+  local views = prefix .. KEY.index_views
+  local function seen_key(group) return prefix .. KEY.index_seen .. group end
+  local function running_key(group) return prefix .. KEY.index_running .. group end
   local function text(value) return type(value) == 'string' and value or '' end
   -- the groups this script call added to index:groups (and never emptied since)
   local grouped = {}
@@ -64,8 +64,9 @@ local function machine_index(prefix, machines)
   -- The group of a machine with record `rec` (a decoded record, or nil for none).
   function index.group(id, rec)
     local datacenter = string.match(id, '^(.*):[^:]*$') or ''
-    if not rec then return datacenter .. '\t\t' end
-    return datacenter .. '\t' .. text(rec.provisioner) .. '\t' .. text(rec.worker_type)
+    if not rec then return datacenter .. GROUP_SEPARATOR .. GROUP_SEPARATOR end
+    return datacenter .. GROUP_SEPARATOR .. text(rec.provisioner) .. GROUP_SEPARATOR
+      .. text(rec.worker_type)
   end
 
   -- The machine in its group's order by lastseen: moved there from `old` (nil: none) when its
@@ -101,7 +102,7 @@ local function machine_index(prefix, machines)
   -- One number per script call is enough: a later write of the machine runs in a later call.
   local generation = nil
   function index.unjudge(id)
-    generation = generation or redis.call('INCR', prefix .. 'index:generation')
+    generation = generation or redis.call('INCR', prefix .. KEY.index_generation)
     redis.call('HSET', unjudged, id, generation)
   end
 

@@ -4,12 +4,12 @@
 -- that adds or removes a machine, and passes the order's key last in KEYS.
 -- A member is <hostname> NUL <datacenter> NUL <machine id>: NUL sorts before every character
 -- of a name, so members sort as (hostname, datacenter) pairs do; the id split as
--- identifiers.split_machine_id splits it. store.order_member is this rule in Python.
+-- identifiers.split_machine_id splits it. keys.order_member is this rule in Python.
 local machine_order = KEYS[#KEYS]
 local function order_member(id)
   local datacenter, hostname = string.match(id, '^(.*):([^:]*)$')
   if not datacenter then datacenter, hostname = '', id end
-  return hostname .. '\0' .. datacenter .. '\0' .. id
+  return hostname .. ORDER_SEPARATOR .. datacenter .. ORDER_SEPARATOR .. id
 end
 -- Called where a machine first gets a lastseen.
 local function add_to_order(id)

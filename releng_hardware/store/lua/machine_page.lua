@@ -25,8 +25,9 @@ local reply = {more, redis.call('EXISTS', inventory)}
 if #members == 0 then return reply end
 local ids = {}
 for i, member in ipairs(members) do
-  -- the id follows the member's second NUL (plain finds: no pattern holds a NUL in Lua 5.1)
-  ids[i] = string.sub(member, string.find(member, '\0', string.find(member, '\0', 1, true) + 1, true) + 1)
+  -- the id follows the member's second separator (plain finds: no pattern holds a NUL in Lua 5.1)
+  ids[i] = string.sub(member, string.find(member, ORDER_SEPARATOR,
+    string.find(member, ORDER_SEPARATOR, 1, true) + 1, true) + 1)
 end
 local seen = redis.call('HMGET', machines, unpack(ids))
 local recs = redis.call('HMGET', records, unpack(ids))

@@ -3,7 +3,7 @@
 -- and lastseen, for the caller to judge; the tasks waiting per queue; the quarantines; the
 -- inventory's machines.
 -- KEYS: machines, machine_records, quarantine, inventory, pending_queues.
--- ARGV: key prefix, now (epoch seconds: a pending task waits while its deadline is later), the
+-- ARGV: key prefix, the lower bound of a pending task's deadline (pending_counts), the
 -- most unjudged machines to return, the index's fingerprint (tallies.index_fingerprint).
 -- Returns {-2} while the index is not built for this fingerprint, {-1} when more machines than
 -- that are unjudged; else {0, machines (HGETALL), views (HGETALL), judgements (HGETALL),
@@ -12,8 +12,8 @@
 -- full, a read-only replica): a script without flags is refused only at its first write.
 local machines, records = KEYS[1], KEYS[2]
 local prefix = ARGV[1]
-if redis.call('GET', prefix .. 'index:state') ~= 'done:' .. ARGV[4] then return {-2} end
-local unjudged_key = prefix .. 'index:unjudged'
+if redis.call('GET', prefix .. KEY.index_state) ~= 'done:' .. ARGV[4] then return {-2} end
+local unjudged_key = prefix .. KEY.index_unjudged
 if redis.call('HLEN', unjudged_key) > tonumber(ARGV[3]) then return {-1} end
 local unjudged = {}
 local entries = redis.call('HGETALL', unjudged_key)
@@ -27,7 +27,7 @@ for i = 1, #entries, 2 do
     unjudged[#unjudged + 1] = lastseen
   end
 end
-local pending = pending_counts(KEYS[5], prefix .. 'pending:', '(' .. ARGV[2])
-return {0, redis.call('HGETALL', machines), redis.call('HGETALL', prefix .. 'index:views'),
-  redis.call('HGETALL', prefix .. 'index:judged'), unjudged, pending,
+local pending = pending_counts(KEYS[5], prefix .. KEY.pending, ARGV[2])
+return {0, redis.call('HGETALL', machines), redis.call('HGETALL', prefix .. KEY.index_views),
+  redis.call('HGETALL', prefix .. KEY.index_judged), unjudged, pending,
   redis.call('HGETALL', KEYS[3]), redis.call('HKEYS', KEYS[4])}

@@ -7,16 +7,14 @@ local index = machine_index(ARGV[1], machines)
 
 -- true when `seen` raised the machine's lastseen
 local function raise(id, seen, score)
-  local current = redis.call('HGET', machines, id)
-  if current and seen <= current then return false end
-  redis.call('HSET', machines, id, seen)
+  local current, raises = raise_lastseen(machines, id, seen)
+  if not raises then return false end
   local group
   if current then
     local raw = redis.call('HGET', records, id)
     group = index.group(id, raw and cjson.decode(raw) or nil)
   else
     -- a machine without a lastseen has no record either: retention removes both
-    add_to_order(id)
     group = index.group(id, nil)
   end
   index.place(id, current and group or nil, group, seen, score)

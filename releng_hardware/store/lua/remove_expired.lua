@@ -21,7 +21,7 @@ for i = 1, #entries, 2 do
     redis.call('ZREM', machine_order, order_member(id))
     redis.call('HDEL', records, id)
     redis.call('HDEL', history, id)
-    redis.call('DEL', prefix .. 'runs:' .. id)
+    redis.call('DEL', prefix .. KEY.legacy_runs .. id)
     removed = removed + 1
   end
 end

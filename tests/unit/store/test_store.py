@@ -363,8 +363,8 @@ def test_a_layout_the_script_cannot_read_fails_the_batch_before_any_write(store,
     layout = {**orjson.loads(BATCH_LAYOUT), **broken}
     items = orjson.dumps([Store._worker_item(event(1)), Store._pending_item(pending())])
     with pytest.raises(redis.ResponseError):
-        store._record_batch(keys=[store.machines_key, store.records_key, store.listener_key,
-                                  store.history_key],
+        store._record_batch(keys=[store.keys.machines, store.keys.machine_records, store.keys.listener,
+                                  store.keys.machine_history],
                             args=["", 0, store.history_size, 2, 0, 0, at(1), items, orjson.dumps(layout),
                                   store._peer_settings])
     assert list(store.all_keys()) == []

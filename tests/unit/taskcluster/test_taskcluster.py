@@ -187,7 +187,7 @@ def test_listeners_take_turns_and_a_failing_poll_never_raises(store, fake_tc, cl
     second = TaskclusterPoller(store, client(fake_tc), config, clock=clock, holder="b")
     assert first.run_once() is True
     assert second.run_once() is False
-    store.redis.delete(store.taskcluster_turn_key)  # the turn ran out
+    store.redis.delete(store.keys.taskcluster_turn)  # the turn ran out
     fake_tc.fault = "garbage"
     with caplog.at_level(logging.WARNING):
         assert second.run_once() is True

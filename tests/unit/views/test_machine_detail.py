@@ -70,12 +70,12 @@ def fill(store: Store) -> None:
     run(store, "ms-1", PASSING, "exception", minutes_ago=60, number=next(numbers))
     run(store, "ms-1", FAILING_HERE, "running", minutes_ago=5, number=next(numbers))
     # the label's runs left the window (its key expired)
-    store.redis.delete(store.label_key(history.label_ref(EXPIRED)))
+    store.redis.delete(store.keys.label(history.label_ref(EXPIRED)))
     # an entry written before labels, the oldest: its reason where the attribution is now
-    raw = store.redis.hget(store.history_key, MACHINE)
+    raw = store.redis.hget(store.keys.machine_history, MACHINE)
     new = history.encode_entry(NOW - timedelta(hours=9), NOW - timedelta(hours=10),
                                "OLDOLDOLDQAGAAAAAAAAAA", 0, history.EXCEPTION, "worker-shutdown")
-    store.redis.hset(store.history_key, MACHINE,
+    store.redis.hset(store.keys.machine_history, MACHINE,
                      raw + "\n" + new[:history.SPANS["attribution"].start] + "worker-shutdown")
     store.update_inventory(lambda current: {MACHINE: TALOS, "mdc1:ms-never": TALOS})
     until = format_lastseen(NOW + timedelta(hours=3))
@@ -90,12 +90,12 @@ def fill(store: Store) -> None:
 def runs_read_apart(store: Store, machine_id: str) -> tuple[Run, ...]:
     """The machine's history with each label's name and peers as the store read them before
     the one-round-trip read: the whole history decoded, every label read and decoded whole."""
-    runs = history.decode_history(store.redis.hget(store.history_key, machine_id))
+    runs = history.decode_history(store.redis.hget(store.keys.machine_history, machine_id))
     window_ms = int(store.peer_window * 1000)
     found = []
     for run_ in runs:
         name, label_runs = peers.decode_label(
-            store.redis.get(store.label_key(run_.label))) if run_.label else ("", [])
+            store.redis.get(store.keys.label(run_.label))) if run_.label else ("", [])
         if not name:
             found.append(run_._replace(label=None))
             continue
@@ -108,8 +108,8 @@ def runs_read_apart(store: Store, machine_id: str) -> tuple[Run, ...]:
 
 def detail_read_apart(store: Store, config: Config, machine_id: str, now: datetime) -> MachineDetail:
     """/machines/<id> from the store's separate reads, as it was answered before."""
-    record = MachineRecord(machine_id, store.redis.hget(store.machines_key, machine_id),
-                           orjson.loads(store.redis.hget(store.records_key, machine_id)),
+    record = MachineRecord(machine_id, store.redis.hget(store.keys.machines, machine_id),
+                           orjson.loads(store.redis.hget(store.keys.machine_records, machine_id)),
                            runs_read_apart(store, machine_id))
     shown = machine_json(record, now, config.taskcluster_root_url,
                          busy_queues(store.pending_counts(now)), Thresholds.from_config(config),
@@ -223,7 +223,7 @@ def test_a_machine_without_history_or_labels_reads_like_before(store, config):
 
 
 def test_label_marks_are_decode_label_s_runs_cut_down(filled):
-    raws: list[Any] = [filled.redis.get(filled.label_key(history.label_ref(label)))
+    raws: list[Any] = [filled.redis.get(filled.keys.label(history.label_ref(label)))
                        for label in (FAILING_HERE, PASSING, OLDEST_ONLY)]
     for raw in (*raws, None, ""):
         name, runs = peers.decode_label(raw)

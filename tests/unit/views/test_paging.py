@@ -13,7 +13,8 @@ from releng_hardware.views import reads
 from releng_hardware.core.events import PendingEvent, WorkerEvent
 from releng_hardware.core.params import LIMIT, MAX_LIMIT, CURSOR, cursor_param, encode_cursor
 from releng_hardware.core.records import BackfillItem, Quarantine
-from releng_hardware.store.machines import Store, order_member, order_member_id
+from releng_hardware.store.keys import order_member, order_member_id
+from releng_hardware.store.machines import Store
 from releng_hardware.core.times import format_lastseen
 from tests.conftest import DEADLINE, NOW
 
@@ -170,23 +171,23 @@ def test_machines_written_before_the_order_existed_page_correctly(store, client)
     random_fleet(store, random.Random(7))
     expected = unpaged(client, {})
     # an upgraded deployment: the data without the order, then one new machine recorded
-    store.redis.delete(store.machine_order_key, store.machine_order_state_key)
+    store.redis.delete(store.keys.machine_order, store.keys.machine_order_state)
     store.record([WorkerEvent("mdc1", "t-after-upgrade", "releng-hardware", WORKER_TYPES[0],
                               "WWWWWWWWQAGAAAAAAAAAAA", 0, "completed", "completed", NOW,
                               DEADLINE, True)], now=NOW)
-    assert store.redis.zcard(store.machine_order_key) == 1
+    assert store.redis.zcard(store.keys.machine_order) == 1
     shown, _ = walk(client, {}, 7)
     assert shown == unpaged(client, {}) and len(shown) == len(expected) + 1
-    assert store.redis.get(store.machine_order_state_key) == "done"
+    assert store.redis.get(store.keys.machine_order_state) == "done"
 
 
 def test_the_order_building_steps_are_bounded_and_idempotent(store):
     random_fleet(store, random.Random(8))
-    members = store.redis.zrange(store.machine_order_key, 0, -1)
-    store.redis.delete(store.machine_order_key, store.machine_order_state_key)
+    members = store.redis.zrange(store.keys.machine_order, 0, -1)
+    store.redis.delete(store.keys.machine_order, store.keys.machine_order_state)
     store.build_machine_order(step=3)
     store.build_machine_order(step=3)
-    assert store.redis.zrange(store.machine_order_key, 0, -1) == members
+    assert store.redis.zrange(store.keys.machine_order, 0, -1) == members
     assert sorted(map(order_member_id, members)) == sorted(store.lastseen_by_machine())
 
 
@@ -194,7 +195,7 @@ def test_the_order_follows_every_write_that_adds_or_removes_a_machine(store):
     random_fleet(store, random.Random(9))
     ids = set(store.lastseen_by_machine())
     assert {order_member_id(member) for member in store.redis.zrange(
-        store.machine_order_key, 0, -1)} == ids
+        store.keys.machine_order, 0, -1)} == ids
     assert order_member("mdc1:t-a") < order_member("mdc1-b:t-a") < order_member("md:t-a-b")
 
 

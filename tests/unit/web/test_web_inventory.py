@@ -182,7 +182,7 @@ def test_never_seen_records_are_the_inventory_minus_the_machines_seen():
 
 
 def test_a_worker_type_written_by_hand_into_redis_is_escaped_on_the_page(client, fleet):
-    fleet.redis.hset(fleet.inventory_key, "mdc1:t-hand-1", "<b>x</b>")
+    fleet.redis.hset(fleet.keys.inventory, "mdc1:t-hand-1", "<b>x</b>")
     assert client.get("/machines?include=never_seen").status_code == 200
     response = client.get("/")
     assert response.status_code == 200 and "<b>x</b>" not in response.get_data(as_text=True)

@@ -168,7 +168,7 @@ def test_the_polls_age_is_absent_when_never_polled_or_polling_is_off(app_factory
     off = app_factory(make_config(taskcluster_poll=0)).test_client()
     assert TASKCLUSTER_POLL_AGE_SECONDS not in samples(off)
     assert off.get("/summary").get_json()["taskcluster"]["age_seconds"] is None
-    store.redis.delete(store.taskcluster_key)
+    store.redis.delete(store.keys.taskcluster)
     assert TASKCLUSTER_POLL_AGE_SECONDS not in samples(app_factory().test_client())
 
 
@@ -180,7 +180,7 @@ def heartbeat(app_factory, now=NOW, **settings):
 
 def test_heartbeat_warns_once_the_last_good_poll_is_older_than_three_polls(app_factory, fleet):
     fleet.listener_heartbeat(NOW + timedelta(minutes=16))
-    fleet.redis.hset(fleet.listener_key, "last_message_at", format_lastseen(NOW + timedelta(minutes=16)))
+    fleet.redis.hset(fleet.keys.listener, "last_message_at", format_lastseen(NOW + timedelta(minutes=16)))
     # polled two minutes before NOW, every 5 minutes: late past NOW + 13 minutes
     on_time = heartbeat(app_factory, NOW + timedelta(minutes=12))
     assert on_time["checks"]["taskcluster"] == "ok" and on_time["status"] == "ok"

@@ -1,0 +1,76 @@
+"""The store writes the bytes it wrote before its Lua and Python were rearranged (issue 22):
+the same varied traffic (tests/store_traffic.py) through this tree's package and through the
+package of commit BEFORE leaves every key under their prefixes equal, value for value."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import io
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.conftest import REDIS_URL, require_service, unique
+from releng_hardware.store.machines import open_redis
+
+# The commit before the rearrangement: the stored bytes are its.
+BEFORE = "1f0349d"
+ROOT = Path(__file__).resolve().parents[2]
+TRAFFIC = ROOT / "tests" / "store_traffic.py"
+
+
+def package_before(into: Path) -> Path:
+    """The package as it was at BEFORE, extracted under `into`."""
+    try:
+        archive = subprocess.run(["git", "archive", BEFORE, "releng_hardware"], cwd=ROOT,
+                                 capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"no git history with commit {BEFORE}: {exc}")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def run_traffic(prefix: str, pythonpath: Path | None) -> tuple[dict[str, Any], str]:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    done = subprocess.run([sys.executable, str(TRAFFIC), REDIS_URL, prefix], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), done.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def prefixes() -> Iterator[tuple[str, str]]:
+    require_service("Redis", "127.0.0.1", 6379)
+    pair = unique("bytes-before") + ":", unique("bytes-after") + ":"
+    yield pair
+    client = open_redis(REDIS_URL)
+    for prefix in pair:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    client.close()
+
+
+def test_the_store_writes_the_bytes_the_commit_before_wrote(tmp_path, prefixes):
+    before_tree = package_before(tmp_path)
+    before, before_package = run_traffic(prefixes[0], before_tree)
+    after, after_package = run_traffic(prefixes[1], None)
+    # each run used the package it was meant to
+    assert before_package.startswith(str(before_tree))
+    assert after_package.startswith(str(ROOT))
+    # the traffic reached every kind of key, so the comparison compares something
+    kinds = {name.split(":", 1)[0] for name in after}
+    assert {"machines", "machine_records", "machine_history", "label", "labels", "pending",
+            "claimed", "index", "quarantine", "inventory", "taskcluster", "listener",
+            "machine_order", "runs"} <= kinds
+    assert sorted(before) == sorted(after)
+    for name in before:
+        assert after[name] == before[name], name
