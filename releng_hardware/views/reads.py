@@ -214,12 +214,12 @@ Answer = TypeVar("Answer")
 
 
 def _read_when_ready(store: Store, read: Callable[[str], Answer | int], limits: Thresholds,
-                     root_url: str, clock: Callable[[], float],
-                     within: float = READY_WITHIN) -> Answer:
+                     root_url: str, clock: Callable[[], float]) -> Answer:
     """read(the index's fingerprint) once the machine index answers it: built a step at a time
     first, or its backlog judged a chunk at a time, while it answers NOT_BUILT or
-    TOO_MANY_UNJUDGED; IndexNotReady once `within` seconds of `clock` have passed."""
+    TOO_MANY_UNJUDGED; IndexNotReady once READY_WITHIN seconds of `clock` have passed."""
     fingerprint = index_fingerprint(limits, root_url)
+    within = READY_WITHIN
     deadline = clock() + within
     while True:
         answer = read(fingerprint)
