@@ -610,9 +610,13 @@ class Store:
     def build_machine_index(self, fingerprint: str, step: int = INDEX_BUILD_STEP) -> None:
         """Place every machine in the machine index and mark it unjudged, in steps of `step`
         (bounded scripts); does nothing once done for the thresholds of `fingerprint`."""
-        keys = [self.keys.machines, self.keys.machine_records, self.keys.index_state]
-        while not int(self._build_machine_index(keys=keys, args=[self.prefix, step, fingerprint])):
+        while not self.build_machine_index_step(fingerprint, step):
             pass
+
+    def build_machine_index_step(self, fingerprint: str, step: int = INDEX_BUILD_STEP) -> bool:
+        """One bounded step of build_machine_index; True once the index is built."""
+        keys = [self.keys.machines, self.keys.machine_records, self.keys.index_state]
+        return bool(int(self._build_machine_index(keys=keys, args=[self.prefix, step, fingerprint])))
 
     def unjudged(self, count: int) -> list[tuple[str, str, MachineRecord]]:
         """Up to `count` unjudged machines: (id, generation, record), the generation read

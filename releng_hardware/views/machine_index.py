@@ -16,6 +16,7 @@ from typing import Any, Container, Iterable, Mapping, NamedTuple
 
 import orjson
 
+from .derived import release_digest
 from .fleet import (TIME_FIELD_JOINS, GroupKey, busy_queues, lastseen_and_age, machine_view_parts,
                     sort_by_hostname, summary_answer, summary_group)
 from ..core.identifiers import split_machine_id
@@ -170,10 +171,11 @@ def _count(counts: dict[str, int], judgement: Judgement, by: int) -> None:
         counts[field] = counts.get(field, 0) + by
 
 
-def index_fingerprint(limits: Thresholds, root_url: str) -> str:
-    """What the index's judgements and views depend on: the thresholds of limits_fingerprint and
-    the Taskcluster root URL of the links; a change rebuilds the index."""
-    return f"{limits_fingerprint(limits)}|{root_url}"
+def index_fingerprint(limits: Thresholds, root_url: str, code: str | None = None) -> str:
+    """What the index's judgements and views depend on: the thresholds of limits_fingerprint,
+    the Taskcluster root URL of the links and the code that makes them (`code`, by default
+    derived.release_digest); a change rebuilds the index."""
+    return f"{limits_fingerprint(limits)}|{root_url}|{release_digest() if code is None else code}"
 
 
 # What joins a view's parts: JSON as orjson writes it never holds a raw NUL.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import datetime
 from itertools import chain
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
@@ -9,7 +11,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
 from ..core.config import Config
 from .fields import CountedMachine, Machine, MachineDetail
 from .fleet import (MachineQuery, busy_queues, counted_json, machine_json, never_seen_records,
-                    recent_tasks, select)
+                    recent_tasks, select, summary)
 from ..core.problems import Thresholds, calls_for_attention
 from ..core.records import MachineRecord, Quarantine
 from ..store.keys import ORDER_SEPARATOR, order_member
@@ -27,6 +29,17 @@ FILTERED_CHUNK = 1000
 # a fill, a build or a burst of traffic) it judges them this many at a time first, storing the
 # judgements, so that no script returns an unbounded answer.
 JUDGE_CHUNK = 2000
+# How long a read waits for the machine index to be built or its backlog judged, in seconds (a
+# release that changes the index's fingerprint rebuilds it: about 1.4 s at 10,000 machines).
+# Past it the request is answered the long way, judging every machine (read_fleet), and the steps
+# done so far stay done for the next read.
+READY_WITHIN = 5.0
+
+log = logging.getLogger(__name__)
+
+
+class IndexNotReady(Exception):
+    """The machine index was not ready within its deadline: answer from every machine."""
 
 
 class Fleet(NamedTuple):
@@ -201,16 +214,21 @@ Answer = TypeVar("Answer")
 
 
 def _read_when_ready(store: Store, read: Callable[[str], Answer | int], limits: Thresholds,
-                     root_url: str) -> Answer:
-    """read(the index's fingerprint) once the machine index answers it: built first, or its
-    backlog judged a chunk at a time, while it answers NOT_BUILT or TOO_MANY_UNJUDGED."""
+                     root_url: str, clock: Callable[[], float]) -> Answer:
+    """read(the index's fingerprint) once the machine index answers it: built a step at a time
+    first, or its backlog judged a chunk at a time, while it answers NOT_BUILT or
+    TOO_MANY_UNJUDGED; IndexNotReady once READY_WITHIN seconds of `clock` have passed."""
     fingerprint = index_fingerprint(limits, root_url)
+    within = READY_WITHIN
+    deadline = clock() + within
     while True:
         answer = read(fingerprint)
         if not isinstance(answer, int):
             return answer
+        if clock() >= deadline:
+            raise IndexNotReady(f"the machine index was not ready within {within:g} s")
         if answer == NOT_BUILT:
-            store.build_machine_index(fingerprint)
+            store.build_machine_index_step(fingerprint)
         else:
             judge_unjudged(store, limits, root_url=root_url)
 
@@ -223,15 +241,16 @@ class IndexRead(NamedTuple):
     fresh: dict[str, Judgement]
 
 
-def read_index(store: Store, config: Config, now: datetime,
-               stale_after: float | None = None) -> IndexRead:
-    """The machine index's figures at `now`, the index built and its backlog judged first."""
+def read_index(store: Store, config: Config, now: datetime, stale_after: float | None = None, *,
+               clock: Callable[[], float] = time.monotonic) -> IndexRead:
+    """The machine index's figures at `now`, the index built and its backlog judged first
+    (IndexNotReady when that takes longer than READY_WITHIN by `clock`)."""
     limits = Thresholds.from_config(config, stale_after)
     root_url = config.taskcluster_root_url
     cutoffs = Cutoffs.at(now, limits)
     figures = _read_when_ready(
         store, lambda fingerprint: store.fleet_figures(*cutoffs, fingerprint, JUDGE_CHUNK),
-        limits, root_url)
+        limits, root_url, clock)
     fresh = {unjudged.machine_id: judge_record(unjudged.record, limits)
              for unjudged in figures.unjudged}
     # what this read judged need not be judged by the next
@@ -242,11 +261,18 @@ def read_index(store: Store, config: Config, now: datetime,
     return IndexRead(figures, fresh)
 
 
-def read_summary(store: Store, config: Config, now: datetime,
-                 stale_after: float | None = None) -> dict[str, Any]:
+def read_summary(store: Store, config: Config, now: datetime, stale_after: float | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
     """/summary at `now`, from the machine index: it reads the groups' figures, the inventory
-    and the quarantined machines, never every machine."""
-    return read_counts(store, config, now, stale_after).summary
+    and the quarantined machines, never every machine; from every machine judged when the
+    index is not ready in time."""
+    try:
+        return read_counts(store, config, now, stale_after, clock=clock).summary
+    except IndexNotReady as exc:
+        log.warning("%s: /summary counted from every machine judged (read_fleet)", exc)
+    fleet = read_fleet(store, config, now, stale_after, view=counted_json)
+    return summary(fleet.machines + fleet.never_seen, fleet.pending,
+                   Thresholds.from_config(config, stale_after).stale_after, fleet.inventory)
 
 
 class FleetCounts(NamedTuple):
@@ -266,12 +292,12 @@ class FleetCounts(NamedTuple):
     limits: Thresholds
 
 
-def read_counts(store: Store, config: Config, now: datetime,
-                stale_after: float | None = None) -> FleetCounts:
+def read_counts(store: Store, config: Config, now: datetime, stale_after: float | None = None, *,
+                clock: Callable[[], float] = time.monotonic) -> FleetCounts:
     """What the machine index counts at `now`: reads the groups' figures, the inventory and the
-    quarantined machines, never every machine."""
+    quarantined machines, never every machine (IndexNotReady: see read_index)."""
     limits = Thresholds.from_config(config, stale_after)
-    read = read_index(store, config, now, stale_after)
+    read = read_index(store, config, now, stale_after, clock=clock)
     pending = store.pending_counts(now)
     busy = busy_queues(pending)
     inventory = store.inventory()
@@ -393,19 +419,24 @@ def read_section_rows(store: Store, config: Config, now: datetime, counts: Fleet
 
 
 def read_machines_from_views(store: Store, config: Config, now: datetime, *,
-                             reverse: bool = False) -> ViewsAnswer | None:
+                             reverse: bool = False,
+                             clock: Callable[[], float] = time.monotonic) -> ViewsAnswer | None:
     """/machines with every field, unfiltered, by hostname (reverse: backwards), at `now`: the
     bytes read_fleet's machines would encode to, spliced from the machine index's views in one
     read; the unjudged machines judged here and stored. None when some machine has no view (its
     answer could not be encoded, or a judgement was stored without one), or when the index
-    needs writes Redis refuses (memory full, a read-only replica): read_fleet then."""
+    needs writes Redis refuses (memory full, a read-only replica) or is not ready within
+    READY_WITHIN by `clock`: read_fleet then."""
     limits = Thresholds.from_config(config)
     root_url = config.taskcluster_root_url
     try:
         read = _read_when_ready(
             store, lambda fingerprint: store.machine_views(now, fingerprint, JUDGE_CHUNK),
-            limits, root_url)
+            limits, root_url, clock)
     except WRITES_REFUSED:
+        return None
+    except IndexNotReady as exc:
+        log.warning("%s: /machines built from every machine judged (read_fleet)", exc)
         return None
     views, judgements = read.views, read.judgements
     judged = []

@@ -3,6 +3,7 @@ the machines that need attention first, a page at a time) and a page per machine
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -20,8 +21,10 @@ from ..core.params import BadParameter, positive_int_param
 from ..core.problems import PROBLEMS, calls_for_attention
 from ..core.records import COMPLETED, EXCEPTION, FAILED, LOST, NOT_COUNTED, RUNNING, outcome_code
 from .responses import ApiError, answer_redis_errors, collector_paused, query_args
-from ..views.reads import read_counts, read_fleet, read_machine, read_section_rows
+from ..views.reads import IndexNotReady, read_counts, read_fleet, read_machine, read_section_rows
 from ..store.machines import Store
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("dashboard", __name__)
 
@@ -350,7 +353,11 @@ def _page_from_index(store: Store, config: Config, now: datetime,
     """The page counted from the machine index, its rows read by walking the machine order as far
     as they need (None when further than reads.WALK_BUDGET): the cost of the page, not of the
     fleet."""
-    counts = read_counts(store, config, now)
+    try:
+        counts = read_counts(store, config, now)
+    except IndexNotReady as exc:
+        log.warning("%s: the dashboard counted from every machine judged (read_fleet)", exc)
+        return None
     pagination = Pagination.of(counts.total, requested_page)
     sizes = (("attention", "Needs attention", counts.attention),
              ("quarantined", "Quarantined", counts.quarantined),
