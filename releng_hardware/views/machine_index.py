@@ -19,8 +19,8 @@ import orjson
 from .fleet import (TIME_FIELD_JOINS, GroupKey, busy_queues, lastseen_and_age, machine_view_parts,
                     sort_by_hostname, summary_answer, summary_group)
 from ..core.identifiers import split_machine_id
-from ..core.problems import (PROBLEMS, RECORD_PROBLEMS, RULES, MachineFacts, Thresholds,
-                       calls_for_attention, facts_of, record_problems)
+from ..core.problems import (PROBLEMS, RECORD_PROBLEMS, RULES, Cutoffs, MachineFacts, Thresholds,
+                             calls_for_attention, facts_of, record_problems)
 from ..core.records import MachineRecord, Quarantine
 from ..store.machines import FleetFigures
 from ..core.times import LASTSEEN_FORMAT, LASTSEEN_LENGTH, epoch_microseconds
@@ -29,8 +29,6 @@ from ..core.times import LASTSEEN_FORMAT, LASTSEEN_LENGTH, epoch_microseconds
 GROUP_SEPARATOR = "\t"
 # Counted beside the record's problems: /summary's last_task_exception.
 LAST_TASK_EXCEPTION = "last_task_exception"
-# /summary's seen_within_1h.
-SEEN_WITHIN_SECONDS = 3600
 
 
 def group_key(machine_id: str, details: Mapping[str, Any] | None) -> str:
@@ -64,12 +62,12 @@ def lastseen_score(text: str | None) -> int:
         return 0
 
 
-def is_stale_in_index(lastseen: str | None, cutoffs: "Cutoffs") -> bool:
+def is_stale_in_index(lastseen: str | None, cutoffs: Cutoffs) -> bool:
     """Whether the index counts a machine of this lastseen stale at the cutoffs."""
     return lastseen_score(lastseen) <= cutoffs.stale
 
 
-def is_hung_in_index(details: Mapping[str, Any], cutoffs: "Cutoffs") -> bool:
+def is_hung_in_index(details: Mapping[str, Any], cutoffs: Cutoffs) -> bool:
     """Whether the index counts a machine of this record hung at the cutoffs (its place in
     index:running)."""
     return (details.get("state") == "running" and bool(details.get("task_time"))
@@ -114,20 +112,6 @@ def limits_fingerprint(limits: Thresholds) -> str:
     """What the judgements depend on among the thresholds: a change rebuilds the index."""
     return "|".join(f"{value!r}" for value in (
         limits.failure_streak, limits.success_rate_min, limits.exceptions_max, limits.slow_factor))
-
-
-class Cutoffs(NamedTuple):
-    """The index's cutoffs for a request at `now` (epoch microseconds)."""
-
-    stale: int  # seen at or before it: stale
-    seen_within: int  # seen at or after it: seen within the hour
-    hung: int  # running since before it: hung
-
-    @classmethod
-    def at(cls, now: datetime, limits: Thresholds) -> "Cutoffs":
-        at = score(now)
-        return cls(at - round(limits.stale_after * 1_000_000), at - SEEN_WITHIN_SECONDS * 1_000_000,
-                   at - round(limits.hung_after * 1_000_000))
 
 
 def summary_from_index(figures: FleetFigures, fresh: Mapping[str, Judgement], limits: Thresholds,
