@@ -16,6 +16,7 @@ from typing import Callable, Collection, Container, NamedTuple, Sequence
 
 from .config import WINDOW, Config
 from .records import COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED, MachineRecord
+from .times import epoch_microseconds
 
 # str.translate tables (C speed: /machines judges every machine per request)
 _COUNTED_ONLY = str.maketrans("", "", NOT_COUNTED)
@@ -26,6 +27,8 @@ SUCCESS_RATE_MIN_RUNS = 5
 TASK_ATTRIBUTED, MACHINE_ATTRIBUTED = "T", "M"
 # A machine is judged slow on this many completed runs with a peer ratio at least.
 SLOW_MIN_RUNS = 5
+# A machine seen at most this many seconds ago was seen within the hour (/summary's seen_within_1h).
+SEEN_WITHIN_SECONDS = 3600
 
 
 class MachineFacts(NamedTuple):
@@ -72,9 +75,31 @@ class Thresholds:
         )
 
 
+class Cutoffs(NamedTuple):
+    """The time rules at a moment as instants, in epoch microseconds: what the machine index
+    counts between (lua/fleet_figures.lua is given them), from the thresholds is_stale,
+    is_seen_within_the_hour and has_hung_task judge a machine's age by."""
+
+    stale: int  # seen at or before it: stale
+    seen_within: int  # seen at or after it: seen within the hour
+    hung: int  # running since before it: hung
+
+    @classmethod
+    def at(cls, now: datetime, limits: Thresholds) -> "Cutoffs":
+        """The cutoffs of a request at `now`."""
+        at = epoch_microseconds(now)
+        return cls(at - round(limits.stale_after * 1_000_000), at - SEEN_WITHIN_SECONDS * 1_000_000,
+                   at - round(limits.hung_after * 1_000_000))
+
+
 def is_stale(facts: MachineFacts, now: datetime, limits: Thresholds, busy: Container[str]) -> bool:
     """Not seen for STALE_AFTER."""
     return facts.age_seconds is not None and facts.age_seconds >= limits.stale_after
+
+
+def is_seen_within_the_hour(age_seconds: float | None) -> bool:
+    """Seen at most SEEN_WITHIN_SECONDS ago: /summary's seen_within_1h (no problem)."""
+    return age_seconds is not None and age_seconds <= SEEN_WITHIN_SECONDS
 
 
 def is_idle_with_work_waiting(facts: MachineFacts, now: datetime, limits: Thresholds,

@@ -17,7 +17,7 @@ from .fields import (CSV_FIELDS, FIELD, LASTSEEN_FIELDS, MACHINE_FIELDS, STATES,
                      Machine, Tier, tier_of)
 from ..core.identifiers import MACHINE_ID_SEPARATOR, split_machine_id
 from ..core.params import BadParameter, choice_param, duration_param, identifier_param
-from ..core.problems import PROBLEMS, Thresholds, facts_of, machine_problems
+from ..core.problems import PROBLEMS, Thresholds, facts_of, is_seen_within_the_hour, machine_problems
 from ..core.records import MachineRecord, Quarantine, Run
 from ..core.times import LASTSEEN_LENGTH, format_lastseen, parse_time
 
@@ -450,7 +450,7 @@ def summary(machines: Iterable[Mapping[str, Any]], pending: Mapping[str, int], s
             continue
         age = machine["age_seconds"]
         group["total"] += 1
-        group["seen_within_1h"] += age is not None and age <= 3600
+        group["seen_within_1h"] += is_seen_within_the_hour(age)
         group["stale"] += machine["stale"]
         last_task = machine["last_task"]
         group["last_task_exception"] += last_task is not None and last_task["state"] == "exception"

@@ -20,16 +20,14 @@ from .derived import release_digest
 from .fleet import (TIME_FIELD_JOINS, GroupKey, busy_queues, lastseen_and_age, machine_view_parts,
                     sort_by_hostname, summary_answer, summary_group)
 from ..core.identifiers import split_machine_id
-from ..core.problems import (PROBLEMS, RECORD_PROBLEMS, RULES, MachineFacts, Thresholds,
-                       calls_for_attention, facts_of, record_problems)
+from ..core.problems import (PROBLEMS, RECORD_PROBLEMS, RULES, Cutoffs, MachineFacts, Thresholds,
+                             calls_for_attention, facts_of, record_problems)
 from ..core.records import MachineRecord, Quarantine
-from ..store.keys import GROUP_SEPARATOR, group_key, lastseen_score, score
+from ..store.keys import GROUP_SEPARATOR, group_key, lastseen_score
 from ..store.machines import FleetFigures
 
 # Counted beside the record's problems: /summary's last_task_exception.
 LAST_TASK_EXCEPTION = "last_task_exception"
-# /summary's seen_within_1h.
-SEEN_WITHIN_SECONDS = 3600
 
 
 def split_group(group: str) -> GroupKey:
@@ -38,12 +36,12 @@ def split_group(group: str) -> GroupKey:
     return datacenter, provisioner, worker_type
 
 
-def is_stale_in_index(lastseen: str | None, cutoffs: "Cutoffs") -> bool:
+def is_stale_in_index(lastseen: str | None, cutoffs: Cutoffs) -> bool:
     """Whether the index counts a machine of this lastseen stale at the cutoffs."""
     return lastseen_score(lastseen) <= cutoffs.stale
 
 
-def is_hung_in_index(details: Mapping[str, Any], cutoffs: "Cutoffs") -> bool:
+def is_hung_in_index(details: Mapping[str, Any], cutoffs: Cutoffs) -> bool:
     """Whether the index counts a machine of this record hung at the cutoffs (its place in
     index:running)."""
     return (details.get("state") == "running" and bool(details.get("task_time"))
@@ -82,20 +80,6 @@ def limits_fingerprint(limits: Thresholds) -> str:
     """What the judgements depend on among the thresholds: a change rebuilds the index."""
     return "|".join(f"{value!r}" for value in (
         limits.failure_streak, limits.success_rate_min, limits.exceptions_max, limits.slow_factor))
-
-
-class Cutoffs(NamedTuple):
-    """The index's cutoffs for a request at `now` (epoch microseconds)."""
-
-    stale: int  # seen at or before it: stale
-    seen_within: int  # seen at or after it: seen within the hour
-    hung: int  # running since before it: hung
-
-    @classmethod
-    def at(cls, now: datetime, limits: Thresholds) -> "Cutoffs":
-        at = score(now)
-        return cls(at - round(limits.stale_after * 1_000_000), at - SEEN_WITHIN_SECONDS * 1_000_000,
-                   at - round(limits.hung_after * 1_000_000))
 
 
 def summary_from_index(figures: FleetFigures, fresh: Mapping[str, Judgement], limits: Thresholds,

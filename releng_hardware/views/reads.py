@@ -12,11 +12,11 @@ from ..core.config import Config
 from .fields import CountedMachine, Machine, MachineDetail
 from .fleet import (MachineQuery, busy_queues, counted_json, machine_json, never_seen_records,
                     recent_tasks, select, summary)
-from ..core.problems import Thresholds, calls_for_attention
+from ..core.problems import Cutoffs, Thresholds, calls_for_attention
 from ..core.records import MachineRecord, Quarantine
 from ..store.keys import ORDER_SEPARATOR, order_member
 from ..store.machines import NOT_BUILT, WRITES_REFUSED, FleetFigures, MachineDetailRead, Store
-from .machine_index import (Cutoffs, Judgement, ViewsAnswer, encode_view, index_fingerprint,
+from .machine_index import (Judgement, ViewsAnswer, encode_view, index_fingerprint,
                       is_hung_in_index, is_stale_in_index, judge_record, judge_with_view,
                       machines_from_views, summary_from_index)
 

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import pytest
 
 from releng_hardware.views import reads
+from releng_hardware.views.fleet import MachineQuery
 from releng_hardware.core.events import PendingEvent, WorkerEvent
 from releng_hardware.core.params import LIMIT, MAX_LIMIT, CURSOR, cursor_param, encode_cursor
 from releng_hardware.core.records import BackfillItem, Quarantine
@@ -130,7 +131,6 @@ def test_a_page_reads_only_the_machines_it_examines(store, config):
         return page
     store.machine_order_page = counted  # type: ignore[method-assign]
     store.machines = lambda: pytest.fail("a page in machine order read the whole fleet")  # type: ignore[method-assign]
-    from releng_hardware.views.fleet import MachineQuery
     page = reads.read_page(store, config, NOW, MachineQuery(), 4, None)
     assert len(page.machines) == 4 and page_sizes == [4] and page.next_place is not None
 
