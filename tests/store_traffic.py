@@ -1,9 +1,10 @@
-"""Varied traffic through the store, then every key under the prefix as JSON on stdout.
+"""Varied traffic through the store, then every key under the prefix and every view's answer as
+JSON on stdout.
 
 Run as a program (`python tests/store_traffic.py REDIS_URL PREFIX`) by
 tests/integration/test_stored_bytes.py, once with this tree's package and once with the
 package of the commit before the store's Lua was rearranged (PYTHONPATH): the two dumps
-must be equal byte for byte. It imports nothing of tests/, and only what both trees have.
+must be equal byte for byte, and so must the answers. It imports nothing of tests/, and only what both trees have.
 """
 
 from __future__ import annotations
@@ -110,6 +111,32 @@ def dump(store: Store) -> dict[str, Any]:
     return found
 
 
+def served(client: Any, config: Config, now: datetime, seen: list[str]) -> dict[str, Any]:
+    """Each view's status, type and body at `now`, as the web app serves them; every page of
+    /machines followed by its cursor."""
+    from releng_hardware.web.app import create_app
+    app = create_app(config, redis=client, clock=lambda: now)
+    app.testing = True
+    web = app.test_client()
+    paths = ["/machines", "/machines?format=csv", "/machines?fields=machine,datacenter,lastseen",
+             "/machines?problem=any", "/machines?sort=-lastseen&fields=machine,lastseen,problems",
+             "/summary", "/labels", "/labels?format=csv", "/", "/?page=2", "/metrics",
+             "/machines/mdc9:t-unknown", "/machines?limit=nope"]
+    for machine_id in (*seen[:8], LEGACY, "mdc1:t-never", "mdc1:t-backfilled"):
+        paths += [f"/machines/{machine_id}", f"/machines/{machine_id.partition(':')[2]}",
+                  f"/machine/{machine_id}"]
+    answers: dict[str, Any] = {}
+    page = "/machines?limit=9"
+    while page:
+        paths.append(page)
+        cursor = web.get(page).headers.get("X-Next-Cursor")
+        page = f"/machines?limit=9&cursor={cursor}" if cursor else ""
+    for path in paths:
+        answer = web.get(path)
+        answers[path] = [answer.status_code, answer.content_type, answer.get_data(as_text=True)]
+    return answers
+
+
 def main(url: str, prefix: str) -> None:
     client = open_redis(url)
     store = Store(client, prefix)
@@ -157,8 +184,10 @@ def main(url: str, prefix: str) -> None:
     deliver(store, rng, traffic(rng, hosts=50, runs=150, now=NOW + timedelta(minutes=30)),
             NOW + timedelta(minutes=30))
     read_machines_from_views(store, config, NOW + timedelta(minutes=30))
+    keys = dump(store)
+    answers = served(client, config, NOW + timedelta(minutes=30), seen)
     sys.stderr.write(releng_hardware.__file__ + "\n")
-    json.dump(dump(store), sys.stdout, sort_keys=True)
+    json.dump({"keys": keys, "answers": answers}, sys.stdout, sort_keys=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The store writes the bytes it wrote before its Lua and Python were rearranged (issue 22):
-the same varied traffic (tests/store_traffic.py) through this tree's package and through the
-package of commit BEFORE leaves every key under their prefixes equal, value for value."""
+"""The store writes the bytes it wrote before its Lua and Python were rearranged (issue 22), and
+the web serves what it served: the same varied traffic (tests/store_traffic.py) through this
+tree's package and through the package of commit BEFORE leaves every key under their prefixes
+equal, value for value, and every view's answer equal, byte for byte."""
 
 from __future__ import annotations
 
@@ -63,8 +64,9 @@ def prefixes() -> Iterator[tuple[str, str]]:
 
 def test_the_store_writes_the_bytes_the_commit_before_wrote(tmp_path, prefixes):
     before_tree = package_before(tmp_path)
-    before, before_package = run_traffic(prefixes[0], before_tree)
-    after, after_package = run_traffic(prefixes[1], None)
+    before_run, before_package = run_traffic(prefixes[0], before_tree)
+    after_run, after_package = run_traffic(prefixes[1], None)
+    before, after = before_run["keys"], after_run["keys"]
     # each run used the package it was meant to
     assert before_package.startswith(str(before_tree))
     assert after_package.startswith(str(ROOT))
@@ -81,6 +83,12 @@ def test_the_store_writes_the_bytes_the_commit_before_wrote(tmp_path, prefixes):
     after["index:state"] = [kind, state.rpartition("|")[0], expires]
     for name in before:
         assert _as_data(after[name]) == _as_data(before[name]), name
+    # the answers: each view, every page of /machines, machines of every kind, errors
+    answers = after_run["answers"]
+    assert len(answers) > 40 and sorted(answers) == sorted(before_run["answers"])
+    assert {status for status, _, _ in answers.values()} == {200, 400, 404, 409}
+    for path, answer in before_run["answers"].items():
+        assert answers[path] == answer, path
 
 
 def _as_data(value: Any) -> Any:
