@@ -3,7 +3,7 @@ JSON on stdout.
 
 Run as a program (`python tests/store_traffic.py REDIS_URL PREFIX`) by
 tests/integration/test_stored_bytes.py, once with this tree's package and once with the
-package of the commit before the store's Lua was rearranged (PYTHONPATH): the two dumps
+package of the commit before issue 22 rearranged the package and its Lua (PYTHONPATH): the two dumps
 must be equal byte for byte, and so must the answers. It imports nothing of tests/, and only what both trees have.
 """
 
@@ -16,12 +16,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import releng_hardware
-from releng_hardware.core.config import Config
-from releng_hardware.core.events import PendingEvent, WorkerEvent
-from releng_hardware.core.records import BackfillItem, Quarantine
-from releng_hardware.core.times import format_lastseen
-from releng_hardware.store.machines import Store, open_redis
-from releng_hardware.views.reads import read_machines_from_views, read_summary
+
+try:
+    from releng_hardware.core.config import Config
+    from releng_hardware.core.events import PendingEvent, WorkerEvent
+    from releng_hardware.core.records import BackfillItem, Quarantine
+    from releng_hardware.core.times import format_lastseen
+    from releng_hardware.store.machines import Store, open_redis
+    from releng_hardware.views.reads import read_machines_from_views, read_summary
+    from releng_hardware.web.app import create_app
+except ImportError:  # the flat package of the releases before the subpackages (issue 22)
+    from releng_hardware.config import Config  # type: ignore[no-redef]
+    from releng_hardware.events import PendingEvent, WorkerEvent  # type: ignore[no-redef]
+    from releng_hardware.records import BackfillItem, Quarantine  # type: ignore[no-redef]
+    from releng_hardware.times import format_lastseen  # type: ignore[no-redef]
+    from releng_hardware.store import Store, open_redis  # type: ignore[no-redef]
+    from releng_hardware.snapshot import read_machines_from_views, read_summary  # type: ignore[no-redef]
+    from releng_hardware.web import create_app  # type: ignore[no-redef]
 
 NOW = datetime(2026, 11, 20, 18, 0, 0)
 PROVISIONER = "releng-hardware"
@@ -114,7 +125,6 @@ def dump(store: Store) -> dict[str, Any]:
 def served(client: Any, config: Config, now: datetime, seen: list[str]) -> dict[str, Any]:
     """Each view's status, type and body at `now`, as the web app serves them; every page of
     /machines followed by its cursor."""
-    from releng_hardware.web.app import create_app
     app = create_app(config, redis=client, clock=lambda: now)
     app.testing = True
     web = app.test_client()

@@ -21,8 +21,8 @@ from releng_hardware.store.machines import open_redis
 from releng_hardware.views.derived import DIGEST_LENGTH
 from tests.conftest import REDIS_URL, require_service, unique
 
-# The commit before the rearrangement: the stored bytes are its.
-BEFORE = "1f0349d"
+# The commit before issue 22 (the subpackages, the split Lua): the stored bytes and answers are its.
+BEFORE = "4dabb8d"
 ROOT = Path(__file__).resolve().parents[2]
 TRAFFIC = ROOT / "tests" / "store_traffic.py"
 
