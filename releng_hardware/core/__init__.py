@@ -7,4 +7,5 @@
     problems     the problem rules: pure functions of a machine's facts
     events       pure parsing: a queue message in, a WorkerEvent / PendingEvent / Skip out
     params       query parameter values, parsed strictly (BadParameter names the parameter)
+    timeline     a machine's history of changes: events, their ids and encoding, derived from plain values
 """
