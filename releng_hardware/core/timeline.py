@@ -422,7 +422,8 @@ def stale_since(lastseen: datetime | str, limits: Thresholds) -> str:
 
 
 def hung_since(run_started: datetime | str, limits: Thresholds) -> str:
-    """When a run started at `run_started` and still running became hung: HUNG_AFTER later."""
+    """When a run started at `run_started` and still running turns hung: HUNG_AFTER later
+    (has_hung_task holds strictly after this instant, is_stale from its own)."""
     return _plus(run_started, limits.hung_after)
 
 
