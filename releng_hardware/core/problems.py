@@ -15,6 +15,7 @@ from statistics import median
 from typing import Callable, Collection, Container, NamedTuple, Sequence
 
 from .config import WINDOW, Config
+from .identifiers import queue_id
 from .records import COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED, MachineRecord
 from .times import epoch_microseconds
 
@@ -169,8 +170,8 @@ def fails_where_others_pass(facts: MachineFacts, now: datetime, limits: Threshol
 
 
 def is_slow(facts: MachineFacts, now: datetime, limits: Thresholds, busy: Container[str]) -> bool:
-    """At least 5 of the newest WINDOW completed runs have a peer ratio, and their median is at
-    least SLOW_FACTOR."""
+    """At least SLOW_MIN_RUNS of the newest WINDOW completed runs have a peer ratio, and their
+    median is at least SLOW_FACTOR."""
     ratios = facts.peer_ratios
     return len(ratios) >= SLOW_MIN_RUNS and median(ratios) >= limits.slow_factor
 
@@ -251,7 +252,7 @@ def calls_for_attention(problems: Collection[str]) -> bool:
 def facts_of(record: MachineRecord, age: float | None, in_inventory: bool | None) -> MachineFacts:
     """What the rules look at in a stored record (its age and inventory entry computed apart)."""
     get = record.details.get
-    return MachineFacts(age, f"{get('provisioner')}/{get('worker_type')}", get("outcomes", ""),
+    return MachineFacts(age, queue_id(get('provisioner'), get('worker_type')), get("outcomes", ""),
                         get("state"), get("reason_resolved"), get("task_time"),
                         record.lastseen is not None, in_inventory, get("attributions", ""),
                         get("peer_ratios", ()))
