@@ -16,11 +16,11 @@ from ..core.config import WINDOW, Config
 from ..views.fleet import (ANY_PROBLEM, MACHINE_FILTERS, MachineQuery, counted_json, select, summary,
                     taskcluster_poll_state)
 from ..core.identifiers import is_identifier, split_machine_id
-from .labels import default_min_machines, failing_labels
 from ..core.params import BadParameter, positive_int_param
 from ..core.problems import PROBLEMS, calls_for_attention
 from ..core.records import COMPLETED, EXCEPTION, FAILED, LOST, NOT_COUNTED, RUNNING, outcome_code
 from .responses import ApiError, answer_redis_errors, collector_paused, query_args
+from ..views.labels import default_min_machines, failing_labels
 from ..views.reads import IndexNotReady, read_counts, read_fleet, read_machine, read_section_rows
 from ..store.machines import Store
 
