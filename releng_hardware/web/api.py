@@ -14,6 +14,7 @@ from flask import Blueprint, Response, request
 
 from .appstate import app_state
 from ..core.config import Config
+from ..views import derived
 from ..views.fields import CSV_FIELDS
 from ..views.fleet import (MACHINE_FILTERS, MachineQuery, csv_columns, csv_rows, is_poll,
                     lastseen_machines, lastseen_rows, machine_view, needs_records, parse_fields,
@@ -163,13 +164,15 @@ def fleet_summary() -> Response:
 
 
 def machines_etag(version: int, state: str) -> str:
-    """Changes with the data, the query and `state`, what time changes in the answer.
+    """Changes with the data, the query, `state` (what time changes in the answer) and the
+    release (derived.release_digest): a new release's bytes never answer 304 to an old one's tag.
 
     age_seconds grows every second; a weak ETag lets a poller keep its copy
     (ages follow from lastseen and the Date header) until something real changes,
     such as a machine going stale or its task becoming hung as time passes.
     """
-    source = f"{version}|{request.query_string.decode('latin-1')}|{request.accept_mimetypes}|{state}"
+    source = (f"{version}|{request.query_string.decode('latin-1')}|{request.accept_mimetypes}|{state}"
+              f"|{derived.release_digest()}")
     return digest(source.encode())
 
 
