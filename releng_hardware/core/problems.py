@@ -14,7 +14,7 @@ from datetime import datetime
 from statistics import median
 from typing import Callable, Collection, Container, NamedTuple, Sequence
 
-from .config import WINDOW, Config
+from .config import SLOW_MIN_RUNS, WINDOW, Config
 from .identifiers import queue_id
 from .records import COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED, MachineRecord
 from .times import epoch_microseconds
@@ -26,8 +26,6 @@ SUCCESS_RATE_MIN_RUNS = 5
 # An attribution character (history.ATTRIBUTIONS): the failure travels with the task, or it
 # passes on other machines.
 TASK_ATTRIBUTED, MACHINE_ATTRIBUTED = "T", "M"
-# A machine is judged slow on this many completed runs with a peer ratio at least.
-SLOW_MIN_RUNS = 5
 # A machine seen at most this many seconds ago was seen within the hour (/summary's seen_within_1h).
 SEEN_WITHIN_SECONDS = 3600
 
@@ -123,7 +121,8 @@ def has_consecutive_failures(facts: MachineFacts, now: datetime, limits: Thresho
 
 def has_low_success_rate(facts: MachineFacts, now: datetime, limits: Thresholds,
                          busy: Container[str]) -> bool:
-    """Under SUCCESS_RATE_MIN completed over the newest WINDOW completed or failed runs (5 at least)."""
+    """Under SUCCESS_RATE_MIN completed over the newest WINDOW completed or failed runs
+    (SUCCESS_RATE_MIN_RUNS at least)."""
     if FAILED not in facts.outcomes:
         return False
     judged = facts.outcomes.translate(_COMPLETED_OR_FAILED_ONLY)[:WINDOW]
