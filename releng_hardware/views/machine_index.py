@@ -87,7 +87,8 @@ def summary_from_index(figures: FleetFigures, fresh: Mapping[str, Judgement], li
                        inventory: Mapping[str, str | None], seen_listed: Mapping[str, MachineRecord],
                        quarantined: Iterable[str], quarantined_seen: Mapping[str, MachineRecord],
                        provisioner: str | None) -> dict[str, Any]:
-    """/summary (fleet.summary's answer) from the index's figures.
+    """/summary from the index's figures: each group's fleet.GroupCounts, answered by
+    fleet.summary_answer as fleet.summary's counts from every machine are.
 
     The unjudged machines of `figures` are counted by their fresh judgements (`fresh`, by
     machine id) instead of their stored ones. `seen_listed` holds the inventory's machines that
