@@ -1,6 +1,6 @@
 """The pure core: identifiers, times, settings, plain records and the rules judged on them; no I/O.
 
-    identifiers  Taskcluster's identifier rule and the machine id <dc>:<host> (one definition)
+    identifiers  Taskcluster's identifier rule, the machine id <dc>:<host>, a queue's name, a task's link
     times        the lastseen format, time parsing, durations, the clock-skew limit
     config       settings: parsed once from a mapping, documented, verified at start-up
     records      plain data, no I/O: MachineRecord, Run, a run's outcome code

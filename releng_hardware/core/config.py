@@ -110,6 +110,8 @@ MIN_LISTENER_WATCHDOG = 30.0
 # How many of a machine's newest runs the problem rules judge: Mozilla's fleet tools judge a
 # machine on its last 20 tasks. Declared here, below problems, so the settings' docs say it too.
 WINDOW = 20
+# A machine is judged slow on this many completed runs with a peer ratio at least (of WINDOW).
+SLOW_MIN_RUNS = 5
 
 
 def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str,
@@ -196,7 +198,7 @@ class Config:
     slow_factor: float = _setting(
         "SLOW_FACTOR", 1.5, _factor,
         f"a machine whose completed runs take this many times their peers' median (the median "
-        f"ratio, over at least 5 of its newest {WINDOW}) is a slow problem")
+        f"ratio, over at least {SLOW_MIN_RUNS} of its newest {WINDOW}) is a slow problem")
     retention: float = _setting(
         "RETENTION", 30 * 86400.0, _duration_or_zero,
         "machines not seen for this long are removed with their history, unless in the "

@@ -1,4 +1,5 @@
-"""Taskcluster's identifier rule and the service's machine id, `<datacenter>:<hostname>`."""
+"""Taskcluster's identifier rule, the service's machine id (`<datacenter>:<hostname>`), and the
+names built of identifiers: a queue (`<provisioner>/<workerType>`) and a task's link."""
 
 from __future__ import annotations
 
@@ -39,3 +40,18 @@ def split_machine_id(value: str) -> tuple[str, str]:
     """(datacenter, hostname) of a machine id."""
     datacenter, _, hostname = value.rpartition(MACHINE_ID_SEPARATOR)
     return datacenter, hostname
+
+
+def queue_id(provisioner: str | None, worker_type: str | None) -> str:
+    """A worker type's queue as Taskcluster names it: `<provisioner>/<workerType>`.
+
+    A missing part is written as Python formats it ("None"), as the stored records and the
+    pending counts have always been matched; the queue names of Taskcluster are never that.
+    """
+    return f"{provisioner}/{worker_type}"
+
+
+def task_url(root_url: str, task_id: str, run_id: int | None = None) -> str:
+    """A task's page in the Taskcluster deployment at `root_url`, or one of its runs'."""
+    task = f"{root_url}/tasks/{task_id}"
+    return task if run_id is None else f"{task}/runs/{run_id}"

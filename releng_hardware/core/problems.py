@@ -14,7 +14,8 @@ from datetime import datetime
 from statistics import median
 from typing import Callable, Collection, Container, NamedTuple, Sequence
 
-from .config import WINDOW, Config
+from .config import SLOW_MIN_RUNS, WINDOW, Config
+from .identifiers import queue_id
 from .records import COMPLETED, EXCEPTION, FAILED, LOST, LOST_REASON, NOT_COUNTED, MachineRecord
 from .times import epoch_microseconds
 
@@ -25,8 +26,6 @@ SUCCESS_RATE_MIN_RUNS = 5
 # An attribution character (history.ATTRIBUTIONS): the failure travels with the task, or it
 # passes on other machines.
 TASK_ATTRIBUTED, MACHINE_ATTRIBUTED = "T", "M"
-# A machine is judged slow on this many completed runs with a peer ratio at least.
-SLOW_MIN_RUNS = 5
 # A machine seen at most this many seconds ago was seen within the hour (/summary's seen_within_1h).
 SEEN_WITHIN_SECONDS = 3600
 
@@ -122,7 +121,8 @@ def has_consecutive_failures(facts: MachineFacts, now: datetime, limits: Thresho
 
 def has_low_success_rate(facts: MachineFacts, now: datetime, limits: Thresholds,
                          busy: Container[str]) -> bool:
-    """Under SUCCESS_RATE_MIN completed over the newest WINDOW completed or failed runs (5 at least)."""
+    """Under SUCCESS_RATE_MIN completed over the newest WINDOW completed or failed runs
+    (SUCCESS_RATE_MIN_RUNS at least)."""
     if FAILED not in facts.outcomes:
         return False
     judged = facts.outcomes.translate(_COMPLETED_OR_FAILED_ONLY)[:WINDOW]
@@ -169,8 +169,8 @@ def fails_where_others_pass(facts: MachineFacts, now: datetime, limits: Threshol
 
 
 def is_slow(facts: MachineFacts, now: datetime, limits: Thresholds, busy: Container[str]) -> bool:
-    """At least 5 of the newest WINDOW completed runs have a peer ratio, and their median is at
-    least SLOW_FACTOR."""
+    """At least SLOW_MIN_RUNS of the newest WINDOW completed runs have a peer ratio, and their
+    median is at least SLOW_FACTOR."""
     ratios = facts.peer_ratios
     return len(ratios) >= SLOW_MIN_RUNS and median(ratios) >= limits.slow_factor
 
@@ -251,7 +251,7 @@ def calls_for_attention(problems: Collection[str]) -> bool:
 def facts_of(record: MachineRecord, age: float | None, in_inventory: bool | None) -> MachineFacts:
     """What the rules look at in a stored record (its age and inventory entry computed apart)."""
     get = record.details.get
-    return MachineFacts(age, f"{get('provisioner')}/{get('worker_type')}", get("outcomes", ""),
+    return MachineFacts(age, queue_id(get('provisioner'), get('worker_type')), get("outcomes", ""),
                         get("state"), get("reason_resolved"), get("task_time"),
                         record.lastseen is not None, in_inventory, get("attributions", ""),
                         get("peer_ratios", ()))

@@ -21,7 +21,7 @@ import requests
 import taskcluster
 from taskcluster import utils as tc_utils
 
-from ..core.identifiers import is_identifier, machine_id
+from ..core.identifiers import is_identifier, machine_id, queue_id
 from ..core.times import format_lastseen, parse_time
 
 # One request may take this long before it counts as failed: the client itself has no timeout,
@@ -95,7 +95,7 @@ class Worker:
     @property
     def queue(self) -> str:
         """`<provisionerId>/<workerType>`."""
-        return f"{self.provisioner_id}/{self.worker_type}"
+        return queue_id(self.provisioner_id, self.worker_type)
 
     def quarantined(self, now: datetime) -> bool:
         """True while its quarantine lasts."""
@@ -113,7 +113,7 @@ class QuarantineDetail:
 
 def quarantine_scope(provisioner_id: str, worker_type: str, worker_group: str, worker_id: str) -> str:
     """The scope queue.quarantineWorker needs for one worker."""
-    return f"queue:quarantine-worker:{provisioner_id}/{worker_type}/{worker_group}/{worker_id}"
+    return f"queue:quarantine-worker:{queue_id(provisioner_id, worker_type)}/{worker_group}/{worker_id}"
 
 
 class _BoundedCalls:
@@ -209,18 +209,18 @@ class Taskcluster:
             page = self.worker_manager.listWorkers(provisioner_id, worker_type, query=dict(query))
             listed = page.get("workers")
             if not isinstance(listed, list):
-                raise TaskclusterError(f"listWorkers {provisioner_id}/{worker_type}: a page without "
+                raise TaskclusterError(f"listWorkers {queue_id(provisioner_id, worker_type)}: a page without "
                                        "a workers list")
             workers.extend(_worker(provisioner_id, worker_type, item) for item in listed)
             token = page.get("continuationToken")
             if token is None:
                 return workers
             if not isinstance(token, str) or not token or token in tokens:
-                raise TaskclusterError(f"listWorkers {provisioner_id}/{worker_type}: a bad or "
+                raise TaskclusterError(f"listWorkers {queue_id(provisioner_id, worker_type)}: a bad or "
                                        "repeated continuationToken")
             tokens.add(token)
             query["continuationToken"] = token
-        raise TaskclusterError(f"listWorkers {provisioner_id}/{worker_type}: more than "
+        raise TaskclusterError(f"listWorkers {queue_id(provisioner_id, worker_type)}: more than "
                                f"{self.max_pages} pages")
 
     def quarantine_detail(self, provisioner_id: str, worker_type: str, worker_group: str,
@@ -259,10 +259,11 @@ def _optional_time(document: Mapping[str, Any], name: str, where: str) -> dateti
 
 def _worker(provisioner_id: str, worker_type: str, item: Any) -> Worker:
     if not isinstance(item, dict):
-        raise TaskclusterError(f"listWorkers {provisioner_id}/{worker_type}: a worker is not an object")
+        raise TaskclusterError(f"listWorkers {queue_id(provisioner_id, worker_type)}: "
+                               "a worker is not an object")
     group, worker_id = item.get("workerGroup"), item.get("workerId")
     if not (is_identifier(group) and is_identifier(worker_id)):
-        raise TaskclusterError(f"listWorkers {provisioner_id}/{worker_type}: a worker without a "
+        raise TaskclusterError(f"listWorkers {queue_id(provisioner_id, worker_type)}: a worker without a "
                                "valid workerGroup and workerId")
     where = f"listWorkers worker {group}/{worker_id}"
     latest = item.get("latestTask")

@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import redis
 
 from ..core.config import Config
+from ..core.identifiers import queue_id
 from ..core.records import MachineRecord, Quarantine
 from ..store.machines import Store
 from ..core.times import format_lastseen, utcnow
@@ -49,7 +50,7 @@ def read_quarantines(taskcluster: Taskcluster, provisioner_id: str, worker_type:
     The reason and who set it come from getWorker, asked only for a quarantine not known
     already with the same end.
     """
-    queue = f"{provisioner_id}/{worker_type}"
+    queue = queue_id(provisioner_id, worker_type)
     found = {}
     for worker in taskcluster.list_workers(provisioner_id, worker_type, quarantined=True):
         if not worker.quarantined(now) or worker.quarantine_until is None:
@@ -77,7 +78,7 @@ def poll_once(store: Store, taskcluster: Taskcluster, config: Config, now: datet
         except TaskclusterError as exc:
             errors.append(str(exc))
             continue  # this worker type keeps its last good state
-        store.replace_quarantines(f"{provisioner_id}/{worker_type}", quarantines)
+        store.replace_quarantines(queue_id(provisioner_id, worker_type), quarantines)
     error = None
     if errors:
         error = errors[0] + (f" (and {len(errors) - 1} more worker types failed)" if len(errors) > 1 else "")

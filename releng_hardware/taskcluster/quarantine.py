@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..views.fleet import MachineQuery, select
-from ..core.identifiers import MACHINE_ID_SEPARATOR
+from ..core.identifiers import MACHINE_ID_SEPARATOR, queue_id
 from ..core.records import Quarantine
 from ..store.machines import Store
 from ..core.times import format_lastseen
@@ -119,6 +119,6 @@ def quarantine_machines(store: Store, taskcluster: Taskcluster, targets: Sequenc
         else:
             store.set_quarantine(target.machine_id, Quarantine(
                 format_lastseen(ends), reason, taskcluster.client_id,
-                f"{target.provisioner}/{target.worker_type}"))
+                queue_id(target.provisioner, target.worker_type)))
             echo(f"{target.machine_id}: quarantined until {format_lastseen(ends)}")
     return failed

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import mohawk
 import mohawk.exc
 
+from ..core.identifiers import queue_id
 from ..core.times import format_lastseen, parse_time, utcnow
 
 FAULTS = ("error", "stall", "garbage", "malformed")
@@ -228,7 +229,7 @@ class FakeTaskcluster:
     def _listed(worker: FakeWorker) -> dict[str, Any]:
         item: dict[str, Any] = {
             "workerGroup": worker.worker_group, "workerId": worker.worker_id,
-            "workerPoolId": f"{worker.provisioner_id}/{worker.worker_type}",
+            "workerPoolId": queue_id(worker.provisioner_id, worker.worker_type),
             "firstClaim": tc_time(worker.first_claim), "state": "unmanaged", "capacity": 0,
             "providerId": "none"}
         if worker.last_active is not None:

@@ -16,6 +16,7 @@ import orjson
 from kombu import Connection, Exchange, Producer
 
 from ..core.events import EXCHANGE_PREFIX, EXCHANGES
+from ..core.identifiers import queue_id
 
 # (worker type, hostname pattern, datacenters) modelled on the releng-hardware pools
 POOLS = (
@@ -115,7 +116,7 @@ def _status(task: _Task, provisioner_id: str, state: str) -> dict:
         "taskId": task.task_id,
         "provisionerId": provisioner_id,
         "workerType": task.worker_type,
-        "taskQueueId": f"{provisioner_id}/{task.worker_type}",
+        "taskQueueId": queue_id(provisioner_id, task.worker_type),
         "schedulerId": "gecko-level-3",
         "projectId": "none",
         "taskGroupId": task.task_group_id,

@@ -5,7 +5,7 @@ Nothing here reads Redis or the clock: `reads` reads, then calls these with `now
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
 from typing import (Any, Callable, Container, Iterable, Iterator, Mapping, NamedTuple, Sequence,
@@ -15,7 +15,7 @@ import orjson
 
 from .fields import (CSV_FIELDS, FIELD, LASTSEEN_FIELDS, MACHINE_FIELDS, STATES, CountedMachine,
                      Machine, Tier, tier_of)
-from ..core.identifiers import MACHINE_ID_SEPARATOR, split_machine_id
+from ..core.identifiers import MACHINE_ID_SEPARATOR, queue_id, split_machine_id, task_url
 from ..core.params import BadParameter, choice_param, duration_param, identifier_param
 from ..core.problems import PROBLEMS, Thresholds, facts_of, is_seen_within_the_hour, machine_problems
 from ..core.records import MachineRecord, Quarantine, Run
@@ -90,8 +90,6 @@ class MachineQuery:
             self.seen_within, self.problem, self.quarantined))
 
 
-
-
 def _in_lastseen_format(lastseen: str) -> bool:
     return len(lastseen) == LASTSEEN_LENGTH
 
@@ -111,9 +109,6 @@ def lastseen_and_age(lastseen: str | None, now: datetime) -> tuple[str | None, f
     except ValueError:
         return lastseen, None
     return format_lastseen(moment), round((now - moment).total_seconds(), 3)
-
-
-_lastseen_and_age = lastseen_and_age
 
 
 def machine_json(record: MachineRecord, now: datetime, root_url: str,
@@ -148,7 +143,7 @@ def _with_the_rest(machine: dict[str, Any], record: MachineRecord, root_url: str
             "state": get("state"),
             "reason_resolved": get("reason_resolved"),
             "time": get("task_time"),
-            "url": f"{root_url}/tasks/{task_id}",
+            "url": task_url(root_url, task_id),
         },
         "counts": {"completed": get("completed", 0), "failed": get("failed", 0),
                    "exception": get("exception", 0)},
@@ -165,7 +160,7 @@ def _judged(record: MachineRecord, now: datetime, limits: Thresholds, busy_queue
             in_inventory: bool | None) -> tuple[dict[str, Any], list[str]]:
     """What both views of a machine start from: its first fields (id, machine, datacenter,
     lastseen, age_seconds; each view adds the rest in the table's order) and its problems."""
-    lastseen, age = _lastseen_and_age(record.lastseen, now)
+    lastseen, age = lastseen_and_age(record.lastseen, now)
     problems = machine_problems(facts_of(record, age, in_inventory), now, limits, busy_queues)
     return _first_fields(record.machine_id, lastseen, age), problems
 
@@ -195,7 +190,7 @@ class ViewParts(NamedTuple):
 
 def _cut(record: MachineRecord, root_url: str) -> list[bytes]:
     # any time will do: the lastseen served does not depend on it, and its age is cut out
-    lastseen, _ = _lastseen_and_age(record.lastseen, _ANY_TIME)
+    lastseen, _ = lastseen_and_age(record.lastseen, _ANY_TIME)
     machine = _with_the_rest(_first_fields(record.machine_id, lastseen, _CUT), record, root_url,
                              _CUT, _CUT, _CUT, _CUT)
     return orjson.dumps(machine).split(VIEW_CUT)
@@ -252,7 +247,7 @@ def recent_tasks(history: Sequence[Run], limit: int, root_url: str) -> list[dict
     """A machine's newest runs as the API shows them, newest first, at most `limit`."""
     return [{"task_id": run.task_id, "run_id": run.run_id, "state": run.state,
              "reason_resolved": run.reason_resolved, "started": run.started,
-             "resolved": run.resolved, "url": f"{root_url}/tasks/{run.task_id}/runs/{run.run_id}",
+             "resolved": run.resolved, "url": task_url(root_url, run.task_id, run.run_id),
              "label": run.label, "attribution": run.attribution, "peers": run.peers,
              "peer_median_seconds": run.peer_median_seconds}
             for run in history[:limit]]
@@ -293,8 +288,7 @@ def select(machines: Sequence[M], query: MachineQuery) -> list[M]:
         )
 
     selected = [machine for machine in machines if keep(machine)] if query.filtered else list(machines)
-    field = query.sort.lstrip("-")
-    if field == "machine":
+    if query.sort.lstrip("-") == "machine":
         sort_by_hostname(selected, query.sort.startswith("-"))
     else:
         # a machine never seen is older than any seen
@@ -355,12 +349,12 @@ def lastseen_rows(lastseen_by_id: Mapping[str, str], now: datetime, query: Machi
         rows = []
         for machine_id, stored in lastseen_by_id.items():
             datacenter, hostname = split_machine_id(machine_id)
-            lastseen, age = _lastseen_and_age(stored, now)
+            lastseen, age = lastseen_and_age(stored, now)
             if _age_matches(age, query):
                 rows.append((hostname, datacenter, machine_id, lastseen, age))
     else:
         rows = [(hostname, datacenter, machine_id,
-                 stored if _in_lastseen_format(stored) else _lastseen_and_age(stored, now)[0], None)
+                 stored if _in_lastseen_format(stored) else lastseen_and_age(stored, now)[0], None)
                 for machine_id, stored in lastseen_by_id.items()
                 for datacenter, hostname in (split_machine_id(machine_id),)]
     if query.datacenter is not None:
@@ -400,7 +394,7 @@ def poll_machines(lastseen_by_id: Mapping[str, str], now: datetime,
     wanted, length = query.datacenter, LASTSEEN_LENGTH
     machines = [
         {"machine": hostname, "datacenter": datacenter,
-         "lastseen": stored if len(stored) == length else _lastseen_and_age(stored, now)[0]}
+         "lastseen": stored if len(stored) == length else lastseen_and_age(stored, now)[0]}
         for machine_id, stored in lastseen_by_id.items()
         for datacenter, _, hostname in (machine_id.rpartition(MACHINE_ID_SEPARATOR),)
         if wanted is None or datacenter == wanted
@@ -418,11 +412,13 @@ def _age_matches(age: float | None, query: MachineQuery) -> bool:
 GroupKey = tuple[str, str, str]
 
 
-def summary_group(key: GroupKey) -> dict[str, Any]:
-    """A group of /summary with nothing counted yet."""
-    return {"datacenter": key[0], "worker_type": key[2] or None, "provisioner": key[1] or None,
-            **dict.fromkeys(SUMMARY_COUNTS, 0), "pending_tasks": 0,
-            "problems": dict.fromkeys(PROBLEMS, 0)}
+@dataclass
+class GroupCounts:
+    """What /summary counts of one group, however it was counted (from every machine, or from
+    the machine index's figures): each of SUMMARY_COUNTS, and the machines with each problem."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SUMMARY_COUNTS, 0))
+    problems: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBLEMS, 0))
 
 
 def summary(machines: Iterable[Mapping[str, Any]], pending: Mapping[str, int], stale_after: float,
@@ -432,38 +428,38 @@ def summary(machines: Iterable[Mapping[str, Any]], pending: Mapping[str, int], s
     `machines` may hold the inventory's machines never seen (no lastseen): they count as
     `expected` and `never_seen`, never in `total`, which is the machines seen.
     """
-    groups: dict[GroupKey, dict[str, Any]] = {}
+    groups: dict[GroupKey, GroupCounts] = {}
     for machine in machines:
         # the provisioner is part of the key: two provisioners may share a worker type name,
         # and each has its own queue of pending tasks
         key = (machine["datacenter"], machine["provisioner"] or "", machine["worker_type"] or "")
         group = groups.get(key)
         if group is None:
-            group = groups[key] = summary_group(key)
-        group["expected"] += machine["id"] in inventory
+            group = groups[key] = GroupCounts()
+        counts, problems = group.counts, group.problems
+        counts["expected"] += machine["id"] in inventory
         for code in machine["problems"]:
-            group["problems"][code] += 1
+            problems[code] += 1
         # Taskcluster may quarantine a machine this service never saw
-        group["quarantined"] += machine["quarantine"] is not None
+        counts["quarantined"] += machine["quarantine"] is not None
         if machine["lastseen"] is None:
-            group["never_seen"] += 1
+            counts["never_seen"] += 1
             continue
         age = machine["age_seconds"]
-        group["total"] += 1
-        group["seen_within_1h"] += is_seen_within_the_hour(age)
-        group["stale"] += machine["stale"]
+        counts["total"] += 1
+        counts["seen_within_1h"] += is_seen_within_the_hour(age)
+        counts["stale"] += machine["stale"]
         last_task = machine["last_task"]
-        group["last_task_exception"] += last_task is not None and last_task["state"] == "exception"
-        group["idle_with_work_waiting"] += machine["idle_with_work_waiting"]
+        counts["last_task_exception"] += last_task is not None and last_task["state"] == "exception"
+        counts["idle_with_work_waiting"] += machine["idle_with_work_waiting"]
     return summary_answer(groups, pending, stale_after)
 
 
-def summary_answer(groups: Mapping[GroupKey, dict[str, Any]], pending: Mapping[str, int],
+def summary_answer(groups: Mapping[GroupKey, GroupCounts], pending: Mapping[str, int],
                    stale_after: float) -> dict[str, Any]:
-    """/summary from its counted groups: each group's work waiting, the groups in order, totals."""
-    for (_, provisioner, worker_type), group in groups.items():
-        group["pending_tasks"] = pending.get(f"{provisioner}/{worker_type}", 0)
-    rows = [groups[key] for key in sorted(groups)]
+    """/summary from its groups' counts: the one definition of its answer. Each group with its
+    work waiting, the groups in order, the totals, the work waiting per queue."""
+    rows = [_summary_group(key, groups[key], pending) for key in sorted(groups)]
     totals: dict[str, Any] = {name: sum(group[name] for group in rows) for name in SUMMARY_COUNTS}
     totals["problems"] = {code: sum(group["problems"][code] for group in rows) for code in PROBLEMS}
     return {
@@ -472,6 +468,16 @@ def summary_answer(groups: Mapping[GroupKey, dict[str, Any]], pending: Mapping[s
         "groups": rows,
         "pending_tasks": dict(sorted(pending.items())),
     }
+
+
+def _summary_group(key: GroupKey, counted: GroupCounts, pending: Mapping[str, int]) -> dict[str, Any]:
+    datacenter, provisioner, worker_type = key
+    return {"datacenter": datacenter, "worker_type": worker_type or None,
+            "provisioner": provisioner or None,
+            **{name: counted.counts[name] for name in SUMMARY_COUNTS},
+            # the group's own queue: "" for a part it lacks, which no queue of Taskcluster has
+            "pending_tasks": pending.get(queue_id(provisioner, worker_type), 0),
+            "problems": {code: counted.problems[code] for code in PROBLEMS}}
 
 
 def csv_columns(fields: Sequence[str] = CSV_FIELDS) -> tuple[str, ...]:

@@ -17,9 +17,9 @@ from typing import Any, Container, Iterable, Mapping, NamedTuple
 import orjson
 
 from .derived import release_digest
-from .fleet import (TIME_FIELD_JOINS, GroupKey, busy_queues, lastseen_and_age, machine_view_parts,
-                    sort_by_hostname, summary_answer, summary_group)
-from ..core.identifiers import split_machine_id
+from .fleet import (TIME_FIELD_JOINS, GroupCounts, GroupKey, busy_queues, lastseen_and_age,
+                    machine_view_parts, sort_by_hostname, summary_answer)
+from ..core.identifiers import queue_id, split_machine_id
 from ..core.problems import (PROBLEMS, RECORD_PROBLEMS, RULES, Cutoffs, MachineFacts, Thresholds,
                              calls_for_attention, facts_of, record_problems)
 from ..core.records import MachineRecord, Quarantine
@@ -87,7 +87,8 @@ def summary_from_index(figures: FleetFigures, fresh: Mapping[str, Judgement], li
                        inventory: Mapping[str, str | None], seen_listed: Mapping[str, MachineRecord],
                        quarantined: Iterable[str], quarantined_seen: Mapping[str, MachineRecord],
                        provisioner: str | None) -> dict[str, Any]:
-    """/summary (fleet.summary's answer) from the index's figures.
+    """/summary from the index's figures: each group's fleet.GroupCounts, answered by
+    fleet.summary_answer as fleet.summary's counts from every machine are.
 
     The unjudged machines of `figures` are counted by their fresh judgements (`fresh`, by
     machine id) instead of their stored ones. `seen_listed` holds the inventory's machines that
@@ -96,12 +97,12 @@ def summary_from_index(figures: FleetFigures, fresh: Mapping[str, Judgement], li
     rule).
     """
     busy = busy_queues(pending)
-    groups: dict[GroupKey, dict[str, Any]] = {}
+    groups: dict[GroupKey, GroupCounts] = {}
 
-    def group_of(key: GroupKey) -> dict[str, Any]:
+    def group_of(key: GroupKey) -> GroupCounts:
         found = groups.get(key)
         if found is None:
-            found = groups[key] = summary_group(key)
+            found = groups[key] = GroupCounts()
         return found
 
     judged_counts: dict[str, int] = dict(figures.counts)
@@ -114,14 +115,16 @@ def summary_from_index(figures: FleetFigures, fresh: Mapping[str, Judgement], li
             continue
         key = split_group(figure.group)
         group = group_of(key)
-        idle = figure.stale if f"{key[1] or None}/{key[2] or None}" in busy else 0
-        group.update(total=figure.machines, seen_within_1h=figure.seen_within, stale=figure.stale,
-                     idle_with_work_waiting=idle)
-        problems = group["problems"]
+        # the queue as the machines' facts name it (facts_of): a part they lack is None
+        idle = figure.stale if queue_id(key[1] or None, key[2] or None) in busy else 0
+        group.counts.update(total=figure.machines, seen_within_1h=figure.seen_within,
+                            stale=figure.stale, idle_with_work_waiting=idle,
+                            last_task_exception=judged_counts.get(
+                                f"{figure.group}\n{LAST_TASK_EXCEPTION}", 0))
+        problems = group.problems
         problems.update(stale=figure.stale, idle_with_work_waiting=idle, hung_task=figure.hung)
         for code in RECORD_PROBLEMS:
             problems[code] = judged_counts.get(f"{figure.group}\n{code}", 0)
-        group["last_task_exception"] = judged_counts.get(f"{figure.group}\n{LAST_TASK_EXCEPTION}", 0)
     never_seen_group: dict[str, GroupKey] = {}
     seen_listed_in: dict[GroupKey, int] = {}  # group -> its machines seen that the inventory lists
     for machine_id, worker_type in inventory.items():
@@ -130,22 +133,22 @@ def summary_from_index(figures: FleetFigures, fresh: Mapping[str, Judgement], li
             key = (split_machine_id(machine_id)[0], provisioner or "", worker_type or "")
             never_seen_group[machine_id] = key
             group = group_of(key)
-            group["never_seen"] += 1
-            group["problems"]["never_seen"] += 1
+            group.counts["never_seen"] += 1
+            group.problems["never_seen"] += 1
         else:
             key = split_group(group_key(machine_id, listed.details))
             group = group_of(key)
             seen_listed_in[key] = seen_listed_in.get(key, 0) + 1
-        group["expected"] += 1
+        group.counts["expected"] += 1
     if inventory:
         for key, group in groups.items():
-            group["problems"]["not_in_inventory"] = group["total"] - seen_listed_in.get(key, 0)
+            group.problems["not_in_inventory"] = group.counts["total"] - seen_listed_in.get(key, 0)
     for machine_id in quarantined:
         seen = quarantined_seen.get(machine_id)
         if seen is not None:
-            group_of(split_group(group_key(machine_id, seen.details)))["quarantined"] += 1
+            group_of(split_group(group_key(machine_id, seen.details))).counts["quarantined"] += 1
         elif machine_id in never_seen_group:
-            group_of(never_seen_group[machine_id])["quarantined"] += 1
+            group_of(never_seen_group[machine_id]).counts["quarantined"] += 1
     return summary_answer(groups, pending, limits.stale_after)
 
 

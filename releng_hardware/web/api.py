@@ -14,14 +14,15 @@ from flask import Blueprint, Response, request
 
 from .appstate import app_state
 from ..core.config import Config
+from ..views import derived
 from ..views.fields import CSV_FIELDS
 from ..views.fleet import (MACHINE_FILTERS, MachineQuery, csv_columns, csv_rows, is_poll,
                     lastseen_machines, lastseen_rows, machine_view, needs_records, parse_fields,
                     poll_machines, project, select, taskcluster_poll_state)
 from ..core.identifiers import MAX_MACHINE_REF, is_machine_ref
 from ..core.params import cursor_param, duration_param, encode_cursor, limit_param, optional_param
-from .responses import (ApiError, collector_paused, conditional, digest, json_response,
-                        query_args)
+from .responses import (DEFAULT_LIMIT, NEXT_CURSOR_HEADER, ApiError, collector_paused, conditional,
+                        digest, json_response, query_args, wants_csv)
 from ..views.reads import (Page, read_fleet, read_machine, read_machines_from_views, read_page,
                        read_summary)
 from ..store.machines import Store
@@ -31,12 +32,7 @@ bp = Blueprint("api", __name__)
 # A page of /machines: at most `limit` machines, after the place `cursor` stands for.
 PAGE_PARAMS = ("limit", "cursor")
 MACHINE_PARAMS = frozenset({*MACHINE_FILTERS, "fields", "format", *PAGE_PARAMS})
-# The page size of a request giving a cursor without a limit.
-DEFAULT_LIMIT = 500
-# Where a paged answer says how to go on (the body keeps the unpaged answer's shape).
-NEXT_CURSOR_HEADER = "X-Next-Cursor"
 SUMMARY_PARAMS = frozenset({"stale_after"})
-FORMATS = ("json", "csv")
 
 
 @bp.get("/machines")
@@ -45,7 +41,7 @@ def machines() -> Response:
     args = query_args(MACHINE_PARAMS)
     query = MachineQuery.from_args({name: args[name] for name in MACHINE_FILTERS if name in args})
     fields = parse_fields(args["fields"]) if "fields" in args else None
-    wants_csv = _wants_csv(args.get("format"))
+    as_csv = wants_csv(args.get("format"))
     paged = "limit" in args or "cursor" in args
     limit = optional_param(args, "limit", limit_param, DEFAULT_LIMIT)
     after = optional_param(args, "cursor", cursor_param, None)
@@ -54,9 +50,9 @@ def machines() -> Response:
     data_version = store.data_version()  # before the data: a newer ETag never labels older data
     if paged:
         page = read_page(store, app.config, now, query, limit, after, view=machine_view(fields))
-        return _machines_page(page, args, fields, wants_csv, data_version)
+        return _machines_page(page, args, fields, as_csv, data_version)
     with collector_paused():
-        return _machines(store, app.config, now, query, fields, wants_csv, data_version)
+        return _machines(store, app.config, now, query, fields, as_csv, data_version)
 
 
 def _machines_page(page: Page, args: Mapping[str, str], fields: tuple[str, ...] | None,
@@ -167,22 +163,16 @@ def fleet_summary() -> Response:
         return conditional(orjson.dumps(counts), "application/json")
 
 
-def _wants_csv(format_arg: str | None) -> bool:
-    if format_arg is not None:
-        if format_arg not in FORMATS:
-            raise ApiError(400, "bad_parameter", "format: must be json or csv", parameter="format")
-        return format_arg == "csv"
-    return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
-
-
 def machines_etag(version: int, state: str) -> str:
-    """Changes with the data, the query and `state`, what time changes in the answer.
+    """Changes with the data, the query, `state` (what time changes in the answer) and the
+    release (derived.release_digest): a new release's bytes never answer 304 to an old one's tag.
 
     age_seconds grows every second; a weak ETag lets a poller keep its copy
     (ages follow from lastseen and the Date header) until something real changes,
     such as a machine going stale or its task becoming hung as time passes.
     """
-    source = f"{version}|{request.query_string.decode('latin-1')}|{request.accept_mimetypes}|{state}"
+    source = (f"{version}|{request.query_string.decode('latin-1')}|{request.accept_mimetypes}|{state}"
+              f"|{derived.release_digest()}")
     return digest(source.encode())
 
 

@@ -12,15 +12,15 @@ from flask import Blueprint, Response, render_template, url_for
 from werkzeug.exceptions import HTTPException
 
 from .appstate import app_state
-from ..core.config import WINDOW, Config
+from ..core.config import SLOW_MIN_RUNS, WINDOW, Config
 from ..views.fleet import (ANY_PROBLEM, MACHINE_FILTERS, MachineQuery, counted_json, select, summary,
                     taskcluster_poll_state)
 from ..core.identifiers import is_identifier, split_machine_id
-from .labels import default_min_machines, failing_labels
 from ..core.params import BadParameter, positive_int_param
 from ..core.problems import PROBLEMS, calls_for_attention
 from ..core.records import COMPLETED, EXCEPTION, FAILED, LOST, NOT_COUNTED, RUNNING, outcome_code
 from .responses import ApiError, answer_redis_errors, collector_paused, query_args
+from ..views.labels import default_min_machines, failing_labels
 from ..views.reads import IndexNotReady, read_counts, read_fleet, read_machine, read_section_rows
 from ..store.machines import Store
 
@@ -152,7 +152,7 @@ def problem_help(config: Config) -> dict[str, ProblemHelp]:
         "slow": ProblemHelp(
             "slow", "failing",
             f"Its completed runs take at least {config.slow_factor:g} times as long as the same "
-            "tasks on other machines (the median over at least 5 of its newest "
+            f"tasks on other machines (the median over at least {SLOW_MIN_RUNS} of its newest "
             f"{WINDOW} completed runs).",
             "Check its disk, heat and background load; a slow performance machine also skews the "
             "performance data it reports."),
@@ -216,12 +216,6 @@ def run_seconds(run: Mapping[str, Any], now: datetime) -> float | None:
     except (TypeError, ValueError):
         return None
     return (ended - started).total_seconds()
-
-
-def run_duration(run: Mapping[str, Any], now: datetime) -> str:
-    """How long a run took, or has been running: '42m', '3h 5m'; empty when unknown."""
-    seconds = run_seconds(run, now)
-    return "" if seconds is None else span_text(seconds)
 
 
 class Took(NamedTuple):

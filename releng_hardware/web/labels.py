@@ -1,67 +1,26 @@
 """GET /labels: the task labels failing on several machines within PEER_WINDOW, as JSON or CSV.
 
-What is broken in the task, not in the machines: for the people who sheriff the tree.
+What is broken in the task, not in the machines: for the people who sheriff the tree. The rule
+is views.labels', shared with the dashboard and /metrics.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import orjson
 from flask import Blueprint, Response
 
-from .api import _wants_csv
 from .appstate import app_state
 from ..core.params import identifier_param, optional_param, positive_int_param
-from ..store.peers import FAILING, PeerRun
-from ..core.records import COMPLETED
-from .responses import conditional, query_args
-from ..core.times import epoch_milliseconds, format_lastseen, from_epoch_milliseconds
+from .responses import conditional, query_args, wants_csv
+from ..views.labels import LABEL_FIELDS, default_min_machines, failing_labels
 
 bp = Blueprint("labels", __name__)
 
 LABEL_PARAMS = frozenset({"worker_type", "min_machines", "format"})
-# Each label's fields, in this order (JSON and CSV alike; worker_types joined by spaces in CSV).
-LABEL_FIELDS = ("label", "worker_types", "machines_failed", "machines_completed", "failed_runs",
-                "completed_runs", "last_failure", "last_failure_url")
-
-
-def failing_labels(stored: Iterable[tuple[str, Sequence[PeerRun]]], now: datetime, window: float,
-                   root_url: str, *, min_machines: int,
-                   worker_type: str | None = None) -> list[dict[str, Any]]:
-    """The labels failing on at least `min_machines` distinct machines within `window` seconds
-    before `now` (of `worker_type`'s runs only, when given): most machines first, then by label."""
-    since = epoch_milliseconds(now - timedelta(seconds=window))
-    found: list[dict[str, Any]] = []
-    for name, runs in stored:
-        recent = [run for run in runs if run.time_ms >= since
-                  and (worker_type is None or run.worker_type == worker_type)]
-        failures = [run for run in recent if run.code in FAILING]
-        failed = {run.machine_id for run in failures}
-        if len(failed) < min_machines:
-            continue
-        completions = [run for run in recent if run.code == COMPLETED]
-        last = max(failures, key=lambda run: run.time_ms)
-        found.append({
-            "label": name,
-            "worker_types": sorted({run.worker_type for run in recent}),
-            "machines_failed": len(failed),
-            "machines_completed": len({run.machine_id for run in completions}),
-            "failed_runs": len(failures),
-            "completed_runs": len(completions),
-            "last_failure": format_lastseen(from_epoch_milliseconds(last.time_ms)),
-            "last_failure_url": f"{root_url}/tasks/{last.task_id}/runs/{last.run_id}",
-        })
-    found.sort(key=lambda label: (-label["machines_failed"], label["label"]))
-    return found
-
-
-def default_min_machines(peer_failures: int) -> int:
-    """The bar a label must reach when none is asked: more than PEER_FAILURES machines."""
-    return peer_failures + 1
 
 
 def labels_csv(labels: Iterable[dict[str, Any]]) -> str:
@@ -84,11 +43,11 @@ def labels() -> Response:
     worker_type = optional_param(args, "worker_type", identifier_param, None)
     min_machines = optional_param(args, "min_machines", positive_int_param,
                                  default_min_machines(config.peer_failures))
-    wants_csv = _wants_csv(args.get("format"))
+    as_csv = wants_csv(args.get("format"))
     now = app.clock()
     found = failing_labels(app.store.failing_labels(now), now, config.peer_window,
                            config.taskcluster_root_url, min_machines=min_machines,
                            worker_type=worker_type)
-    if wants_csv:
+    if as_csv:
         return conditional(labels_csv(found).encode(), "text/csv")
     return conditional(orjson.dumps(found), "application/json")

@@ -13,37 +13,18 @@ from prometheus_client.registry import Collector
 from .appstate import app_state
 from ..core.config import Config
 from ..views.fleet import listener_report_time, seconds_since, taskcluster_poll_state
-from .labels import failing_labels
 from ..core.problems import PROBLEMS
+from ..views.labels import default_min_machines, failing_labels
+from ..views.metric_names import (LABELS_FAILING, LISTENER_HEARTBEAT_AGE_SECONDS, LISTENER_LAG_SECONDS,
+                                  LISTENER_MESSAGES, MACHINE_PROBLEMS, MACHINES,
+                                  MACHINES_IDLE_WITH_WORK_WAITING, MACHINES_QUARANTINED,
+                                  MACHINES_STALE, PENDING_TASKS, STALE_AFTER_SECONDS,
+                                  TASKCLUSTER_POLL_AGE_SECONDS, TASKCLUSTER_POLL_OUTCOMES,
+                                  TASKCLUSTER_POLLS)
 from ..views.reads import read_fleet
 from ..store.machines import LISTENER_COUNTERS, Store
 
 bp = Blueprint("metrics", __name__)
-
-# The names of the metric families.
-MACHINES = "releng_hardware_machines"
-MACHINES_STALE = "releng_hardware_machines_stale"
-MACHINES_IDLE_WITH_WORK_WAITING = "releng_hardware_machines_idle_with_work_waiting"
-MACHINE_PROBLEMS = "releng_hardware_machine_problems"
-MACHINES_QUARANTINED = "releng_hardware_machines_quarantined"
-STALE_AFTER_SECONDS = "releng_hardware_stale_after_seconds"
-PENDING_TASKS = "releng_hardware_pending_tasks"
-LABELS_FAILING = "releng_hardware_labels_failing_on_several_machines"
-LISTENER_MESSAGES = "releng_hardware_listener_messages"
-# a counter's samples are exposed under its name with _total
-LISTENER_MESSAGES_TOTAL = f"{LISTENER_MESSAGES}_total"
-LISTENER_LAG_SECONDS = "releng_hardware_listener_lag_seconds"
-LISTENER_HEARTBEAT_AGE_SECONDS = "releng_hardware_listener_heartbeat_age_seconds"
-TASKCLUSTER_POLL_AGE_SECONDS = "releng_hardware_taskcluster_last_good_poll_age_seconds"
-TASKCLUSTER_POLLS = "releng_hardware_taskcluster_polls"
-TASKCLUSTER_POLLS_TOTAL = f"{TASKCLUSTER_POLLS}_total"
-# The outcomes of a Taskcluster poll, as the polls counter labels them.
-TASKCLUSTER_POLL_OUTCOMES = ("good", "failed")
-# Every family as the exposition names its samples, in the order a scrape yields them.
-EXPOSED_FAMILIES = (MACHINES, MACHINES_STALE, MACHINES_IDLE_WITH_WORK_WAITING, MACHINE_PROBLEMS,
-                    MACHINES_QUARANTINED, STALE_AFTER_SECONDS, PENDING_TASKS, LABELS_FAILING,
-                    LISTENER_MESSAGES_TOTAL, LISTENER_LAG_SECONDS, LISTENER_HEARTBEAT_AGE_SECONDS,
-                    TASKCLUSTER_POLLS_TOTAL, TASKCLUSTER_POLL_AGE_SECONDS)
 
 # (label, upper bound in seconds): fixed so dashboards and alerts can rely on them
 # whatever STALE_AFTER is; releng_hardware_machines_stale follows STALE_AFTER.
@@ -141,8 +122,9 @@ class FleetCollector(Collector):
         # the store only ever HINCRBYs both: true counters, good ones by difference
         polls = CounterMetricFamily(TASKCLUSTER_POLLS, "Taskcluster quarantine polls, by outcome",
                                     labels=["outcome"])
-        polls.add_metric(["good"], status["polls"] - status["failures"])
-        polls.add_metric(["failed"], status["failures"])
+        good, failed = TASKCLUSTER_POLL_OUTCOMES
+        polls.add_metric([good], status["polls"] - status["failures"])
+        polls.add_metric([failed], status["failures"])
         yield polls
         poll = taskcluster_poll_state(status, self.now, self.config.taskcluster_poll)
         if poll["age_seconds"] is not None:  # absent when never polled, or polling is off
@@ -158,7 +140,8 @@ def labels_failing_metric(store: Store, config: Config, now: datetime) -> GaugeM
     # One series over all worker types, as /labels counts a label's machines across them:
     # per worker type, a push failing on two machines of each of two pools would be missed.
     found = failing_labels(store.failing_labels(now), now, config.peer_window,
-                           config.taskcluster_root_url, min_machines=config.peer_failures + 1)
+                           config.taskcluster_root_url,
+                           min_machines=default_min_machines(config.peer_failures))
     return GaugeMetricFamily(
         LABELS_FAILING,
         "Task labels that failed on more than PEER_FAILURES machines within PEER_WINDOW (GET /labels)",

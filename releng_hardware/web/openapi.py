@@ -10,17 +10,16 @@ from .. import __version__
 from ..views.fields import FIELDS, LAST_TASK_SCHEMA, MACHINE_FIELDS, STATES
 from ..views.fleet import (BOOLEANS, CSV_COLUMNS, INCLUDES, PROBLEM_FILTERS, SORT_KEYS, SUMMARY_COUNTS,
                     TASKCLUSTER_POLLS_LATE)
-from .metrics import (EXPOSED_FAMILIES, LISTENER_MESSAGES_TOTAL, MACHINE_PROBLEMS,
-                      TASKCLUSTER_POLL_OUTCOMES, TASKCLUSTER_POLLS_TOTAL)
+from ..views.metric_names import (EXPOSED_FAMILIES, LISTENER_MESSAGES_TOTAL, MACHINE_PROBLEMS,
+                                  TASKCLUSTER_POLL_OUTCOMES, TASKCLUSTER_POLLS_TOTAL)
 from ..core.problems import PROBLEMS
 from ..core.identifiers import IDENTIFIER, MACHINE_REF, MAX_MACHINE_REF
-from .labels import LABEL_FIELDS
+from ..views.labels import LABEL_FIELDS
 from ..core.params import CURSOR, LIMIT, MAX_LIMIT, POSITIVE_INT
 from ..store.machines import LISTENER_COUNTERS
 from ..core.times import DURATION_PATTERN
-from .responses import MAX_URL_LENGTH, json_response
+from .responses import DEFAULT_LIMIT, MAX_URL_LENGTH, NEXT_CURSOR_HEADER, json_response
 from ..views.reads import SCAN_BUDGET
-from .api import DEFAULT_LIMIT, NEXT_CURSOR_HEADER
 
 bp = Blueprint("openapi", __name__)
 

@@ -21,6 +21,12 @@ RETRY_AFTER_SECONDS = 5
 # parameter a short word): a longer one is refused before anything is parsed or echoed.
 # gunicorn itself refuses request lines over 4094 bytes.
 MAX_URL_LENGTH = 2048
+# The page size of a request giving a cursor without a limit.
+DEFAULT_LIMIT = 500
+# Where a paged answer says how to go on (the body keeps the unpaged answer's shape).
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
+# What `format` may ask of an answer served as JSON or CSV.
+FORMATS = ("json", "csv")
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,16 @@ def query_args(allowed: tuple[str, ...] | frozenset[str] | set[str], *,
         if values[0] != "" or not drop_empty:
             args[name] = values[0]
     return args
+
+
+def wants_csv(format_arg: str | None) -> bool:
+    """Whether to answer CSV: as `format` asks when given (json or csv, else a 400), else as the
+    Accept header prefers."""
+    if format_arg is not None:
+        if format_arg not in FORMATS:
+            raise ApiError(400, "bad_parameter", "format: must be json or csv", parameter="format")
+        return format_arg == "csv"
+    return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
 
 
 def conditional(payload: bytes, mimetype: str, etag: str | None = None, *,

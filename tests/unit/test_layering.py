@@ -138,3 +138,36 @@ def test_the_import_reader_sees_every_form():
         "store.history", "store.machines", "core.times", "core.config", "views.fleet", "cli"}
     program = "from . import history\nif __name__ == '__main__':\n    from ..cli import main\n"
     assert imported_modules(program, f"{NAME}.store", modules) == {"store.history"}
+
+
+def blueprint_modules(subpackage: str = "web") -> list[str]:
+    """The modules (dotted below the package) that a subpackage's map calls a blueprint."""
+    doc = importlib.import_module(f"{NAME}.{subpackage}").__doc__ or ""
+    return [f"{subpackage}.{name}"
+            for name in re.findall(r"^    (\w+) +blueprint:", doc, re.MULTILINE)]
+
+
+def _makes_a_blueprint(source: str) -> bool:
+    return any(isinstance(node, ast.Call) and ast.unparse(node.func) == "Blueprint"
+               for node in ast.walk(ast.parse(source)))
+
+
+def test_the_web_map_marks_every_module_that_makes_a_blueprint():
+    modules = package_modules()
+    makers = sorted(name for name, path in modules.items()
+                    if name.startswith("web.") and _makes_a_blueprint(path.read_text()))
+    assert makers == sorted(blueprint_modules())
+    assert {"web.api", "web.labels", "web.dashboard", "web.metrics", "web.openapi",
+            "web.dockerflow"} <= set(makers)
+
+
+def test_blueprint_modules_never_import_each_other():
+    modules = package_modules()
+    blueprints = set(blueprint_modules())
+    crossing = [f"{module} imports {imported}"
+                for module in sorted(blueprints)
+                for imported in sorted(imported_modules(
+                    modules[module].read_text(), f"{NAME}.web", set(modules)) & blueprints)
+                if imported != module]
+    assert not crossing, ("what blueprints share goes below them (web.responses, web.appstate "
+                          "or views):\n  " + "\n  ".join(crossing))

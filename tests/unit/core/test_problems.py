@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from releng_hardware.core.config import WINDOW, Config, settings_table
+from releng_hardware.core.config import SLOW_MIN_RUNS, WINDOW, Config, settings_table
 from releng_hardware.core.problems import PROBLEMS, RULES, MachineFacts, Thresholds, machine_problems
 from releng_hardware.core.records import outcome_code, state_of_outcome
 from releng_hardware.core.times import format_lastseen
@@ -231,6 +231,15 @@ def test_slow_from_five_ratios_whose_median_reaches_slow_factor():
     assert "slow" not in problems(attributed("c" * 5, "", (1.4, 1.6, 2.0, 1.0, 1.0)))
     assert "slow" not in problems(attributed("c" * 4, "", (2.0, 2.0, 2.0, 2.0)))  # four only
     assert "slow" not in problems(attributed("c" * 5, "", (1.5,) * 5), Thresholds(slow_factor=1.6))
+
+
+def test_slow_needs_slow_min_runs_ratios_as_its_docs_say():
+    assert "slow" in problems(attributed("c" * SLOW_MIN_RUNS, "", (2.0,) * SLOW_MIN_RUNS))
+    few = SLOW_MIN_RUNS - 1
+    assert "slow" not in problems(attributed("c" * few, "", (2.0,) * few))
+    docs = {variable: doc for variable, _, doc in settings_table()}
+    assert f"at least {SLOW_MIN_RUNS} of its newest {WINDOW}" in docs["SLOW_FACTOR"]
+
 
 
 def test_without_labels_every_answer_is_what_it_was():

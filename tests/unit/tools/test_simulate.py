@@ -157,7 +157,7 @@ def test_a_bad_push_fails_one_label_on_every_machine_for_an_hour_and_no_other():
 
 def test_a_bad_push_is_the_tasks_fault_on_labels_not_the_machines(store):
     from releng_hardware.core.config import Config
-    from releng_hardware.web.labels import default_min_machines, failing_labels
+    from releng_hardware.views.labels import default_min_machines, failing_labels
     from releng_hardware.views.reads import read_fleet
 
     config = Config()

@@ -160,7 +160,7 @@ def test_staleness_bucket_boundaries(age, bucket):
 
 
 def test_a_scrape_yields_the_families_named_in_metrics_in_their_order(client, fleet):
-    from releng_hardware.web.metrics import EXPOSED_FAMILIES
+    from releng_hardware.views.metric_names import EXPOSED_FAMILIES
     from releng_hardware.web.openapi import build_document
 
     fleet.listener_heartbeat(NOW)  # so the lag and heartbeat families are present too

@@ -16,9 +16,6 @@ from releng_hardware.core.times import LASTSEEN_FORMAT
 from tests.conftest import DEADLINE, NOW, make_config, seen
 
 
-
-
-
 @pytest.fixture
 def fleet(store):
     seen(store, "t-linux64-ms-100", ago=timedelta(minutes=5), task="AAAAAAAAQAGAAAAAAAAAAA")

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from releng_hardware.views.fields import QUARANTINE_COLUMNS
-from releng_hardware.web.metrics import MACHINES_QUARANTINED, TASKCLUSTER_POLL_AGE_SECONDS, TASKCLUSTER_POLLS_TOTAL
+from releng_hardware.views.metric_names import MACHINES_QUARANTINED, TASKCLUSTER_POLL_AGE_SECONDS, TASKCLUSTER_POLLS_TOTAL
 from releng_hardware.taskcluster.poller import poll_once
 from releng_hardware.core.records import BackfillItem, Quarantine
 from releng_hardware.tools.fake_taskcluster import FakeTaskcluster
