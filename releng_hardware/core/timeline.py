@@ -24,7 +24,7 @@ from typing import Any, Iterable, Literal, Mapping, NamedTuple, Sequence, TypedD
 import orjson
 
 from .config import WINDOW
-from .identifiers import is_identifier, split_machine_id
+from .identifiers import is_identifier, split_machine_id, task_url
 from .problems import MACHINE_ATTRIBUTED, PROBLEMS, TASK_ATTRIBUTED, MachineFacts, Thresholds, record_problems
 from .records import COMPLETED, RUNNING, Run, outcome_code
 from .times import LASTSEEN_FORMAT, LASTSEEN_LENGTH, format_lastseen, parse_time
@@ -84,11 +84,6 @@ class Event(EventBase, total=False):
     label: str | None
     url: str
     peers: int  # problem_started of fails_where_others_pass: other machines that passed the label
-
-
-def task_run_url(root_url: str, task_id: str, run_id: int) -> str:
-    """The Taskcluster page of one run of a task (the link /machines serves for a run)."""
-    return f"{root_url}/tasks/{task_id}/runs/{run_id}"
 
 
 def event_id(event: Mapping[str, Any]) -> str:
@@ -326,7 +321,7 @@ def _evidence(event: Event, run: Run, root_url: str) -> Event:
     event["task_id"] = run.task_id
     event["run_id"] = run.run_id
     event["label"] = run.label
-    event["url"] = task_run_url(root_url, run.task_id, run.run_id)
+    event["url"] = task_url(root_url, run.task_id, run.run_id)
     return event
 
 
