@@ -166,7 +166,8 @@ class StorePart:
             while True:
                 try:
                     if watched:
-                        pipe.watch(*watched)
+                        # redis-py leaves Pipeline.watch unannotated
+                        pipe.watch(*watched)  # type: ignore[no-untyped-call]
                     queue_writes(pipe)
                     replies: list[Any] = pipe.execute()
                     return replies
