@@ -8,6 +8,7 @@ returns, so a reply's layout is read in one place.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, ClassVar, Mapping, NamedTuple, Sequence
 
@@ -21,10 +22,14 @@ from .scripts import script
 from ..core.records import MachineRecord, Quarantine
 from ..core.times import format_lastseen
 
-# remove build_machine_order.lua (and machine_order_state) once every deployment has run a
-# release with the machine order (1.0.0) long enough to have paged /machines once
 _BUILD_MACHINE_ORDER = script("machine_order", "build_machine_order")
 _MACHINE_PAGE = script("machine_page")
+# What the machine order is kept for (machine_order_state), so that a release whose members are
+# made otherwise builds it again: a digest of the script that builds it, whose text holds every
+# rule a member is made by (machine_order.lua's order_member and the prelude's ORDER_SEPARATOR,
+# the parts every script that adds a machine starts with). Of these only, not the release's:
+# a release changing none of them pages on without a rebuild.
+ORDER_DIGEST = hashlib.sha256(_BUILD_MACHINE_ORDER.encode()).hexdigest()[:16]
 _BUILD_MACHINE_INDEX = script("machine_index", "build_machine_index")
 _JUDGE = script("machine_index", "judge")
 _FLEET_FIGURES = script("fleet_figures")
@@ -206,14 +211,15 @@ class IndexPart(StorePart):
         """Up to `count` machines of the machine order after the member `after` (None: from the
         start; reverse: backwards, from the end), with their quarantine lasting past `now`.
 
-        Reads those machines only, in one script. Machines written before the order existed
-        are added to it first, once per deployment (build_machine_order).
+        Reads those machines only, in one script. The order is built first when it is not
+        complete for ORDER_DIGEST: once per deployment, and per release that changes how its
+        members are made (build_machine_order).
         """
         start: str | bytes = ("+" if reverse else "-") if after is None else (
             b"(" + after if isinstance(after, bytes) else "(" + after)
         keys = [self.keys.machine_order, self.keys.machine_order_state, self.keys.machines,
                 self.keys.machine_records, self.keys.quarantine, self.keys.inventory]
-        args = [start, count, "1" if reverse else "0"]
+        args = [start, count, "1" if reverse else "0", ORDER_DIGEST]
         reply = self._machine_page(keys=keys, args=args)
         while int(reply[0]) == -1:
             self.build_machine_order()
@@ -222,10 +228,11 @@ class IndexPart(StorePart):
 
     def build_machine_order(self, step: int = ORDER_BUILD_STEP) -> None:
         """Add every machine to the machine order, in steps of `step` (bounded scripts); does
-        nothing once done. For the machines written before the order existed."""
+        nothing once done for ORDER_DIGEST. For the machines written before the order existed,
+        and for every machine once a release makes the order's members otherwise."""
         while not _decode_done(self._build_machine_order(
                 keys=[self.keys.machines, self.keys.machine_order_state, self.keys.machine_order],
-                args=[step])):
+                args=[step, ORDER_DIGEST])):
             pass
 
     # -- the machine index: what /summary counts without reading every machine ---------

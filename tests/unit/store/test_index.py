@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import orjson
 
 from releng_hardware.core.events import WorkerEvent
+from releng_hardware.store.index import ORDER_DIGEST
 from releng_hardware.store.keys import FAMILIES, GROUP_SEPARATOR
 from releng_hardware.store.machines import Store
 
@@ -57,3 +58,28 @@ def test_a_rebuild_for_the_same_fingerprint_changes_nothing(store):
     before = {key: store.redis.dump(key) for key in store.all_keys()}
     store.build_machine_index("release-1")
     assert {key: store.redis.dump(key) for key in store.all_keys()} == before
+
+
+def test_a_release_that_makes_the_order_otherwise_builds_it_again(store):
+    store.record([running("t-linux64-ms-100", "a-type"), running("t-linux64-ms-101", "a-type")],
+                 now=T0)
+    store.build_machine_order()
+    members = store.redis.zrange(store.keys.machine_order, 0, -1)
+    # the order as a release with another member rule left it, complete for its own code
+    store.redis.delete(store.keys.machine_order)
+    store.redis.zadd(store.keys.machine_order, {"mdc1:t-linux64-ms-100": 0, "stale-member": 0})
+    store.redis.set(store.keys.machine_order_state, "done:0123456789abcdef")
+    page = store.machine_order_page(None, 10, T0)
+    assert [entry.record.machine_id for entry in page.entries] == [
+        "mdc1:t-linux64-ms-100", "mdc1:t-linux64-ms-101"]
+    assert store.redis.zrange(store.keys.machine_order, 0, -1) == members
+    assert store.redis.get(store.keys.machine_order_state) == "done:" + ORDER_DIGEST
+
+
+def test_the_order_of_the_release_before_the_digest_is_built_again(store):
+    store.record([running("t-linux64-ms-100", "a-type")], now=T0)
+    store.redis.delete(store.keys.machine_order)
+    store.redis.set(store.keys.machine_order_state, "done")  # as 1.0.0 to this release left it
+    assert [entry.record.machine_id for entry in store.machine_order_page(None, 10, T0).entries] \
+        == ["mdc1:t-linux64-ms-100"]
+
