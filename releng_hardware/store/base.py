@@ -10,7 +10,7 @@ the link or the server fails in the middle.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Self, Sequence
 from urllib.parse import urlsplit
 
 import orjson
@@ -38,9 +38,6 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
 _PASSING_OUTAGES = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 # Redis refusing writes while it still serves reads: memory full (maxmemory), a read-only replica.
 WRITES_REFUSED: tuple[type[Exception], ...] = (redis.OutOfMemoryError, redis.ReadOnlyError)
-
-Part = TypeVar("Part", bound="StorePart")
-
 
 def is_passing_outage(exc: BaseException) -> bool:
     """Whether a Redis failure passes by itself (retry, warn) rather than needs an operator.
@@ -133,7 +130,7 @@ class StorePart:
                 setattr(self, name, client.register_script(source))
 
     @classmethod
-    def from_config(cls: type[Part], config: Config, client: redis.Redis) -> Part:
+    def from_config(cls, config: Config, client: redis.Redis) -> Self:
         """The store of `config`'s key prefix and settings over `client`."""
         return cls(client, config.redis_key_prefix, recent_tasks=config.recent_tasks,
                    peer_window=config.peer_window, peer_failures=config.peer_failures)

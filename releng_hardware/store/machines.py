@@ -32,8 +32,8 @@ from .labels import LabelsPart, with_peers
 from .quarantines import TASKCLUSTER_COUNTERS, QuarantinesPart, lasting_quarantine
 from .scripts import script
 from ..core.events import PendingEvent, WorkerEvent
-from ..core.records import COMPLETED, NOT_COUNTED, RUNNING, BackfillItem, MachineRecord, Quarantine, \
-    outcome_code
+from ..core.records import (COMPLETED, NOT_COUNTED, RUNNING, BackfillItem, MachineRecord,
+                            Quarantine, outcome_code)
 from ..core.times import epoch_microseconds, epoch_seconds, format_lastseen
 
 # What the store's importers find here: the Store and what its methods take and return.
