@@ -41,8 +41,7 @@ def open_store(config: Config) -> Any:
     """The store of the configured Redis and key prefix."""
     from .store.machines import Store, open_redis
     client = open_redis(config.redis_url, config.redis_timeout, tls_verify=config.redis_tls_verify)
-    return Store(client, config.redis_key_prefix, recent_tasks=config.recent_tasks,
-                 peer_window=config.peer_window, peer_failures=config.peer_failures)
+    return Store.from_config(config, client)
 
 
 def wsgi_app() -> Any:

@@ -21,6 +21,7 @@ from releng_hardware.core.events import PendingEvent, WorkerEvent
 from releng_hardware.views.fleet import counted_json, summary
 from releng_hardware.core.records import BackfillItem, Quarantine
 from releng_hardware.views.reads import read_fleet, read_index, read_summary
+from releng_hardware.store.index import JudgementWrite
 from releng_hardware.store.machines import Store
 from releng_hardware.core.times import format_lastseen
 from releng_hardware.store.keys import lastseen_score, score
@@ -194,16 +195,16 @@ def test_a_judgement_of_a_machine_written_since_is_not_stored(store, config):
                                      reason_resolved="claim-expired", lastseen=NOW, event_time=NOW)],
                       now=NOW)
     limits = Thresholds.from_config(config)
-    stale = [(machine_id, generation, judge_record(record, limits).encoded())
+    stale = [JudgementWrite(machine_id, generation, judge_record(record, limits).encoded())
              for machine_id, generation, record in read_by_web]
     assert store.judge(stale) == 0
     assert store.redis.hexists(store.keys.index_unjudged, host.machine_id)
     # two web processes judging the same machine: the first stores it, the second changes nothing
     first, second = store.unjudged(100), store.unjudged(100)
-    judged = [(machine_id, generation, judge_record(record, limits).encoded())
+    judged = [JudgementWrite(machine_id, generation, judge_record(record, limits).encoded())
               for machine_id, generation, record in first]
     assert store.judge(judged) == 1
-    assert store.judge([(machine_id, generation, judge_record(record, limits).encoded())
+    assert store.judge([JudgementWrite(machine_id, generation, judge_record(record, limits).encoded())
                              for machine_id, generation, record in second]) == 0
     assert_exact(store, config)
 
@@ -283,7 +284,7 @@ def test_a_slow_judgement_of_an_older_record_fails_after_a_judged_machine_is_wri
     store.record([write._replace(task_id="NEWERAAAQAGAAAAAAAAAAA", state="completed",
                                       reason_resolved="completed")], now=NOW)
     limits = Thresholds.from_config(config)
-    late = [(machine_id, generation, judge_record(record, limits).encoded())
+    late = [JudgementWrite(machine_id, generation, judge_record(record, limits).encoded())
             for machine_id, generation, record in slow_reader]
     assert store.judge(late) == 0  # the newer write's generation is not the one it read
     assert_exact(store, config)

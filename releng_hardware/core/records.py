@@ -60,6 +60,30 @@ class Run(NamedTuple):
     peers: Mapping[str, int] | None = None
 
 
+class RecordDetails(TypedDict, total=False):
+    """What `machine_records` holds per machine (a JSON object the Lua scripts write: seen.lua,
+    lua/batch_*.lua, record_batch.lua, backfill.lua); every field may be missing."""
+
+    # the newest event's task (batch_lastseen.lua)
+    provisioner: str
+    worker_type: str
+    task_id: str
+    run_id: int
+    state: str  # "running", "completed", "failed" or "exception"
+    task_time: str  # the newest event's time (the lastseen format)
+    reason_resolved: str
+    firstseen: str  # the earliest evidence of life (the lastseen format)
+    # runs ended per state, counted once each (record_batch.lua)
+    completed: int
+    failed: int
+    exception: int
+    outcomes: str  # the ended runs' outcome codes, newest first (batch_outcomes.lua)
+    attributions: str  # their attribution letters, once a run has a label
+    peer_ratios: list[float]  # the newest completed runs' durations over their peers' median
+    legacy_runs: int  # 1: a run set of the version before the history is kept (batch_history.lua)
+    source: str  # SOURCE_TASKCLUSTER for a machine known only from the backfill
+
+
 class MachineRecord(NamedTuple):
     """One machine as stored: its lastseen and, when known, what it last did.
 
@@ -69,6 +93,8 @@ class MachineRecord(NamedTuple):
 
     machine_id: str
     lastseen: str | None  # None only for an inventory machine never seen (built by the views)
+    # a RecordDetails as the store reads it; Mapping[str, Any] for the readers that take values
+    # of every field as one type (problems.MachineFacts) and the views that build one of their own
     details: Mapping[str, Any]
     history: Sequence[Run] = ()
 

@@ -66,7 +66,7 @@ class Listener(ConsumerMixin):
             keep_alive=self._keep_alive, should_stop=lambda: self.should_stop,
             clock=clock, sleep=sleep, monotonic=monotonic)
         self._last_heartbeat = float("-inf")
-        self._sweep: Future | None = None
+        self._sweep: Future[SweepStep] | None = None
         self._channel: Any = None
 
     # -- kombu hooks --------------------------------------------------------
@@ -82,7 +82,8 @@ class Listener(ConsumerMixin):
     def establish_connection(self) -> Iterator[Connection]:
         backoff = self._backoff()
         while True:
-            conn = self.create_connection()
+            # kombu's ConsumerMixin has no annotations: its methods are untyped to mypy
+            conn = self.create_connection()  # type: ignore[no-untyped-call]
             try:
                 conn.connect()
                 bound_waits(conn)
@@ -124,7 +125,7 @@ class Listener(ConsumerMixin):
                 self.pipeline.retry(lambda: self.store.listener_heartbeat(self.clock()))
             self.sweep()
 
-    def sweep(self) -> Future | None:
+    def sweep(self) -> Future[SweepStep] | None:
         """Start one step of the retention sweep on the writer, unless one is under way; its Future."""
         if not self.config.retention or (self._sweep is not None and not self._sweep.done()):
             return None
@@ -206,7 +207,9 @@ class Listener(ConsumerMixin):
         backoff = self._backoff()
         while not self.should_stop:
             try:
-                for _ in self.consume(safety_interval=min(1.0, self.config.batch_max_age)):
+                # untyped in kombu, as create_connection
+                for _ in self.consume(  # type: ignore[no-untyped-call]
+                        safety_interval=min(1.0, self.config.batch_max_age)):
                     backoff.reset()
             except StopListening:
                 break
@@ -231,7 +234,7 @@ class Listener(ConsumerMixin):
         self.should_stop = True
 
 
-def _log_sweep(done: Future, cutoff: datetime) -> None:
+def _log_sweep(done: Future[SweepStep], cutoff: datetime) -> None:
     exc = done.exception()
     if exc is not None:
         # the next tick tries again: nothing is lost by skipping a step

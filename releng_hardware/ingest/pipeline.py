@@ -44,7 +44,7 @@ REDIS_RETRY_CAP = 10.0
 def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP,
                   rand: Callable[[], float] = random.random) -> float:
     """Full-jitter exponential backoff: spread reconnecting clients apart."""
-    return rand() * min(cap, base * 2 ** min(attempt, 16))
+    return rand() * min(cap, base * 2.0 ** min(attempt, 16))
 
 
 def pause(seconds: float, *, keep_alive: Callable[[], None], should_stop: Callable[[], bool],
@@ -125,12 +125,12 @@ class Writer:
     """
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Future, Callable[[], Any]]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
         threading.Thread(target=self._run, name="redis-writer", daemon=True).start()
 
-    def submit(self, job: Callable[[], Any]) -> Future:
+    def submit(self, job: Callable[[], T]) -> Future[T]:
         """Queue a write; its Future holds the result or the exception."""
-        future: Future = Future()
+        future: Future[T] = Future()
         self._jobs.put((future, job))
         return future
 
@@ -148,7 +148,7 @@ class Writer:
 class _Write:
     """A batch whose Redis write is under way; acked once it (and every earlier one) is done."""
 
-    future: Future
+    future: Future[BatchResult]
     write: Callable[[], BatchResult]
     last_delivery: Any
     size: int

@@ -24,7 +24,7 @@ from ..core.problems import (PROBLEMS, RECORD_PROBLEMS, RULES, Cutoffs, MachineF
                              calls_for_attention, facts_of, record_problems)
 from ..core.records import MachineRecord, Quarantine
 from ..store.keys import GROUP_SEPARATOR, group_key, lastseen_score
-from ..store.machines import FleetFigures
+from ..store.index import FleetFigures
 
 # Counted beside the record's problems: /summary's last_task_exception.
 LAST_TASK_EXCEPTION = "last_task_exception"

@@ -15,7 +15,9 @@ from .fleet import (MachineQuery, busy_queues, counted_json, machine_json, never
 from ..core.problems import Cutoffs, Thresholds, calls_for_attention
 from ..core.records import MachineRecord, Quarantine
 from ..store.keys import ORDER_SEPARATOR, order_member
-from ..store.machines import NOT_BUILT, WRITES_REFUSED, FleetFigures, MachineDetailRead, Store
+from ..store.base import WRITES_REFUSED
+from ..store.index import NOT_BUILT, FleetFigures, JudgementWrite
+from ..store.machines import MachineDetailRead, Store
 from .machine_index import (Judgement, ViewsAnswer, encode_view, index_fingerprint,
                       is_hung_in_index, is_stale_in_index, judge_record, judge_with_view,
                       machines_from_views, summary_from_index)
@@ -206,8 +208,10 @@ def judge_unjudged(store: Store, limits: Thresholds, count: int = JUDGE_CHUNK, *
                    root_url: str) -> int:
     """Judge up to `count` unjudged machines and store the judgements with their views (their
     links to `root_url`); how many were stored."""
-    return store.judge_with_views([(machine_id, generation, *judge_with_view(record, limits, root_url))
-                                   for machine_id, generation, record in store.unjudged(count)])
+    return store.judge_with_views([
+        JudgementWrite(unjudged.machine_id, unjudged.generation,
+                       *judge_with_view(unjudged.record, limits, root_url))
+        for unjudged in store.unjudged(count)])
 
 
 Answer = TypeVar("Answer")
@@ -255,8 +259,8 @@ def read_index(store: Store, config: Config, now: datetime, stale_after: float |
              for unjudged in figures.unjudged}
     # what this read judged need not be judged by the next
     store.judge_with_views([
-        (unjudged.machine_id, unjudged.generation, fresh[unjudged.machine_id].encoded(),
-         encode_view(unjudged.record, root_url))
+        JudgementWrite(unjudged.machine_id, unjudged.generation,
+                       fresh[unjudged.machine_id].encoded(), encode_view(unjudged.record, root_url))
         for unjudged in figures.unjudged if unjudged.record.lastseen is not None])
     return IndexRead(figures, fresh)
 
@@ -439,7 +443,7 @@ def read_machines_from_views(store: Store, config: Config, now: datetime, *,
         log.warning("%s: /machines built from every machine judged (read_fleet)", exc)
         return None
     views, judgements = read.views, read.judgements
-    judged = []
+    judged: list[JudgementWrite] = []
     for machine_id, generation, record in read.unjudged:
         judgement, view = judge_with_view(record, limits, root_url)
         judgements[machine_id] = judgement
@@ -447,7 +451,7 @@ def read_machines_from_views(store: Store, config: Config, now: datetime, *,
             views.pop(machine_id, None)
         else:
             views[machine_id] = view
-        judged.append((machine_id, generation, judgement, view))
+        judged.append(JudgementWrite(machine_id, generation, judgement, view))
     try:  # what this read judged need not be judged by the next
         store.judge_with_views(judged)
     except WRITES_REFUSED:

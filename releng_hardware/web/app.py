@@ -37,8 +37,7 @@ def create_app(config: Config, redis: Any = None, *, clock: Callable = utcnow) -
     client = redis if redis is not None else open_redis(
         config.redis_url, config.redis_timeout, tls_verify=config.redis_tls_verify)
     install(app, AppState(
-        store=Store(client, config.redis_key_prefix, recent_tasks=config.recent_tasks,
-                    peer_window=config.peer_window, peer_failures=config.peer_failures),
+        store=Store.from_config(config, client),
         config=config,
         clock=clock,
         version=dockerflow.load_version(Path(__file__).resolve().parent.parent),

@@ -18,6 +18,7 @@ from releng_hardware.core.events import WorkerEvent
 from releng_hardware.views.fleet import MachineQuery, select
 from releng_hardware.core.records import BackfillItem, Quarantine
 from releng_hardware.views.reads import read_fleet
+from releng_hardware.store.index import JudgementWrite
 from releng_hardware.store.machines import Store, open_redis
 from releng_hardware.core.times import format_lastseen
 from releng_hardware.web.app import create_app
@@ -168,7 +169,7 @@ def test_a_judgement_stored_without_a_view_falls_back_to_machine_json(real_store
     generation = "1"
     real_store.redis.hset(real_store.keys.index_unjudged, machine_id, generation)
     judgement = real_store.redis.hget(real_store.keys.index_judged, machine_id)
-    assert real_store.judge([(machine_id, generation, judgement)]) == 1
+    assert real_store.judge([JudgementWrite(machine_id, generation, judgement)]) == 1
     assert not real_store.redis.hexists(real_store.keys.index_views, machine_id)
     client = client_of(real_store.redis, config)
     assert client.get("/machines").data == machine_by_machine(client, "/machines",

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from releng_hardware.store.index import ORDER_DIGEST
 from releng_hardware.store.machines import open_redis
 from releng_hardware.views.derived import DIGEST_LENGTH
 from tests.conftest import REDIS_URL, require_service, unique
@@ -81,6 +82,10 @@ def test_the_store_writes_the_bytes_the_commit_before_wrote(tmp_path, prefixes):
     kind, state, expires = after["index:state"]
     assert re.fullmatch(rf".*\|[0-9a-f]{{{DIGEST_LENGTH}}}", state), state
     after["index:state"] = [kind, state.rpartition("|")[0], expires]
+    # and machine_order_state: the order is kept for the digest of the code that makes its members
+    kind, state, expires = after["machine_order_state"]
+    assert state == "done:" + ORDER_DIGEST, state
+    after["machine_order_state"] = [kind, "done", expires]
     for name in before:
         assert _as_data(after[name]) == _as_data(before[name]), name
     # the answers: each view, every page of /machines, machines of every kind, errors

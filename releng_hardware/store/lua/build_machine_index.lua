@@ -1,6 +1,7 @@
 -- One bounded step of building the machine index (machine_index.lua) from `machines`, for the
 -- machines written before it existed, or judged with other thresholds: HSCAN a few entries from
--- the cursor kept in `state`, place each in its group and mark it unjudged. When the scan wraps,
+-- the cursor kept in `state`, place each in its group and mark it unjudged; the first step empties
+-- the groups of the index before (index.clear_groups). When the scan wraps,
 -- `state` says done for these thresholds and no step runs again until they change.
 -- Correct while listeners and the sweep write: they keep the index of every machine they write
 -- or remove, and HSCAN returns every entry present from the first step to the last.
@@ -15,6 +16,10 @@ if progress == 'done:' .. fingerprint then return 1 end
 local cursor = '0'
 if progress and string.sub(progress, 1, #fingerprint + 1) == fingerprint .. ':' then
   cursor = string.sub(progress, #fingerprint + 2)
+else
+  -- the first step of a build: the old index's groups go, each machine's scan places it again
+  -- (one written meanwhile is placed by its write, and by its scan)
+  index.clear_groups()
 end
 local reply = redis.call('HSCAN', machines, cursor, 'COUNT', ARGV[2])
 local entries = reply[2]

@@ -1,19 +1,29 @@
--- One bounded step of filling the machine order from `machines`, for the machines written
--- before the order existed: HSCAN a few entries from the cursor kept in `state` and add them
--- (ZADD again changes nothing). When the scan wraps, `state` says 'done' and no step runs again.
+-- One bounded step of filling the machine order from `machines`: for the machines written before
+-- the order existed, and for every machine again once the code that makes its members changed
+-- (the digest of store.index.ORDER_DIGEST). HSCAN a few entries from the cursor kept in `state`
+-- and add them (ZADD again changes nothing); the first step of a build empties the order, so no
+-- member made by another release's rule stays. When the scan wraps, `state` says done for this
+-- digest and no step runs again until it changes.
 -- Correct while listeners and the sweep write: they keep the order of every machine they add or
 -- remove, and HSCAN returns every entry present from the first step to the last.
--- KEYS: machines, state, then the machine order (last). ARGV: entries to scan.
+-- KEYS: machines, state, then the machine order (last). ARGV: entries to scan, the digest.
 -- Returns 1 once the order is complete, else 0.
 local machines, state = KEYS[1], KEYS[2]
-local cursor = redis.call('GET', state)
-if cursor == 'done' then return 1 end
-local reply = redis.call('HSCAN', machines, cursor or '0', 'COUNT', ARGV[1])
+local digest = ARGV[2]
+local progress = redis.call('GET', state)
+if progress == 'done:' .. digest then return 1 end
+local cursor = '0'
+if progress and string.sub(progress, 1, #digest + 1) == digest .. ':' then
+  cursor = string.sub(progress, #digest + 2)
+else
+  redis.call('DEL', machine_order)
+end
+local reply = redis.call('HSCAN', machines, cursor, 'COUNT', ARGV[1])
 local entries = reply[2]
 for i = 1, #entries, 2 do add_to_order(entries[i]) end
 if reply[1] == '0' then
-  redis.call('SET', state, 'done')
+  redis.call('SET', state, 'done:' .. digest)
   return 1
 end
-redis.call('SET', state, reply[1])
+redis.call('SET', state, digest .. ':' .. reply[1])
 return 0

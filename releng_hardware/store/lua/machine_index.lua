@@ -134,6 +134,17 @@ local function machine_index(prefix, machines)
     end
   end
 
+  -- Every group's orders and index:groups emptied, for a build that places every machine again:
+  -- no group stays that no machine is in anymore (a group's rule or a record changed unseen).
+  -- O(machines) once per build: DEL frees a sorted set member by member.
+  function index.clear_groups()
+    for _, group in ipairs(redis.call('SMEMBERS', groups)) do
+      redis.call('DEL', seen_key(group), running_key(group))
+    end
+    redis.call('DEL', groups)
+    grouped = {}
+  end
+
   -- The machine leaves the index (retention removed it); `rec` is its record before.
   function index.remove(id, rec)
     leave(id, index.group(id, rec))

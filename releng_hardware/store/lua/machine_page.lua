@@ -2,13 +2,15 @@
 -- each of those machines (never of the others).
 -- KEYS: machine order, its build state, machines, machine_records, quarantine, inventory.
 -- ARGV: 1 where to start, a ZRANGEBYLEX bound ('-' or '+' for an end, '(' .. member after one),
---       2 count, 3 '1' to go backwards (ZREVRANGEBYLEX).
--- Returns {-1} while the order is not complete (store.Store fills it and asks again), else
+--       2 count, 3 '1' to go backwards (ZREVRANGEBYLEX), 4 the digest of the code that makes
+--       the order's members (store.index.ORDER_DIGEST).
+-- Returns {-1} while the order is not complete for that digest (store.Store builds it and asks
+-- again), else
 -- {1 when the order goes on past these, 1 when an inventory is loaded, then per member:
 --  member, lastseen, record, quarantine, 1 when in the inventory} (false where none).
 local order, state, machines, records, quarantine, inventory =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-if redis.call('GET', state) ~= 'done' then return {-1} end
+if redis.call('GET', state) ~= 'done:' .. ARGV[4] then return {-1} end
 local start, count = ARGV[1], tonumber(ARGV[2])
 local members
 if ARGV[3] == '1' then

@@ -96,7 +96,7 @@ def test_dry_run_validates_without_writing(run_preload, fake_redis):
 
 
 def test_machines_output_round_trips_without_changes(run_preload, fake_redis, store, client):
-    from tests.unit.store.test_store import event
+    from tests.unit.store.test_machines import event
     store.record([event(1), event(2, host="t-linux64-ms-101", dc="mdc2")], now=NOW)
     store.redis.hset("machines", "mdc1:t-legacy-1", "2018-11-08T08:47:50.939514")
     before = store.redis.hgetall("machines")

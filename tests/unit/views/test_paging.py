@@ -14,6 +14,7 @@ from releng_hardware.views.fleet import MachineQuery
 from releng_hardware.core.events import PendingEvent, WorkerEvent
 from releng_hardware.core.params import LIMIT, MAX_LIMIT, CURSOR, cursor_param, encode_cursor
 from releng_hardware.core.records import BackfillItem, Quarantine
+from releng_hardware.store.index import ORDER_DIGEST
 from releng_hardware.store.keys import order_member, order_member_id
 from releng_hardware.store.machines import Store
 from releng_hardware.core.times import format_lastseen
@@ -178,7 +179,7 @@ def test_machines_written_before_the_order_existed_page_correctly(store, client)
     assert store.redis.zcard(store.keys.machine_order) == 1
     shown, _ = walk(client, {}, 7)
     assert shown == unpaged(client, {}) and len(shown) == len(expected) + 1
-    assert store.redis.get(store.keys.machine_order_state) == "done"
+    assert store.redis.get(store.keys.machine_order_state) == "done:" + ORDER_DIGEST
 
 
 def test_the_order_building_steps_are_bounded_and_idempotent(store):
