@@ -25,7 +25,7 @@ from ..core.times import epoch_seconds
 # A load whose watched keys keep changing under it, or whose link keeps breaking, gives up
 # after this many attempts.
 WATCH_ATTEMPTS = 5
-# Ended runs the problem rules need per machine (problems.WINDOW), and a few
+# Ended runs the problem rules need per machine (config.WINDOW), and a few
 # more so that runs still running or resolved by the queue for outside reasons
 # do not push the oldest counted ones out.
 HISTORY_SLACK = 8

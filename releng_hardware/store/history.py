@@ -31,7 +31,7 @@ FIELDS: tuple[tuple[str, int | None, str], ...] = (
     # what the failure of a run is put down to (ATTRIBUTIONS), set by the batch script. Upper
     # case: an entry written before labels has its reason, lower case, or nothing here
     ("attribution", 1, "s"),
-    # the label's reference (peers.label_ref, filled by the batch script), NO_LABEL when none
+    # the label's reference (label_ref, filled by the batch script), NO_LABEL when none
     ("label", 10, "s"),
     # a completed run's peer median duration in milliseconds, known when it was recorded; 0: none
     ("peer_median", 10, "d"),
@@ -73,7 +73,9 @@ _TIME, _TASK_ID, _RUN_ID, _STARTED, _REASON, _LABEL, _PEER_MEDIAN = (
                              "peer_median"))
 _CODE_AT = SPANS["code"].start
 _ATTRIBUTION_AT = SPANS["attribution"].start
-# where an entry written before labels has its reason
+# where an entry written before labels has its reason. Upgrade shim: goes with decode_entry's
+# branch for such entries once no Redis holds one: every machine kept has since run as many
+# tasks as its history holds (RECENT_TASKS), or RETENTION removed it
 _OLD_REASON = slice(_ATTRIBUTION_AT, None)
 
 
@@ -111,7 +113,7 @@ def _history_time(milliseconds: int) -> str | None:
 
 
 def decode_entry(entry: str) -> Run:
-    """The run a history entry holds; `label` is the label's reference (peers.label_ref)."""
+    """The run a history entry holds; `label` is the label's reference (label_ref)."""
     code = entry[_CODE_AT]
     started, latest = int(entry[_STARTED]), int(entry[_TIME])
     resolved = None if code == RUNNING else _history_time(latest)

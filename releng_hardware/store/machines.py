@@ -32,6 +32,7 @@ from .labels import LabelsPart, with_peers
 from .quarantines import TASKCLUSTER_COUNTERS, QuarantinesPart, lasting_quarantine
 from .scripts import script
 from ..core.events import PendingEvent, WorkerEvent
+from ..core.identifiers import queue_id
 from ..core.records import (COMPLETED, NOT_COUNTED, RUNNING, BackfillItem, MachineRecord,
                             Quarantine, outcome_code)
 from ..core.times import epoch_microseconds, epoch_seconds, format_lastseen
@@ -199,7 +200,7 @@ class MachinesPart(StorePart):
     @staticmethod
     def _pending_item(event: PendingEvent) -> BatchItem:
         # laid out as PENDING_ITEM
-        return ("p", f"{event.provisioner_id}/{event.worker_type}", f"{event.task_id}/{event.run_id}",
+        return ("p", queue_id(event.provisioner_id, event.worker_type), f"{event.task_id}/{event.run_id}",
                 repr(epoch_seconds(event.deadline)))
 
     @staticmethod

@@ -13,7 +13,7 @@
 --         pending item in their order, the history entry's field spans (history.lua_spans),
 --         a label run line's (peers.lua_spans) and the outcome codes it needs,
 --       10 the peer settings (JSON): window (milliseconds), failures (PEER_FAILURES), runs
---         (kept per label), judged (runs the rules judge, problems.WINDOW).
+--         (kept per label), judged (runs the rules judge, config.WINDOW).
 -- Returns {written, duplicates, ignored}.
 local machines, records, stats, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, now, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])

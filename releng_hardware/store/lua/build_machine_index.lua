@@ -6,7 +6,7 @@
 -- Correct while listeners and the sweep write: they keep the index of every machine they write
 -- or remove, and HSCAN returns every entry present from the first step to the last.
 -- KEYS: machines, machine_records, state. ARGV: key prefix, entries to scan, the thresholds'
--- fingerprint (tallies.limits_fingerprint).
+-- fingerprint (views.machine_index.limits_fingerprint).
 -- Returns 1 once the index is complete for these thresholds, else 0.
 local machines, records, state = KEYS[1], KEYS[2], KEYS[3]
 local fingerprint = ARGV[3]

@@ -5,17 +5,17 @@
 --   index:groups            the groups that have machines (a set)
 --   index:seen:<group>      the group's machines by lastseen (sorted set, epoch microseconds)
 --   index:running:<group>   its machines whose newest run is running, by that run's start
---   index:attention         every machine with a problem of the record's (tallies.RECORD_PROBLEMS)
+--   index:attention         every machine with a problem of the record's (problems.RECORD_PROBLEMS)
 --                           by its lastseen when last judged
 --   index:judged            machine id -> its judgement: "<group>\n<codes, space-separated>\n<1 if
---                           it needs attention, else 0>" (tallies.encode_judgement)
+--                           it needs attention, else 0>" (views.machine_index.Judgement.encoded)
 --   index:counts            "<group>\n<code>" -> how many judged machines of the group have it
 --   index:generation        the counter every write's generation comes from
 --   index:unjudged          machine id -> a generation, new at every write of the machine: its
 --                           judgement (if any) is out of date; the web judges it (judge.lua)
 --   index:state             the build's progress (build_machine_index.lua)
 --   index:views             machine id -> its answer in /machines as judged, without what time
---                           changes (tallies.encode_view), stored with its judgement
+--                           changes (views.machine_index.encode_view), stored with its judgement
 -- A group is "<datacenter>\t<provisioner>\t<worker type>" (keys.group_key is this rule in
 -- Python, and GROUP_SEPARATOR its); the judging itself is Python's (problems.py), one definition of every rule.
 

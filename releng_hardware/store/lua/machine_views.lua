@@ -4,7 +4,7 @@
 -- inventory's machines.
 -- KEYS: machines, machine_records, quarantine, inventory, pending_queues.
 -- ARGV: key prefix, the lower bound of a pending task's deadline (pending_counts), the
--- most unjudged machines to return, the index's fingerprint (tallies.index_fingerprint).
+-- most unjudged machines to return, the index's fingerprint (views.machine_index.index_fingerprint).
 -- Returns {-2} while the index is not built for this fingerprint, {-1} when more machines than
 -- that are unjudged; else {0, machines (HGETALL), views (HGETALL), judgements (HGETALL),
 -- {id, generation, record, lastseen, ...}, {queue, waiting, ...}, quarantines (HGETALL),
