@@ -22,7 +22,7 @@ from .scripts import script
 from ..core.records import MachineRecord, Quarantine
 from ..core.times import format_lastseen
 
-_BUILD_MACHINE_ORDER = script("machine_order", "build_machine_order")
+_BUILD_MACHINE_ORDER = script("machine_order", "build_steps", "build_machine_order")
 _MACHINE_PAGE = script("machine_page")
 # What the machine order is kept for (machine_order_state), so that a release whose members are
 # made otherwise builds it again: a digest of the script that builds it, whose text holds every
@@ -30,7 +30,7 @@ _MACHINE_PAGE = script("machine_page")
 # the parts every script that adds a machine starts with). Of these only, not the release's:
 # a release changing none of them pages on without a rebuild.
 ORDER_DIGEST = hashlib.sha256(_BUILD_MACHINE_ORDER.encode()).hexdigest()[:16]
-_BUILD_MACHINE_INDEX = script("machine_index", "build_machine_index")
+_BUILD_MACHINE_INDEX = script("machine_index", "build_steps", "build_machine_index")
 _JUDGE = script("machine_index", "judge")
 _FLEET_FIGURES = script("fleet_figures")
 # The read scripts that answer with the work waiting count it by one rule (pending_after).

@@ -23,8 +23,8 @@ from releng_hardware.store.machines import Store, open_redis
 from releng_hardware.core.times import format_lastseen
 from releng_hardware.web.app import create_app
 from tests.conftest import REDIS_URL, make_config
-from tests.index_exactness import (NOW, PROVISIONER, WORKER_TYPES, assert_exact,
-                                                  deliver, random_traffic)
+from tests.index_exactness import (NOW, PROVISIONER, WORKER_TYPES, assert_exact, deliver,
+                                   random_traffic)
 
 
 @pytest.fixture

@@ -11,16 +11,10 @@
 local machines, records, state = KEYS[1], KEYS[2], KEYS[3]
 local fingerprint = ARGV[3]
 local index = machine_index(ARGV[1], machines)
-local progress = redis.call('GET', state)
-if progress == 'done:' .. fingerprint then return 1 end
-local cursor = '0'
-if progress and string.sub(progress, 1, #fingerprint + 1) == fingerprint .. ':' then
-  cursor = string.sub(progress, #fingerprint + 2)
-else
-  -- the first step of a build: the old index's groups go, each machine's scan places it again
-  -- (one written meanwhile is placed by its write, and by its scan)
-  index.clear_groups()
-end
+-- the first step of a build: the old index's groups go, each machine's scan places it again
+-- (one written meanwhile is placed by its write, and by its scan)
+local cursor = build_cursor(state, fingerprint, index.clear_groups)
+if not cursor then return 1 end
 local reply = redis.call('HSCAN', machines, cursor, 'COUNT', ARGV[2])
 local entries = reply[2]
 for i = 1, #entries, 2 do
@@ -32,9 +26,4 @@ for i = 1, #entries, 2 do
   index.running(id, group, rec and rec.state == 'running' and rec.task_time or nil)
   index.unjudge(id)
 end
-if reply[1] == '0' then
-  redis.call('SET', state, 'done:' .. fingerprint)
-  return 1
-end
-redis.call('SET', state, fingerprint .. ':' .. reply[1])
-return 0
+return build_advance(state, fingerprint, reply[1])

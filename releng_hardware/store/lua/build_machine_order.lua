@@ -10,20 +10,9 @@
 -- Returns 1 once the order is complete, else 0.
 local machines, state = KEYS[1], KEYS[2]
 local digest = ARGV[2]
-local progress = redis.call('GET', state)
-if progress == 'done:' .. digest then return 1 end
-local cursor = '0'
-if progress and string.sub(progress, 1, #digest + 1) == digest .. ':' then
-  cursor = string.sub(progress, #digest + 2)
-else
-  redis.call('DEL', machine_order)
-end
+local cursor = build_cursor(state, digest, function() redis.call('DEL', machine_order) end)
+if not cursor then return 1 end
 local reply = redis.call('HSCAN', machines, cursor, 'COUNT', ARGV[1])
 local entries = reply[2]
 for i = 1, #entries, 2 do add_to_order(entries[i]) end
-if reply[1] == '0' then
-  redis.call('SET', state, 'done:' .. digest)
-  return 1
-end
-redis.call('SET', state, digest .. ':' .. reply[1])
-return 0
+return build_advance(state, digest, reply[1])
