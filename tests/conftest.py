@@ -73,6 +73,11 @@ def wait_for(condition: Callable[[], Any], timeout: float, message: str) -> Any:
     pytest.fail(message)
 
 
+def stored_keys(store: Store) -> list[str]:
+    """Every key under the store's prefix."""
+    return list(store.redis.scan_iter(match=store.prefix + "*", count=1000))
+
+
 def make_config(**overrides: Any) -> Config:
     """Settings for a test: defaults plus what the test says."""
     return Config(**overrides)

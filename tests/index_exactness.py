@@ -27,7 +27,7 @@ from releng_hardware.core.times import format_lastseen
 from releng_hardware.store.keys import lastseen_score, score
 from releng_hardware.views.machine_index import judge_record
 from releng_hardware.core.problems import Thresholds
-from tests.conftest import make_config
+from tests.conftest import make_config, stored_keys
 
 NOW = datetime(2026, 11, 20, 18, 0, 0)
 PROVISIONER = "releng-hardware"
@@ -156,7 +156,7 @@ def test_machines_written_before_the_index_are_indexed_on_first_read(store, conf
     rng = random.Random(11)
     deliver(store, rng, random_traffic(rng, hosts=30, runs=300))
     # what a deployment had before the index: none of its keys
-    index_keys = [key for key in store.all_keys() if key.startswith(store.prefix + "index:")]
+    index_keys = [key for key in stored_keys(store) if key.startswith(store.prefix + "index:")]
     assert index_keys
     store.redis.delete(*index_keys)
     before = judged_one_by_one(store, config)

@@ -10,7 +10,7 @@ the link or the server fails in the middle.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Self, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Self, Sequence
 from urllib.parse import urlsplit
 
 import orjson
@@ -138,11 +138,6 @@ class StorePart:
     def ping(self) -> bool:
         """True when Redis answers."""
         return bool(self.redis.ping())
-
-    def all_keys(self) -> Iterable[str]:
-        """Every key under this store's prefix (for tests and clean-up)."""
-        found: Iterable[str] = self.redis.scan_iter(match=self.prefix + "*", count=1000)
-        return found
 
     def _all_or_nothing(self, queue_writes: Callable[[Any], None], *watched: str) -> list[Any]:
         """Run the writes `queue_writes` puts after `pipe.multi()` as one MULTI/EXEC; their replies.

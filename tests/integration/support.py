@@ -25,7 +25,7 @@ from releng_hardware.tools.simulate import Message, declare_exchanges
 from releng_hardware.core.records import Run
 from releng_hardware.store.machines import Store, open_redis
 from releng_hardware.core.times import utcnow
-from tests.conftest import AMQP_URL, wait_for
+from tests.conftest import AMQP_URL, stored_keys, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -462,7 +462,7 @@ def machine_state(store: Store) -> MachineState:
 def reference_state(messages: Sequence[Message], provisioner_id: str, store: Store,
                     batch: int = 100) -> MachineState:
     """What one uninterrupted, in-order run over the messages leaves, applied to an empty store."""
-    assert not list(store.all_keys()), "the reference store must start empty"
+    assert not list(stored_keys(store)), "the reference store must start empty"
     events = events_of(messages, provisioner_id)
     for start in range(0, len(events), batch):
         store.record(events[start:start + batch], now=utcnow())

@@ -10,6 +10,7 @@ import pytest
 
 from releng_hardware.core.events import WorkerEvent
 from releng_hardware.store.machines import Store
+from tests.conftest import stored_keys
 
 T0 = datetime(2026, 11, 20, 12, 0, 0)
 NOW = T0 + timedelta(hours=6)
@@ -136,5 +137,5 @@ def test_old_schema_traffic_writes_what_it_wrote_before_labels(real_redis, redis
         assert "attributions" not in machine.details and "peer_ratios" not in machine.details
         for stored in store.machine(machine.machine_id).history:
             assert (stored.label, stored.attribution, stored.peer_median_seconds) == (None,) * 3
-    keys = set(store.all_keys())
+    keys = set(stored_keys(store))
     assert not any(key.startswith(redis_prefix + "label") for key in keys)

@@ -16,7 +16,7 @@ from releng_hardware.tools.simulate import backlog
 from releng_hardware.store.machines import peers
 from releng_hardware.store.machines import BATCH_LAYOUT, PENDING_ITEM, WORKER_ITEM, Store
 from releng_hardware.core.times import epoch_seconds
-from tests.conftest import NOW
+from tests.conftest import NOW, stored_keys
 
 T0 = datetime(2026, 11, 20, 12, 0, 0)
 DEADLINE = datetime(2026, 11, 21, 12, 0, 0)
@@ -367,4 +367,4 @@ def test_a_layout_the_script_cannot_read_fails_the_batch_before_any_write(store,
                                   store.keys.machine_history],
                             args=["", 0, store.history_size, 2, 0, 0, at(1), items, orjson.dumps(layout),
                                   store._peer_settings])
-    assert list(store.all_keys()) == []
+    assert list(stored_keys(store)) == []
