@@ -288,3 +288,7 @@ def test_a_slow_judgement_of_an_older_record_fails_after_a_judged_machine_is_wri
             for machine_id, generation, record in slow_reader]
     assert store.judge(late) == 0  # the newer write's generation is not the one it read
     assert_exact(store, config)
+
+
+# what a module collecting these tests imports with *
+__all__ = [name for name in dict(globals()) if name.startswith("test_")]

@@ -39,6 +39,7 @@ _PASSING_OUTAGES = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoading
 # Redis refusing writes while it still serves reads: memory full (maxmemory), a read-only replica.
 WRITES_REFUSED: tuple[type[Exception], ...] = (redis.OutOfMemoryError, redis.ReadOnlyError)
 
+
 def is_passing_outage(exc: BaseException) -> bool:
     """Whether a Redis failure passes by itself (retry, warn) rather than needs an operator.
 
